@@ -1,0 +1,1 @@
+//! edgemq-client: the library devices, operators and cloud consumers use with edgemq.

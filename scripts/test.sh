@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs edgemq's whole test suite: formatting, lints, every unit and
+# end-to-end test of the workspace, then the ARM builds and their tests
+# under qemu-user. Installs missing prerequisites first (see install-deps.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# The end-to-end tests run the real binaries: build them first.
+cargo build --workspace --bins --locked
+cargo test --workspace --locked
+if [ -f scripts/arm-test.sh ]; then
+  bash scripts/arm-test.sh
+fi
