@@ -1,0 +1,322 @@
+//! Handling the packets a connected client sends.
+//!
+//! Each handler either queues replies in the write buffer or returns an
+//! [`Exit`] naming why the connection must close (with the v5 reason code
+//! for the server's DISCONNECT). Publisher acknowledgements wait for the
+//! durability of the message's durable copies before they are queued.
+
+use std::sync::Arc;
+
+use crate::protocol::{
+    reason, Disconnect, Packet, PubAck, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck,
+    Unsubscribe,
+};
+use crate::router::{self, Delivery, Message, SubscriptionOptions};
+use crate::session::PubRecOutcome;
+use crate::sys;
+
+use super::handshake::{denied, topic_within_limits};
+use super::{Conn, Exit};
+
+impl Conn {
+    /// Dispatches one packet from the client.
+    pub async fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
+        sys::inc(&self.broker.metrics.messages_received);
+        match packet {
+            Packet::Publish(p) => self.on_publish(p).await,
+            Packet::PubAck(a) => {
+                if let Ok(d) = self.session.outgoing.on_puback(a.pkid) {
+                    self.ack_persistence(&d);
+                }
+                Ok(())
+            }
+            Packet::PubRec(a) => {
+                self.on_pubrec(a);
+                Ok(())
+            }
+            Packet::PubRel(a) => {
+                self.on_pubrel(a);
+                Ok(())
+            }
+            Packet::PubComp(a) => {
+                if let Ok(d) = self.session.outgoing.on_pubcomp(a.pkid) {
+                    self.ack_persistence(&d);
+                }
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => {
+                self.on_unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.encode(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => Err(self.on_disconnect(d)),
+            Packet::Connect(_) => Err(Exit::Protocol(reason::PROTOCOL_ERROR, "second CONNECT")),
+            Packet::Auth(_) => Err(Exit::Protocol(
+                reason::PROTOCOL_ERROR,
+                "AUTH without an authentication method",
+            )),
+            other => Err(Exit::Protocol(
+                reason::PROTOCOL_ERROR,
+                match other {
+                    Packet::ConnAck(_) => "CONNACK from a client",
+                    Packet::SubAck(_) => "SUBACK from a client",
+                    Packet::UnsubAck(_) => "UNSUBACK from a client",
+                    _ => "PINGRESP from a client",
+                },
+            )),
+        }
+    }
+
+    async fn on_publish(&mut self, publish: Publish) -> Result<(), Exit> {
+        let metrics = &self.broker.metrics;
+        sys::inc(&metrics.publish_received);
+        let topic = if self.version.is_v5() {
+            self.in_aliases
+                .resolve(&publish.topic, publish.properties.topic_alias)
+                .map_err(|code| Exit::Protocol(code, "bad topic alias"))?
+        } else {
+            publish.topic.clone()
+        };
+        if !topic_within_limits(&self.broker, &topic) {
+            return Err(Exit::Protocol(
+                reason::TOPIC_NAME_INVALID,
+                "topic over the configured limits",
+            ));
+        }
+        // Our Receive Maximum: QoS 1 is acknowledged before the next packet
+        // is read, so only QoS 2 messages awaiting PUBREL can pile up.
+        if publish.qos == QoS::ExactlyOnce
+            && !self.session.incoming.is_pending(publish.pkid)
+            && self.session.incoming.pending()
+                >= usize::from(self.broker.config.limits.max_inflight)
+        {
+            return Err(Exit::Protocol(
+                reason::RECEIVE_MAXIMUM_EXCEEDED,
+                "receive maximum exceeded",
+            ));
+        }
+        let allowed = !denied(&self.broker.config.acl.deny_publish, &topic)
+            && self.broker.auth.authorize_publish(&self.identity, &topic);
+        if !allowed {
+            sys::inc(&metrics.dropped_denied);
+            tracing::debug!(%topic, "publish denied");
+        }
+        // v5 answers a refused QoS 1/2 publish with 0x87; 3.1.1 acknowledges
+        // and drops it (it has no way to say no).
+        let refused_code = if allowed || !self.version.is_v5() {
+            0
+        } else {
+            reason::NOT_AUTHORIZED
+        };
+        match publish.qos {
+            QoS::AtMostOnce => {
+                if allowed {
+                    self.route(topic, publish).await?;
+                }
+            }
+            QoS::AtLeastOnce => {
+                let pkid = publish.pkid;
+                if allowed {
+                    self.route(topic, publish).await?;
+                }
+                self.encode(&Packet::PubAck(ack(pkid, refused_code)));
+            }
+            QoS::ExactlyOnce => {
+                let pkid = publish.pkid;
+                if allowed && self.session.incoming.on_publish_qos2(pkid) {
+                    self.broker
+                        .persistence
+                        .incoming_qos2(&self.session.client_id, pkid, true);
+                    self.route(topic, publish).await?;
+                }
+                self.encode(&Packet::PubRec(ack(pkid, refused_code)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes a PUBLISH and waits until its durable copies are stored.
+    async fn route(&mut self, topic: String, publish: Publish) -> Result<(), Exit> {
+        let message = Message::new(
+            topic,
+            publish.payload,
+            publish.qos,
+            publish.retain,
+            publish.properties,
+            Some(self.session.client_id.clone()),
+        );
+        let durability = self.broker.publish(Arc::new(message));
+        durability.wait().await.map_err(|e| {
+            tracing::error!(error = %e, "durable write failed; closing without acknowledging");
+            Exit::Protocol(reason::UNSPECIFIED_ERROR, "persistence failure")
+        })
+    }
+
+    fn on_pubrec(&mut self, a: PubAck) {
+        match self.session.outgoing.on_pubrec(a.pkid, a.reason_code) {
+            Ok(PubRecOutcome::SendPubRel) => self.encode(&Packet::PubRel(ack(a.pkid, 0))),
+            Ok(PubRecOutcome::Refused(d)) => self.ack_persistence(&d),
+            Err(_) => self.encode(&Packet::PubRel(ack(
+                a.pkid,
+                reason::PACKET_IDENTIFIER_NOT_FOUND,
+            ))),
+        }
+    }
+
+    fn on_pubrel(&mut self, a: PubAck) {
+        let known = self.session.incoming.on_pubrel(a.pkid);
+        if known {
+            self.broker
+                .persistence
+                .incoming_qos2(&self.session.client_id, a.pkid, false);
+        }
+        let code = if known {
+            0
+        } else {
+            reason::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        self.encode(&Packet::PubComp(ack(a.pkid, code)));
+    }
+
+    fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Exit> {
+        let v5 = self.version.is_v5();
+        let id = subscribe.properties.subscription_identifier;
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        for f in &subscribe.filters {
+            let (group, inner) = router::split_shared(&f.filter);
+            if group.is_some() && f.no_local {
+                return Err(Exit::Protocol(
+                    reason::PROTOCOL_ERROR,
+                    "No Local on a shared subscription",
+                ));
+            }
+            if !router::valid_filter(&f.filter) || !topic_within_limits(&self.broker, inner) {
+                codes.push(if v5 {
+                    reason::TOPIC_FILTER_INVALID
+                } else {
+                    reason::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
+            if denied(&self.broker.config.acl.deny_subscribe, inner)
+                || !self
+                    .broker
+                    .auth
+                    .authorize_subscribe(&self.identity, &f.filter)
+            {
+                codes.push(reason::NOT_AUTHORIZED);
+                continue;
+            }
+            let options = SubscriptionOptions {
+                qos: f.qos,
+                no_local: f.no_local,
+                retain_as_published: f.retain_as_published,
+                retain_handling: f.retain_handling,
+                id,
+            };
+            let existed =
+                self.broker
+                    .router
+                    .subscribe(&self.session.mailbox, &f.filter, options.clone());
+            self.session
+                .subscriptions
+                .insert(f.filter.clone(), options.clone());
+            codes.push(f.qos as u8);
+            let send_retained = group.is_none()
+                && match f.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendAtSubscribeIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                for message in self.broker.router.retained_matching(inner) {
+                    retained.push(Delivery {
+                        qos: options.qos.min(message.qos),
+                        message,
+                        retain: true,
+                        subscription_ids: id.into_iter().collect(),
+                    });
+                }
+            }
+        }
+        if self.session.is_persistent() {
+            self.broker.persistence.save_session(&self.session.record());
+        }
+        let code_v311 = |c: u8| {
+            if c >= 0x80 {
+                reason::UNSPECIFIED_ERROR
+            } else {
+                c
+            }
+        };
+        let reason_codes = if v5 {
+            codes
+        } else {
+            codes.into_iter().map(code_v311).collect()
+        };
+        self.encode(&Packet::SubAck(SubAck {
+            pkid: subscribe.pkid,
+            reason_codes,
+            ..SubAck::default()
+        }));
+        // Retained messages go out after the SUBACK, ahead of newer traffic.
+        for d in retained.into_iter().rev() {
+            self.pending.push_front(d);
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+        let mut reason_codes = Vec::with_capacity(unsubscribe.filters.len());
+        for filter in &unsubscribe.filters {
+            let existed = self.session.subscriptions.remove(filter).is_some();
+            self.broker
+                .router
+                .unsubscribe(&self.session.client_id, filter);
+            reason_codes.push(if existed {
+                reason::SUCCESS
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        if self.session.is_persistent() {
+            self.broker.persistence.save_session(&self.session.record());
+        }
+        self.encode(&Packet::UnsubAck(UnsubAck {
+            pkid: unsubscribe.pkid,
+            reason_codes,
+            ..UnsubAck::default()
+        }));
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) -> Exit {
+        if let Some(expiry) = d.properties.session_expiry_interval {
+            if self.session.expiry_interval == 0 && expiry != 0 {
+                return Exit::Protocol(
+                    reason::PROTOCOL_ERROR,
+                    "session expiry set on DISCONNECT after 0 in CONNECT",
+                );
+            }
+            let capped = expiry.min(self.broker.config.limits.max_session_expiry);
+            self.session.set_expiry(capped);
+        }
+        if d.reason_code == reason::DISCONNECT_WITH_WILL_MESSAGE {
+            Exit::ClientWithWill
+        } else {
+            Exit::Client
+        }
+    }
+}
+
+fn ack(pkid: u16, reason_code: u8) -> PubAck {
+    PubAck {
+        pkid,
+        reason_code,
+        ..PubAck::default()
+    }
+}
