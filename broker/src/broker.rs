@@ -196,6 +196,9 @@ impl Broker {
             },
             None => previous,
         };
+        // The old connection may have scheduled its delayed will while
+        // closing: a reconnect in time cancels it.
+        lock(&self.wills).remove(&client_id);
         let limits = self.mailbox_limits();
         let (mut session, session_present) = match previous {
             Some(old) if !clean_start => (old, true),
@@ -292,12 +295,33 @@ impl Broker {
         for filter in session.subscriptions.keys() {
             self.router.unsubscribe(&session.client_id, filter);
         }
-        session.outgoing.clear();
-        session.mailbox.clear();
+        let mut orphans = session.outgoing.clear();
+        session.mailbox.drain(usize::MAX, &mut orphans);
+        self.redistribute_shared(orphans);
         self.persistence.remove_session(&session.client_id);
         let will = lock(&self.wills).remove(&session.client_id);
         if let Some((_, will)) = will {
             drop(self.publish(will));
+        }
+    }
+
+    /// Gives the QoS 1/2 deliveries a leaving shared-group member had not
+    /// completed to another member of the same group, so they are not lost.
+    fn redistribute_shared(&self, deliveries: Vec<crate::router::Delivery>) {
+        for mut delivery in deliveries {
+            let Some(key) = delivery.shared.clone() else {
+                continue;
+            };
+            if delivery.qos == crate::protocol::QoS::AtMostOnce {
+                continue;
+            }
+            let Some(mailbox) = self.router.shared_member(&key.0, &key.1) else {
+                continue;
+            };
+            delivery.retain = false;
+            if let Err(reason) = mailbox.push(delivery) {
+                self.metrics.count_drop(reason);
+            }
         }
     }
 

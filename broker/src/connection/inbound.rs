@@ -240,6 +240,7 @@ impl Conn {
                         message,
                         retain: true,
                         subscription_ids: id.into_iter().collect(),
+                        shared: None,
                     });
                 }
             }

@@ -323,10 +323,10 @@ impl Conn {
                 self.publish_will(will, matches!(exit, Exit::Shutdown));
             }
         }
+        // Unsent deliveries go back to the session: kept if it persists,
+        // handed to other shared-group members if it ends.
         let unsent: Vec<Delivery> = self.pending.drain(..).collect();
-        if self.session.is_persistent() {
-            self.session.mailbox.requeue_front(unsent);
-        }
+        self.session.mailbox.requeue_front(unsent);
         self.broker.close_session(self.conn_id, self.session);
     }
 

@@ -94,4 +94,7 @@ pub struct Delivery {
     pub retain: bool,
     /// v5 subscription identifiers of every matching subscription.
     pub subscription_ids: Vec<u32>,
+    /// The `(group, filter)` of the shared subscription this copy was
+    /// picked for, so it can go to another member if this one leaves.
+    pub shared: Option<Arc<(String, String)>>,
 }

@@ -101,7 +101,9 @@ impl Router {
             }
             Match::Shared(group) => {
                 if let Some(s) = group.pick() {
-                    out.push((s.mailbox.clone(), delivery_for(message, &[s])));
+                    let mut delivery = delivery_for(message, &[s]);
+                    delivery.shared = Some(group.key().clone());
+                    out.push((s.mailbox.clone(), delivery));
                 }
             }
         });
@@ -113,6 +115,14 @@ impl Router {
             ));
         }
         out
+    }
+
+    /// Another member of the shared group a delivery was picked for, to
+    /// take over a delivery its first member will not acknowledge.
+    pub fn shared_member(&self, group: &str, filter: &str) -> Option<Arc<Mailbox>> {
+        read(&self.trie)
+            .group(filter, group)
+            .and_then(|g| g.pick().map(|s| s.mailbox.clone()))
     }
 
     /// Stores, replaces or clears a retained message.
@@ -144,6 +154,7 @@ fn delivery_for(message: &Arc<Message>, subs: &[&Subscriber]) -> Delivery {
         qos: granted.min(message.qos),
         retain,
         subscription_ids,
+        shared: None,
     }
 }
 
@@ -160,3 +171,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

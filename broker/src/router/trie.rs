@@ -50,13 +50,20 @@ pub struct Subscriber {
 }
 
 /// The members of one shared subscription group on one filter.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Group {
+    /// (group name, filter), shared with the deliveries picked from it.
+    key: Arc<(String, String)>,
     members: Vec<Subscriber>,
     cursor: AtomicUsize,
 }
 
 impl Group {
+    /// (group name, filter) of this group.
+    pub fn key(&self) -> &Arc<(String, String)> {
+        &self.key
+    }
+
     /// The next member in round-robin order, skipping offline members
     /// unless every member is offline.
     pub fn pick(&self) -> Option<&Subscriber> {
@@ -125,7 +132,14 @@ impl Trie {
                 node.subscribers.insert(key, subscriber).is_some()
             }
             Some(name) => {
-                let group = node.groups.entry(name.to_string()).or_default();
+                let group = node
+                    .groups
+                    .entry(name.to_string())
+                    .or_insert_with(|| Group {
+                        key: Arc::new((name.to_string(), filter.to_string())),
+                        members: Vec::new(),
+                        cursor: AtomicUsize::new(0),
+                    });
                 let id = subscriber.mailbox.client_id();
                 match group
                     .members
@@ -158,6 +172,15 @@ impl Trie {
             self.count -= 1;
         }
         removed
+    }
+
+    /// The shared group `group` on exactly `filter`.
+    pub fn group(&self, filter: &str, group: &str) -> Option<&Group> {
+        let mut node = &self.root;
+        for level in filter.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.groups.get(group)
     }
 
     /// Calls `visit` for every subscription matching `topic`.

@@ -117,3 +117,6 @@ pub struct SessionRecord {
     pub subscriptions: Vec<(String, SubscriptionOptions)>,
 }
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
