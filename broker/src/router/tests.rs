@@ -171,7 +171,7 @@ fn shared_group_round_robin_prefers_online_members() {
             .or_insert(0) += 1;
     }
     assert!(
-        counts.get("c").is_none(),
+        !counts.contains_key("c"),
         "offline member skipped: {counts:?}"
     );
     assert!(
