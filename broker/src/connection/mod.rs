@@ -314,20 +314,22 @@ impl Conn {
                 ..Disconnect::default()
             }));
         }
-        if !self.wbuf.is_empty() && !matches!(exit, Exit::Closed) {
-            let _ = timeout(FINAL_FLUSH, stream.write_all(&self.wbuf)).await;
-        }
-        let _ = timeout(FINAL_FLUSH, stream.shutdown()).await;
         if let Some(will) = self.will.take() {
             if !matches!(exit, Exit::Client) {
                 self.publish_will(will, matches!(exit, Exit::Shutdown));
             }
         }
         // Unsent deliveries go back to the session: kept if it persists,
-        // handed to other shared-group members if it ends.
+        // handed to other shared-group members if it ends. The session is
+        // released before the socket closes, so a client that saw the close
+        // and reconnects finds it parked.
         let unsent: Vec<Delivery> = self.pending.drain(..).collect();
         self.session.mailbox.requeue_front(unsent);
         self.broker.close_session(self.conn_id, self.session);
+        if !self.wbuf.is_empty() && !matches!(exit, Exit::Closed) {
+            let _ = timeout(FINAL_FLUSH, stream.write_all(&self.wbuf)).await;
+        }
+        let _ = timeout(FINAL_FLUSH, stream.shutdown()).await;
     }
 
     /// Publishes the will now or after its delay (capped by the session
