@@ -3,10 +3,12 @@
 //! Each handler either queues replies in the write buffer or returns an
 //! [`Exit`] naming why the connection must close (with the v5 reason code
 //! for the server's DISCONNECT). Publisher acknowledgements wait for the
-//! durability of the message's durable copies before they are queued.
+//! durability of the message's durable copies before they are sent (see
+//! [`Conn::acknowledge`]).
 
 use std::sync::Arc;
 
+use crate::hooks::Durability;
 use crate::protocol::{
     reason, Disconnect, Packet, PubAck, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck,
     Unsubscribe,
@@ -20,10 +22,10 @@ use super::{Conn, Exit};
 
 impl Conn {
     /// Dispatches one packet from the client.
-    pub async fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
+    pub fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
         sys::inc(&self.broker.metrics.messages_received);
         match packet {
-            Packet::Publish(p) => self.on_publish(p).await,
+            Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(a) => {
                 if let Ok(d) = self.session.outgoing.on_puback(a.pkid) {
                     self.ack_persistence(&d);
@@ -71,7 +73,7 @@ impl Conn {
         }
     }
 
-    async fn on_publish(&mut self, publish: Publish) -> Result<(), Exit> {
+    fn on_publish(&mut self, publish: Publish) -> Result<(), Exit> {
         let metrics = &self.broker.metrics;
         sys::inc(&metrics.publish_received);
         let topic = if self.version.is_v5() {
@@ -87,12 +89,11 @@ impl Conn {
                 "topic over the configured limits",
             ));
         }
-        // Our Receive Maximum: QoS 1 is acknowledged before the next packet
-        // is read, so only QoS 2 messages awaiting PUBREL can pile up.
-        if publish.qos == QoS::ExactlyOnce
+        // Our Receive Maximum: a new QoS 1/2 message beyond it is an error
+        // (a QoS 2 retransmission of a pending id is not new).
+        if publish.qos != QoS::AtMostOnce
             && !self.session.incoming.is_pending(publish.pkid)
-            && self.session.incoming.pending()
-                >= usize::from(self.broker.config.limits.max_inflight)
+            && self.incoming_inflight() >= usize::from(self.broker.config.limits.max_inflight)
         {
             return Err(Exit::Protocol(
                 reason::RECEIVE_MAXIMUM_EXCEEDED,
@@ -112,35 +113,39 @@ impl Conn {
         } else {
             reason::NOT_AUTHORIZED
         };
+        let pkid = publish.pkid;
         match publish.qos {
             QoS::AtMostOnce => {
                 if allowed {
-                    self.route(topic, publish).await?;
+                    // Nothing to acknowledge: durability is not awaited.
+                    drop(self.route(topic, publish));
                 }
             }
             QoS::AtLeastOnce => {
-                let pkid = publish.pkid;
-                if allowed {
-                    self.route(topic, publish).await?;
-                }
-                self.encode(&Packet::PubAck(ack(pkid, refused_code)));
+                let durable = if allowed {
+                    self.route(topic, publish)
+                } else {
+                    Durability::Done
+                };
+                self.acknowledge(durable, Packet::PubAck(ack(pkid, refused_code)));
             }
             QoS::ExactlyOnce => {
-                let pkid = publish.pkid;
+                let mut durable = Durability::Done;
                 if allowed && self.session.incoming.on_publish_qos2(pkid) {
                     self.broker
                         .persistence
                         .incoming_qos2(&self.session.client_id, pkid, true);
-                    self.route(topic, publish).await?;
+                    durable = self.route(topic, publish);
                 }
-                self.encode(&Packet::PubRec(ack(pkid, refused_code)));
+                self.acknowledge(durable, Packet::PubRec(ack(pkid, refused_code)));
             }
         }
         Ok(())
     }
 
-    /// Routes a PUBLISH and waits until its durable copies are stored.
-    async fn route(&mut self, topic: String, publish: Publish) -> Result<(), Exit> {
+    /// Routes a PUBLISH; the result completes when its durable copies are
+    /// stored.
+    fn route(&mut self, topic: String, publish: Publish) -> Durability {
         let message = Message::new(
             topic,
             publish.payload,
@@ -149,11 +154,43 @@ impl Conn {
             publish.properties,
             Some(self.session.client_id.clone()),
         );
-        let durability = self.broker.publish(Arc::new(message));
-        durability.wait().await.map_err(|e| {
-            tracing::error!(error = %e, "durable write failed; closing without acknowledging");
-            Exit::Protocol(reason::UNSPECIFIED_ERROR, "persistence failure")
-        })
+        self.broker.publish(Arc::new(message))
+    }
+
+    /// Sends `ack` once `durable` completes, keeping acknowledgements in the
+    /// order the PUBLISH packets arrived (MQTT 5.0 section 4.6). Publishes
+    /// keep being read and routed meanwhile, so a group commit can cover
+    /// many of them.
+    fn acknowledge(&mut self, durable: Durability, ack: Packet) {
+        match durable {
+            Durability::Done if self.waiting_acks.is_empty() => self.encode(&ack),
+            Durability::Done => self.waiting_acks.push_back((None, ack)),
+            Durability::Pending(f) => self.waiting_acks.push_back((Some(f), ack)),
+        }
+    }
+
+    /// QoS 1/2 messages received whose acknowledgement is not yet sent or
+    /// (QoS 2) whose PUBREL has not arrived: what our Receive Maximum bounds.
+    fn incoming_inflight(&self) -> usize {
+        let qos1_waiting = self
+            .waiting_acks
+            .iter()
+            .filter(|(_, p)| matches!(p, Packet::PubAck(_)))
+            .count();
+        self.session.incoming.pending() + qos1_waiting
+    }
+
+    /// Called when the first waiting acknowledgement's write is durable:
+    /// sends it and every following one that needs no wait.
+    pub fn release_acks(&mut self) {
+        if let Some(front) = self.waiting_acks.front_mut() {
+            front.0 = None;
+        }
+        while self.waiting_acks.front().is_some_and(|(f, _)| f.is_none()) {
+            if let Some((_, ack)) = self.waiting_acks.pop_front() {
+                self.encode(&ack);
+            }
+        }
     }
 
     fn on_pubrec(&mut self, a: PubAck) {

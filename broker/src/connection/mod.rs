@@ -32,7 +32,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::Instrument;
 
 use crate::broker::Broker;
-use crate::hooks::ClientIdentity;
+use crate::hooks::{BoxFuture, ClientIdentity, PersistError};
 use crate::protocol::{
     self, reason, ConnAck, ConnAckProperties, DecodeError, Disconnect, LastWill, Packet,
     ProtocolVersion,
@@ -64,6 +64,9 @@ struct ClientLimits {
     topic_alias_maximum: u16,
 }
 
+/// An acknowledgement and, while its message is not yet durable, the wait.
+type WaitingAck = (Option<BoxFuture<'static, Result<(), PersistError>>>, Packet);
+
 /// Why a connection ends.
 #[derive(Debug)]
 enum Exit {
@@ -94,6 +97,9 @@ struct Conn {
     out_aliases: OutboundAliases,
     /// Deliveries taken from the mailbox (or retained on subscribe) not yet sent.
     pending: VecDeque<Delivery>,
+    /// PUBACK/PUBREC packets in arrival order, each waiting (if `Some`) for
+    /// its message to be durable.
+    waiting_acks: VecDeque<WaitingAck>,
     wbuf: BytesMut,
 }
 
@@ -222,6 +228,7 @@ async fn attach(
         in_aliases: InboundAliases::new(if v5 { limits.max_topic_aliases } else { 0 }),
         out_aliases: OutboundAliases::new(client.topic_alias_maximum),
         pending: VecDeque::new(),
+        waiting_acks: VecDeque::new(),
         wbuf: BytesMut::new(),
     };
     (conn, opened.kicked, connack, keep_alive)
@@ -249,7 +256,7 @@ impl Conn {
                 match protocol::decode(rbuf, self.version, max_packet) {
                     Ok(Some(packet)) => {
                         deadline = Instant::now() + grace;
-                        if let Err(exit) = self.handle(packet).await {
+                        if let Err(exit) = self.handle(packet) {
                             return exit;
                         }
                     }
@@ -283,6 +290,13 @@ impl Conn {
                     Ok(0) | Err(_) => return Exit::Closed,
                     Ok(n) => sys::add(&self.broker.metrics.bytes_received, n),
                 },
+                r = first_durable(&mut self.waiting_acks), if !self.waiting_acks.is_empty() => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "durable write failed; not acknowledging");
+                        return Exit::Protocol(reason::UNSPECIFIED_ERROR, "persistence failure");
+                    }
+                    self.release_acks();
+                }
                 _ = std::future::ready(()), if more => {}
                 _ = mailbox.notified(), if wake_on_mail => {}
                 _ = sleep_until(deadline), if keep_alive > 0 => return Exit::KeepAlive,
@@ -361,6 +375,14 @@ impl Conn {
         );
         self.broker
             .schedule_will(self.session.client_id.clone(), Arc::new(message), delay);
+    }
+}
+
+/// Completes when the first waiting acknowledgement may be sent.
+async fn first_durable(waiting: &mut VecDeque<WaitingAck>) -> Result<(), PersistError> {
+    match waiting.front_mut() {
+        Some((Some(durable), _)) => durable.await,
+        _ => Ok(()),
     }
 }
 
