@@ -55,9 +55,10 @@ fn start(
     auth: Arc<dyn Authenticator>,
 ) -> (tokio::runtime::Runtime, SocketAddr) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let mut config = Config::default();
-    config.listeners = vec![ListenerConfig::mqtt(SocketAddr::from(([127, 0, 0, 1], 0)))];
-    let config = Arc::new(config);
+    let config = Arc::new(Config {
+        listeners: vec![ListenerConfig::mqtt(SocketAddr::from(([127, 0, 0, 1], 0)))],
+        ..Config::default()
+    });
     let listeners = runtime
         .block_on(edgemq::server::bind(&config.listeners))
         .expect("bind");
