@@ -258,9 +258,10 @@ impl Broker {
         slot.generation = self.next_id();
         let generation = slot.generation;
         let expiry = session.expiry_interval;
-        self.persistence.save_session(&session.record());
+        let record = session.record();
         slot.parked = Some(session);
         drop(sessions);
+        self.persistence.save_session(&record);
         if expiry != crate::session::NEVER_EXPIRES {
             let broker = Arc::downgrade(self);
             tokio::spawn(async move {

@@ -46,8 +46,10 @@ pub use handshake::HandshakeError;
 
 /// How long the server's last words (DISCONNECT, queued acks) may take.
 const FINAL_FLUSH: Duration = Duration::from_millis(500);
-/// Read buffers above this capacity are released once empty.
-const KEEP_READ_CAPACITY: usize = 4096;
+/// Smallest read; also the most an idle connection keeps allocated.
+const MIN_READ: usize = 256;
+/// Largest read for a busy connection streaming small packets.
+const MAX_READ: usize = 64 * 1024;
 
 /// Facts about the socket, from the listener.
 #[derive(Debug, Clone, Copy)]
@@ -251,6 +253,7 @@ impl Conn {
         let grace = Duration::from_millis(u64::from(keep_alive) * 1500);
         let mut deadline = Instant::now() + grace;
         let mailbox = self.session.mailbox.clone();
+        let mut read_hint = MIN_READ;
         loop {
             loop {
                 match protocol::decode(rbuf, self.version, max_packet) {
@@ -279,7 +282,8 @@ impl Conn {
                     self.wbuf = BytesMut::new();
                 }
             }
-            prepare_read_buffer(rbuf, max_packet);
+            prepare_read_buffer(rbuf, max_packet, read_hint);
+            let spare = rbuf.capacity() - rbuf.len();
             let more = self.can_send_more() && (!self.pending.is_empty() || !mailbox.is_empty());
             let wake_on_mail = self.can_send_more() && self.pending.is_empty();
             tokio::select! {
@@ -288,7 +292,10 @@ impl Conn {
                 _ = shutdown.changed() => return Exit::Shutdown,
                 r = stream.read_buf(rbuf) => match r {
                     Ok(0) | Err(_) => return Exit::Closed,
-                    Ok(n) => sys::add(&self.broker.metrics.bytes_received, n),
+                    Ok(n) => {
+                        sys::add(&self.broker.metrics.bytes_received, n);
+                        read_hint = next_read_hint(read_hint, n, spare);
+                    }
                 },
                 r = first_durable(&mut self.waiting_acks), if !self.waiting_acks.is_empty() => {
                     if let Err(e) = r {
@@ -387,14 +394,27 @@ async fn first_durable(waiting: &mut VecDeque<WaitingAck>) -> Result<(), Persist
 }
 
 /// Makes room for the next read: the rest of a packet whose header is
-/// known, a little otherwise; releases a large buffer once it is empty.
-fn prepare_read_buffer(rbuf: &mut BytesMut, max_packet: u32) {
-    if rbuf.is_empty() && rbuf.capacity() > KEEP_READ_CAPACITY {
+/// known, else `hint` bytes; releases a large buffer once it is empty.
+fn prepare_read_buffer(rbuf: &mut BytesMut, max_packet: u32, hint: usize) {
+    if rbuf.is_empty() && rbuf.capacity() > 2 * hint.max(MIN_READ) {
         *rbuf = BytesMut::new();
     }
     let want = match protocol::check_header(rbuf, max_packet) {
-        Ok(Some(h)) => h.frame_len().saturating_sub(rbuf.len()).max(64),
-        _ => 256,
+        Ok(Some(h)) => h.frame_len().saturating_sub(rbuf.len()).max(hint),
+        _ => hint,
     };
     rbuf.reserve(want);
+}
+
+/// Adapts the read size: a read that filled the buffer means more is
+/// waiting (grow, fewer system calls); small reads shrink it back, so idle
+/// connections hold little memory.
+fn next_read_hint(hint: usize, read: usize, spare: usize) -> usize {
+    if read >= spare {
+        (hint * 2).min(MAX_READ)
+    } else if read < hint / 4 {
+        (hint / 2).max(MIN_READ)
+    } else {
+        hint
+    }
 }
