@@ -8,3 +8,4 @@
 //! `storage` and forwarded to the cloud by `bridge`.
 
 pub mod protocol;
+pub mod storage;
