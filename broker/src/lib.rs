@@ -15,4 +15,5 @@ pub mod protocol;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod storage;
 pub mod sys;
