@@ -29,7 +29,7 @@ struct Cli {
     /// Listen on ADDR (repeatable); replaces the configured listeners.
     #[arg(long, value_name = "ADDR")]
     listen: Vec<SocketAddr>,
-    /// Directory for durable data.
+    /// Directory for durable data (sets [storage] dir).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Log level or tracing filter (overrides [log] level and RUST_LOG).
@@ -86,12 +86,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     if let Some(level) = &cli.log_level {
         config.log.level = level.clone();
     }
-    config.data_dir = cli.data_dir.clone();
-    init_logging(&config.log.level)?;
-    if let Some(dir) = &config.data_dir {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    if let Some(dir) = &cli.data_dir {
+        config.storage.dir = dir.clone();
     }
+    init_logging(&config.log.level)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads())
         .enable_all()

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::hooks::Durability;
+use crate::hooks::{BoxFuture, Durability, PersistError};
 use crate::protocol::{
     reason, Disconnect, Packet, PubAck, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck,
     Unsubscribe,
@@ -165,7 +165,18 @@ impl Conn {
         match durable {
             Durability::Done if self.waiting_acks.is_empty() => self.encode(&ack),
             Durability::Done => self.waiting_acks.push_back((None, ack)),
-            Durability::Pending(f) => self.waiting_acks.push_back((Some(f), ack)),
+            Durability::Pending(f) => {
+                // Spawned so every write makes progress at once (a group
+                // commit covers all of them), while the loop awaits only
+                // the oldest acknowledgement.
+                let write = tokio::spawn(f);
+                let wait: BoxFuture<'static, Result<(), PersistError>> = Box::pin(async move {
+                    write
+                        .await
+                        .map_err(|e| PersistError(format!("durable write task failed: {e}")))?
+                });
+                self.waiting_acks.push_back((Some(wait), ack));
+            }
         }
     }
 
