@@ -89,9 +89,12 @@ impl Conn {
                 "topic over the configured limits",
             ));
         }
-        // Our Receive Maximum: a new QoS 1/2 message beyond it is an error
-        // (a QoS 2 retransmission of a pending id is not new).
-        if publish.qos != QoS::AtMostOnce
+        // Our Receive Maximum (v5): a new QoS 1/2 message beyond it is an
+        // error (a QoS 2 retransmission of a pending id is not new). 3.1.1
+        // has no such limit to announce; the read loop applies back-pressure
+        // on unsent acknowledgements instead.
+        if self.version.is_v5()
+            && publish.qos != QoS::AtMostOnce
             && !self.session.incoming.is_pending(publish.pkid)
             && self.incoming_inflight() >= usize::from(self.broker.config.limits.max_inflight)
         {

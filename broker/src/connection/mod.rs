@@ -254,8 +254,11 @@ impl Conn {
         let mut deadline = Instant::now() + grace;
         let mailbox = self.session.mailbox.clone();
         let mut read_hint = MIN_READ;
+        // Stop reading while this many acknowledgements wait for durability:
+        // TCP back-pressure on a publisher that outruns the store.
+        let max_waiting = usize::from(self.broker.config.limits.max_inflight);
         loop {
-            loop {
+            while self.waiting_acks.len() < max_waiting {
                 match protocol::decode(rbuf, self.version, max_packet) {
                     Ok(Some(packet)) => {
                         deadline = Instant::now() + grace;
@@ -286,11 +289,12 @@ impl Conn {
             let spare = rbuf.capacity() - rbuf.len();
             let more = self.can_send_more() && (!self.pending.is_empty() || !mailbox.is_empty());
             let wake_on_mail = self.can_send_more() && self.pending.is_empty();
+            let can_read = self.waiting_acks.len() < max_waiting;
             tokio::select! {
                 biased;
                 _ = &mut kicked => return Exit::TakenOver,
                 _ = shutdown.changed() => return Exit::Shutdown,
-                r = stream.read_buf(rbuf) => match r {
+                r = stream.read_buf(rbuf), if can_read => match r {
                     Ok(0) | Err(_) => return Exit::Closed,
                     Ok(n) => {
                         sys::add(&self.broker.metrics.bytes_received, n);
@@ -303,6 +307,8 @@ impl Conn {
                         return Exit::Protocol(reason::UNSPECIFIED_ERROR, "persistence failure");
                     }
                     self.release_acks();
+                    // Time spent not reading does not count against the client.
+                    deadline = Instant::now() + grace;
                 }
                 _ = std::future::ready(()), if more => {}
                 _ = mailbox.notified(), if wake_on_mail => {}
