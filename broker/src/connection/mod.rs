@@ -34,8 +34,8 @@ use tracing::Instrument;
 use crate::broker::Broker;
 use crate::hooks::{BoxFuture, ClientIdentity, PersistError};
 use crate::protocol::{
-    self, reason, ConnAck, ConnAckProperties, DecodeError, Disconnect, LastWill, Packet,
-    ProtocolVersion,
+    self, reason, ConnAck, ConnAckProperties, DecodeError, Disconnect, DisconnectProperties,
+    LastWill, Packet, ProtocolVersion,
 };
 use crate::router::{Delivery, Message};
 use crate::session::aliases::{InboundAliases, OutboundAliases};
@@ -320,25 +320,31 @@ impl Conn {
     /// Says goodbye (v5 DISCONNECT for server-side reasons), handles the
     /// will, and hands the session back to the broker.
     async fn finish<S: AsyncWrite + Unpin>(mut self, stream: &mut S, exit: Exit) {
-        let code = match &exit {
+        // (reason code, reason string) of the server's DISCONNECT. Reason
+        // strings are allowed on DISCONNECT whatever Request Problem
+        // Information says (MQTT 5.0 section 3.1.2.11.7).
+        let goodbye = match &exit {
             Exit::Protocol(code, why) => {
                 tracing::info!(reason = code, why, "closing connection: protocol error");
-                Some(*code)
+                Some((*code, why.to_string()))
             }
             Exit::Decode(e) => {
                 tracing::info!(error = %e, "closing connection: malformed packet");
-                Some(e.reason_code())
+                Some((e.reason_code(), e.to_string()))
             }
-            Exit::KeepAlive => Some(reason::KEEP_ALIVE_TIMEOUT),
-            Exit::TakenOver => Some(reason::SESSION_TAKEN_OVER),
-            Exit::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
+            Exit::KeepAlive => Some((reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout".into())),
+            Exit::TakenOver => Some((reason::SESSION_TAKEN_OVER, "session taken over".into())),
+            Exit::Shutdown => Some((reason::SERVER_SHUTTING_DOWN, "server shutting down".into())),
             Exit::Client | Exit::ClientWithWill | Exit::Closed => None,
         };
         tracing::info!(?exit, "client disconnected");
-        if let (Some(code), true) = (code, self.version.is_v5()) {
+        if let (Some((code, why)), true) = (goodbye, self.version.is_v5()) {
             self.encode(&Packet::Disconnect(Disconnect {
                 reason_code: code,
-                ..Disconnect::default()
+                properties: DisconnectProperties {
+                    reason_string: Some(why),
+                    ..DisconnectProperties::default()
+                },
             }));
         }
         if let Some(will) = self.will.take() {
