@@ -40,7 +40,7 @@ impl Persistence for GatedStore {
                 .map_err(|_| edgemq::hooks::PersistError("gate dropped".into()))
         }))
     }
-    fn ack(&self, _: &str, _: u64) {}
+    fn ack(&self, _: &str, _: &Arc<Message>) {}
     fn retain(&self, _: &str, _: Option<&Arc<Message>>) -> Durability {
         Durability::Done
     }
