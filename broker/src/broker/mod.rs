@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
+mod restore;
+
 use crate::config::Config;
 use crate::hooks::{Authenticator, Durability, Persistence};
 use crate::router::{Message, RetainOutcome, Router};
@@ -268,13 +270,7 @@ impl Broker {
         drop(sessions);
         self.persistence.save_session(&record);
         if expiry != crate::session::NEVER_EXPIRES {
-            let broker = Arc::downgrade(self);
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
-                if let Some(broker) = broker.upgrade() {
-                    broker.expire_session(&client_id, generation);
-                }
-            });
+            self.expire_later(client_id, generation, expiry);
         }
     }
 
