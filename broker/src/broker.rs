@@ -353,6 +353,31 @@ impl Broker {
         });
     }
 
+    /// Parks a persistent session restored from the durable store at
+    /// startup; its expiry clock starts now (the disconnect time is not
+    /// stored).
+    pub fn restore_session(self: &Arc<Self>, session: Session) {
+        session.mailbox.set_online(false);
+        let client_id = session.client_id.clone();
+        let expiry = session.expiry_interval;
+        let generation = self.next_id();
+        {
+            let mut sessions = lock(&self.sessions);
+            let slot = sessions.entry(client_id.clone()).or_default();
+            slot.generation = generation;
+            slot.parked = Some(session);
+        }
+        if expiry != crate::session::NEVER_EXPIRES {
+            let broker = Arc::downgrade(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
+                if let Some(broker) = broker.upgrade() {
+                    broker.expire_session(&client_id, generation);
+                }
+            });
+        }
+    }
+
     /// Publishes every pending delayed will (server shutdown ends sessions
     /// as far as clients can tell).
     pub fn flush_wills(&self) {

@@ -36,6 +36,8 @@ pub struct Config {
     pub sys: SysConfig,
     pub acl: SimpleAcl,
     pub log: LogConfig,
+    /// `[storage]`: the durable store (see `storage::StorageConfig`).
+    pub storage: crate::storage::StorageConfig,
     /// Directory for durable data (`--data-dir`); not a file key.
     #[serde(skip)]
     pub data_dir: Option<PathBuf>,
@@ -143,6 +145,7 @@ impl Default for Config {
             sys: SysConfig::default(),
             acl: SimpleAcl::default(),
             log: LogConfig::default(),
+            storage: crate::storage::StorageConfig::default(),
             data_dir: None,
         }
     }

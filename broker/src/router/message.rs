@@ -15,6 +15,12 @@ use crate::protocol::{PublishProperties, QoS};
 
 static NEXT_MESSAGE_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Makes later message ids at least `next`: after a restart, ids continue
+/// above every id the durable store holds, so acks never hit a stale copy.
+pub fn ensure_next_message_id(next: u64) {
+    NEXT_MESSAGE_ID.fetch_max(next, Ordering::Relaxed);
+}
+
 /// An application message as the broker routes it.
 #[derive(Debug)]
 pub struct Message {
