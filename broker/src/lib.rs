@@ -7,4 +7,5 @@
 //! `protocol`, tracked by `session`, fanned out by `router`, made durable by
 //! `storage` and forwarded to the cloud by `bridge`.
 
+pub mod envelope;
 pub mod protocol;
