@@ -55,15 +55,6 @@ struct Args {
     version: Option<bool>,
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn flags_are_consistent() {
-        use clap::CommandFactory;
-        super::Args::command().debug_assert();
-    }
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -150,5 +141,14 @@ async fn finish(client: &Client, events: &mut edgemq_client::Events) -> Result<(
     match rejected {
         Some(reason) => Err((cli::EXIT_ERROR, reason)),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn flags_are_consistent() {
+        use clap::CommandFactory;
+        super::Args::command().debug_assert();
     }
 }

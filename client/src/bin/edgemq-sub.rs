@@ -56,15 +56,6 @@ struct Args {
     version: Option<bool>,
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn flags_are_consistent() {
-        use clap::CommandFactory;
-        super::Args::command().debug_assert();
-    }
-}
-
 fn parse_format(s: &str) -> Result<Format, String> {
     let (enc, comp) = s.split_once('+').unwrap_or((s, "none"));
     Ok(Format {
@@ -137,7 +128,7 @@ fn print(
     let io = |e: std::io::Error| (cli::EXIT_ERROR, format!("writing output: {e}"));
     let format = match (&m.content_type, args.unbatch) {
         (Some(ct), true) if ct.starts_with(envelope::CONTENT_TYPE_PREFIX) => {
-            Some(Format::from_content_type(ct).map_err(|e| (cli::error_code(&e), e.to_string()))?)
+            Some(Format::from_content_type(ct).map_err(|e| (cli::EXIT_ERROR, e.to_string()))?)
         }
         (None, true) => args.unbatch_format,
         _ => None,
@@ -218,4 +209,13 @@ fn line(
         writeln!(out)?;
     }
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn flags_are_consistent() {
+        use clap::CommandFactory;
+        super::Args::command().debug_assert();
+    }
 }
