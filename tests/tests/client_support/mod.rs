@@ -47,13 +47,17 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start(port: u16) -> Mosquitto {
-        let dir = tempfile::tempdir().unwrap();
+        Mosquitto::start_with(port, "allow_anonymous true\n", tempfile::tempdir().unwrap())
+    }
+
+    /// Starts with extra configuration lines; `dir` holds files they name.
+    pub fn start_with(port: u16, extra: &str, dir: tempfile::TempDir) -> Mosquitto {
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 0\nmax_inflight_messages 0\n"
+                "listener {port} 127.0.0.1\npersistence false\n\
+                 max_queued_messages 0\nmax_inflight_messages 0\n{extra}"
             ),
         )
         .unwrap();
