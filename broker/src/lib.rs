@@ -7,5 +7,14 @@
 //! `protocol`, tracked by `session`, fanned out by `router`, made durable by
 //! `storage` and forwarded to the cloud by `bridge`.
 
+pub mod broker;
+pub mod config;
+pub mod connection;
 pub mod envelope;
+pub mod hooks;
 pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod storage;
+pub mod sys;

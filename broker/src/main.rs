@@ -1,5 +1,186 @@
-//! The `edgemq` binary (work in progress: the broker core lands next).
+//! The `edgemq` binary: command line, logging, runtime, signals.
+//!
+//! With no arguments it listens on 127.0.0.1:1883 with the embedded
+//! defaults. `--config FILE` merges a TOML file over the defaults,
+//! `--listen ADDR` (repeatable) replaces the listeners, `check-config FILE`
+//! validates a file and exits, `--print-default-config` prints the
+//! commented defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use edgemq::broker::Broker;
+use edgemq::config::{Config, ListenerConfig, DEFAULT_CONFIG};
+use edgemq::hooks::{ListenerPolicy, MemoryOnly, Persistence};
+use edgemq::storage::durable::{self, DurableStore};
+use edgemq::storage::{Durability as StorageDurability, StorageConfig, StoreHandle};
+use edgemq::{server, sys};
+
+/// A small, fast MQTT 3.1.1/5.0 broker for edge gateways.
+#[derive(Debug, Parser)]
+#[command(name = "edgemq", version)]
+struct Cli {
+    /// Configuration file (TOML), merged over the embedded defaults.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen on ADDR (repeatable); replaces the configured listeners.
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// Directory for durable data.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log level or tracing filter (overrides [log] level and RUST_LOG).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Print the default configuration, fully commented, and exit.
+    #[arg(long)]
+    print_default_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a configuration file and exit (non-zero on error).
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("edgemq: the broker core is not built yet")
+    let cli = Cli::parse();
+    if cli.print_default_config {
+        print!("{DEFAULT_CONFIG}");
+        return Ok(());
+    }
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        Config::from_file(file)?;
+        println!("{}: OK", file.display());
+        return Ok(());
+    }
+    let mut config = match &cli.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if !cli.listen.is_empty() {
+        config.listeners = cli
+            .listen
+            .iter()
+            .copied()
+            .map(ListenerConfig::mqtt)
+            .collect();
+    }
+    if let Some(level) = &cli.log_level {
+        config.log.level = level.clone();
+    }
+    config.data_dir = cli.data_dir.clone();
+    if let Some(dir) = &cli.data_dir {
+        config.storage.dir = dir.clone();
+    }
+    config
+        .storage
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    init_logging(&config.log.level)?;
+    if let Some(dir) = &config.data_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads())
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(run(Arc::new(config)))
+}
+
+async fn run(config: Arc<Config>) -> anyhow::Result<()> {
+    let listeners = server::bind(&config.listeners).await?;
+    let store = open_store(&config.storage)?;
+    let persistence: Arc<dyn Persistence> = match &store {
+        Some(handle) => Arc::new(DurableStore::new(handle.clone())),
+        None => Arc::new(MemoryOnly),
+    };
+    let broker = Broker::new(config.clone(), persistence, Arc::new(ListenerPolicy));
+    if let Some(handle) = &store {
+        let restored = durable::restore(&broker, handle)
+            .await
+            .context("cannot restore durable state")?;
+        tracing::info!(
+            sessions = restored.sessions,
+            messages = restored.messages,
+            retained = restored.retained,
+            "restored durable state"
+        );
+    }
+    if config.sys.interval_secs > 0 {
+        let interval = std::time::Duration::from_secs(config.sys.interval_secs);
+        tokio::spawn(sys::run(broker.clone(), interval));
+    }
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "edgemq started");
+    server::Server::run(broker, listeners, shutdown_signal()).await;
+    tracing::info!("edgemq stopped");
+    Ok(())
+}
+
+/// Opens and recovers the durable store, unless `durability = "memory"`.
+fn open_store(config: &StorageConfig) -> anyhow::Result<Option<StoreHandle>> {
+    if config.durability == StorageDurability::Memory {
+        tracing::info!("durability = memory: nothing is persisted");
+        return Ok(None);
+    }
+    let (handle, report) = StoreHandle::open(config)
+        .with_context(|| format!("cannot open the store in {}", config.dir.display()))?;
+    tracing::info!(
+        dir = %config.dir.display(),
+        segments = report.segments,
+        records = report.records,
+        torn_segments = report.torn_segments,
+        messages = report.messages,
+        retained = report.retained,
+        sessions = report.sessions,
+        millis = report.millis,
+        "store recovered"
+    );
+    Ok(Some(handle))
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the broker");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("invalid log level {level:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    Ok(())
 }

@@ -1,0 +1,404 @@
+//! The shared broker state: router, session registry, wills and hooks.
+//!
+//! Connection tasks hold an `Arc<Broker>`. The session registry maps a
+//! client id to a [`Slot`]: which connection owns the session now, or the
+//! parked session of an offline persistent client. Takeover is a handshake
+//! through the slot: the new connection claims the slot, signals the old
+//! one and awaits the session the old one hands back when it has closed.
+//! Every lock here is a `std::sync::Mutex` held for a few map operations,
+//! never across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, watch};
+
+use crate::config::Config;
+use crate::hooks::{Authenticator, Durability, Persistence};
+use crate::router::{Message, RetainOutcome, Router};
+use crate::session::{MailboxLimits, Session};
+use crate::sys::{self, Metrics};
+
+/// How long a new connection waits for the session of the connection it
+/// takes over.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A client id's entry in the registry.
+#[derive(Debug, Default)]
+struct Slot {
+    /// The connection serving the session, if any.
+    owner: Option<u64>,
+    /// Tells the owner to close because another connection took over.
+    kick: Option<oneshot::Sender<()>>,
+    /// Where the old owner hands its session to the new one.
+    handoff: Option<oneshot::Sender<Box<Session>>>,
+    /// An offline persistent session.
+    parked: Option<Session>,
+    /// Bumped each time a session is parked, so stale expiry timers no-op.
+    generation: u64,
+}
+
+/// A delayed will: (generation, message).
+type PendingWill = (u64, Arc<Message>);
+
+/// The result of [`Broker::open_session`].
+pub struct Opened {
+    pub session: Session,
+    pub session_present: bool,
+    /// Fires when another connection takes the session over.
+    pub kicked: oneshot::Receiver<()>,
+}
+
+/// State shared by every connection.
+pub struct Broker {
+    pub config: Arc<Config>,
+    pub router: Router,
+    pub metrics: Metrics,
+    pub persistence: Arc<dyn Persistence>,
+    pub auth: Arc<dyn Authenticator>,
+    sessions: Mutex<HashMap<Arc<str>, Slot>>,
+    /// Delayed wills by client id, with a generation against stale timers.
+    wills: Mutex<HashMap<Arc<str>, PendingWill>>,
+    next_id: AtomicU64,
+    started: Instant,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Broker {
+    pub fn new(
+        config: Arc<Config>,
+        persistence: Arc<dyn Persistence>,
+        auth: Arc<dyn Authenticator>,
+    ) -> Arc<Broker> {
+        let router = Router::new(
+            config.limits.max_retained_messages,
+            config.limits.max_retained_bytes,
+        );
+        Arc::new(Broker {
+            config,
+            router,
+            metrics: Metrics::default(),
+            persistence,
+            auth,
+            sessions: Mutex::new(HashMap::new()),
+            wills: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            started: Instant::now(),
+            shutdown: watch::channel(false).0,
+        })
+    }
+
+    /// Time since start.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// A fresh id for a connection or a generation.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sessions known (online and parked).
+    pub fn session_count(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    /// Asks every task to shut down.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// A receiver that turns `true` when shutdown begins.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Mailbox bounds from config.
+    pub fn mailbox_limits(&self) -> MailboxLimits {
+        let l = &self.config.limits;
+        MailboxLimits {
+            outbound_capacity: l.outbound_capacity,
+            max_queued_messages: l.max_queued_messages,
+            max_queued_bytes: l.max_queued_bytes,
+        }
+    }
+
+    /// Routes a message to its subscribers and the retained store. The
+    /// returned [`Durability`] completes when every durable copy is stored:
+    /// the publisher's PUBACK/PUBREC waits for it.
+    pub fn publish(&self, message: Arc<Message>) -> Durability {
+        let mut durable = Durability::Done;
+        if message.retain {
+            match self.router.retain(message.clone()) {
+                RetainOutcome::Rejected => sys::inc(&self.metrics.dropped_retained_full),
+                outcome if !message.topic.starts_with("$SYS") => {
+                    let stored = (outcome == RetainOutcome::Stored).then_some(&message);
+                    durable = self.persistence.retain(&message.topic, stored);
+                }
+                _ => {}
+            }
+        }
+        let mut persistent: Vec<Arc<str>> = Vec::new();
+        for (mailbox, delivery) in self.router.route(&message) {
+            let qos = delivery.qos;
+            match mailbox.push(delivery) {
+                Ok(true) if qos != crate::protocol::QoS::AtMostOnce => {
+                    persistent.push(mailbox.client_id().clone())
+                }
+                Ok(_) => {}
+                Err(reason) => self.metrics.count_drop(reason),
+            }
+        }
+        if persistent.is_empty() {
+            return durable;
+        }
+        join(durable, self.persistence.enqueue(&message, &persistent))
+    }
+
+    /// Attaches a connection to the session of `client_id`: resumes a parked
+    /// session, takes over an online one, or creates a new one (always new
+    /// with `clean_start`). Cancels a pending delayed will.
+    pub async fn open_session(
+        self: &Arc<Self>,
+        client_id: Arc<str>,
+        clean_start: bool,
+        expiry_interval: u32,
+        conn_id: u64,
+    ) -> Opened {
+        lock(&self.wills).remove(&client_id);
+        let (kick_tx, kicked) = oneshot::channel();
+        let (previous, handoff) = {
+            let mut sessions = lock(&self.sessions);
+            let slot = sessions.entry(client_id.clone()).or_default();
+            let handoff = match slot.owner.replace(conn_id) {
+                Some(_) => {
+                    let (tx, rx) = oneshot::channel();
+                    slot.handoff = Some(tx);
+                    if let Some(kick) = slot.kick.take() {
+                        let _ = kick.send(());
+                    }
+                    Some(rx)
+                }
+                None => None,
+            };
+            slot.kick = Some(kick_tx);
+            (slot.parked.take(), handoff)
+        };
+        let previous = match handoff {
+            Some(rx) => match tokio::time::timeout(TAKEOVER_TIMEOUT, rx).await {
+                Ok(Ok(session)) => Some(*session),
+                _ => {
+                    tracing::warn!(%client_id, "takeover: previous connection did not hand over its session");
+                    None
+                }
+            },
+            None => previous,
+        };
+        // The old connection may have scheduled its delayed will while
+        // closing: a reconnect in time cancels it.
+        lock(&self.wills).remove(&client_id);
+        let limits = self.mailbox_limits();
+        let (mut session, session_present) = match previous {
+            Some(old) if !clean_start => (old, true),
+            Some(old) => {
+                self.end_session(old);
+                (
+                    Session::new(client_id.clone(), expiry_interval, limits),
+                    false,
+                )
+            }
+            None => (
+                Session::new(client_id.clone(), expiry_interval, limits),
+                false,
+            ),
+        };
+        session.set_expiry(expiry_interval);
+        session.mailbox.set_online(true);
+        if session.is_persistent() {
+            self.persistence.save_session(&session.record());
+        }
+        Opened {
+            session,
+            session_present,
+            kicked,
+        }
+    }
+
+    /// Detaches connection `conn_id` from its session: parks a persistent
+    /// session, ends a clean one, or hands it to the connection that took
+    /// it over.
+    pub fn close_session(self: &Arc<Self>, conn_id: u64, session: Session) {
+        session.mailbox.set_online(false);
+        let client_id = session.client_id.clone();
+        let mut sessions = lock(&self.sessions);
+        let Some(slot) = sessions.get_mut(&client_id) else {
+            drop(sessions);
+            return self.end_session(session);
+        };
+        if slot.owner != Some(conn_id) {
+            // Taken over: the new owner waits for this session.
+            let handoff = slot.handoff.take();
+            drop(sessions);
+            if let Some(Err(stale)) = handoff.map(|tx| tx.send(Box::new(session))) {
+                // The new owner gave up waiting and started afresh; its
+                // subscriptions share our client id, so leave the trie alone.
+                stale.mailbox.clear();
+            }
+            return;
+        }
+        slot.owner = None;
+        slot.kick = None;
+        if !session.is_persistent() {
+            sessions.remove(&client_id);
+            drop(sessions);
+            return self.end_session(session);
+        }
+        slot.generation = self.next_id();
+        let generation = slot.generation;
+        let expiry = session.expiry_interval;
+        self.persistence.save_session(&session.record());
+        slot.parked = Some(session);
+        drop(sessions);
+        if expiry != crate::session::NEVER_EXPIRES {
+            let broker = Arc::downgrade(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
+                if let Some(broker) = broker.upgrade() {
+                    broker.expire_session(&client_id, generation);
+                }
+            });
+        }
+    }
+
+    /// Ends a parked session whose expiry ran out (if still the same one).
+    fn expire_session(&self, client_id: &Arc<str>, generation: u64) {
+        let session = {
+            let mut sessions = lock(&self.sessions);
+            match sessions.get(client_id) {
+                Some(s) if s.owner.is_none() && s.generation == generation => {
+                    sessions.remove(client_id).and_then(|s| s.parked)
+                }
+                _ => None,
+            }
+        };
+        if let Some(session) = session {
+            tracing::debug!(%client_id, "session expired");
+            self.end_session(session);
+        }
+    }
+
+    /// Removes a session's subscriptions and queue for good, and publishes
+    /// its delayed will (the session ended before the will delay).
+    fn end_session(&self, mut session: Session) {
+        for filter in session.subscriptions.keys() {
+            self.router.unsubscribe(&session.client_id, filter);
+        }
+        let mut orphans = session.outgoing.clear();
+        session.mailbox.drain(usize::MAX, &mut orphans);
+        self.redistribute_shared(orphans);
+        self.persistence.remove_session(&session.client_id);
+        let will = lock(&self.wills).remove(&session.client_id);
+        if let Some((_, will)) = will {
+            drop(self.publish(will));
+        }
+    }
+
+    /// Gives the QoS 1/2 deliveries a leaving shared-group member had not
+    /// completed to another member of the same group, so they are not lost.
+    fn redistribute_shared(&self, deliveries: Vec<crate::router::Delivery>) {
+        for mut delivery in deliveries {
+            let Some(key) = delivery.shared.clone() else {
+                continue;
+            };
+            if delivery.qos == crate::protocol::QoS::AtMostOnce {
+                continue;
+            }
+            let Some(mailbox) = self.router.shared_member(&key.0, &key.1) else {
+                continue;
+            };
+            delivery.retain = false;
+            if let Err(reason) = mailbox.push(delivery) {
+                self.metrics.count_drop(reason);
+            }
+        }
+    }
+
+    /// Publishes a will now, or after `delay` seconds unless the client
+    /// reconnects first (or its session ends first: see `end_session`).
+    pub fn schedule_will(self: &Arc<Self>, client_id: Arc<str>, will: Arc<Message>, delay: u32) {
+        if delay == 0 {
+            drop(self.publish(will));
+            return;
+        }
+        let generation = self.next_id();
+        lock(&self.wills).insert(client_id.clone(), (generation, will));
+        let broker = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
+            let will = {
+                let mut wills = lock(&broker.wills);
+                match wills.get(&client_id) {
+                    Some((g, _)) if *g == generation => wills.remove(&client_id),
+                    _ => None,
+                }
+            };
+            if let Some((_, will)) = will {
+                drop(broker.publish(will));
+            }
+        });
+    }
+
+    /// Parks a persistent session restored from the durable store at
+    /// startup; its expiry clock starts now (the disconnect time is not
+    /// stored).
+    pub fn restore_session(self: &Arc<Self>, session: Session) {
+        session.mailbox.set_online(false);
+        let client_id = session.client_id.clone();
+        let expiry = session.expiry_interval;
+        let generation = self.next_id();
+        {
+            let mut sessions = lock(&self.sessions);
+            let slot = sessions.entry(client_id.clone()).or_default();
+            slot.generation = generation;
+            slot.parked = Some(session);
+        }
+        if expiry != crate::session::NEVER_EXPIRES {
+            let broker = Arc::downgrade(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
+                if let Some(broker) = broker.upgrade() {
+                    broker.expire_session(&client_id, generation);
+                }
+            });
+        }
+    }
+
+    /// Publishes every pending delayed will (server shutdown ends sessions
+    /// as far as clients can tell).
+    pub fn flush_wills(&self) {
+        let wills: Vec<_> = lock(&self.wills).drain().map(|(_, (_, w))| w).collect();
+        for will in wills {
+            drop(self.publish(will));
+        }
+    }
+}
+
+/// Both writes durable.
+fn join(a: Durability, b: Durability) -> Durability {
+    match (a, b) {
+        (Durability::Done, x) | (x, Durability::Done) => x,
+        (a, b) => Durability::Pending(Box::pin(async move {
+            a.wait().await?;
+            b.wait().await
+        })),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

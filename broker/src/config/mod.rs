@@ -1,0 +1,338 @@
+//! Typed broker configuration.
+//!
+//! Why this module exists: an operator must be able to run `edgemq` with no
+//! file at all, and when they do write one, a typo or a bad value must be
+//! reported with the file, line and key instead of being silently ignored.
+//!
+//! * The defaults live in `broker/config/default.toml`, embedded with
+//!   `include_str!` and printed by `--print-default-config`. The Rust
+//!   `Default` impls below hold the same values; a unit test pins the two
+//!   together so they cannot drift.
+//! * A file is deserialized with `deny_unknown_fields`; every section and key
+//!   is optional and falls back to its default (the file is merged over the
+//!   defaults key by key). `[[listener]]` blocks replace the default listener.
+//! * Errors carry the span toml reports; [`ConfigError`] turns it into
+//!   `FILE:LINE: key `section.key`: message`. Semantic checks (zero limits,
+//!   bad addresses) are located the same way.
+
+mod locate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The embedded default configuration, fully commented.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    pub limits: Limits,
+    pub sys: SysConfig,
+    pub acl: SimpleAcl,
+    pub log: LogConfig,
+    /// `[storage]`: the durable store (see `storage::StorageConfig`).
+    pub storage: crate::storage::StorageConfig,
+    /// Directory for durable data (`--data-dir`); not a file key.
+    #[serde(skip)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `[server]`: runtime and connection admission.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub worker_threads: usize,
+    pub max_connections: usize,
+    pub connect_timeout_ms: u64,
+}
+
+/// Listener transports. TLS and WebSocket are added by the security module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    Mqtt,
+}
+
+/// One `[[listener]]` block.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    #[serde(default = "default_protocol")]
+    pub protocol: ListenerProtocol,
+    #[serde(default)]
+    pub allow_anonymous: Option<bool>,
+}
+
+fn default_protocol() -> ListenerProtocol {
+    ListenerProtocol::Mqtt
+}
+
+impl ListenerConfig {
+    /// A plain MQTT listener on `address` with the default anonymous policy.
+    pub fn mqtt(address: SocketAddr) -> Self {
+        ListenerConfig {
+            address,
+            protocol: ListenerProtocol::Mqtt,
+            allow_anonymous: None,
+        }
+    }
+
+    /// Anonymous clients are accepted when configured so, or by default on
+    /// loopback addresses only (the Mosquitto 2 rule).
+    pub fn anonymous_allowed(&self) -> bool {
+        self.allow_anonymous
+            .unwrap_or_else(|| self.address.ip().is_loopback())
+    }
+}
+
+/// `[limits]`: every queue and size bound of the broker.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_packet_size: u32,
+    pub max_inflight: u16,
+    pub max_queued_messages: usize,
+    pub max_queued_bytes: usize,
+    pub outbound_capacity: usize,
+    pub max_client_id_len: usize,
+    pub max_topic_len: usize,
+    pub max_topic_levels: usize,
+    pub max_keepalive: u16,
+    pub max_session_expiry: u32,
+    pub max_topic_aliases: u16,
+    pub max_retained_messages: usize,
+    pub max_retained_bytes: usize,
+}
+
+/// `[sys]`: the `$SYS` publisher.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SysConfig {
+    pub interval_secs: u64,
+}
+
+/// `[acl]`: topic filters denied to every client.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimpleAcl {
+    pub deny_publish: Vec<String>,
+    pub deny_subscribe: Vec<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            listeners: vec![ListenerConfig::mqtt(SocketAddr::from((
+                [127, 0, 0, 1],
+                1883,
+            )))],
+            limits: Limits::default(),
+            sys: SysConfig::default(),
+            acl: SimpleAcl::default(),
+            log: LogConfig::default(),
+            storage: crate::storage::StorageConfig::default(),
+            data_dir: None,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            worker_threads: 0,
+            max_connections: 10_000,
+            connect_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_packet_size: 1_048_576,
+            max_inflight: 100,
+            max_queued_messages: 1000,
+            max_queued_bytes: 16 * 1024 * 1024,
+            outbound_capacity: 1024,
+            max_client_id_len: 128,
+            max_topic_len: 4096,
+            max_topic_levels: 128,
+            max_keepalive: 65535,
+            max_session_expiry: u32::MAX,
+            max_topic_aliases: 64,
+            max_retained_messages: 10_000,
+            max_retained_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for SysConfig {
+    fn default() -> Self {
+        SysConfig { interval_secs: 10 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+        }
+    }
+}
+
+/// A configuration error, displayed as `FILE:LINE: key `k`: message`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: key `{key}`: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    #[error("{file}: {message}")]
+    Other { file: String, message: String },
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Config::from_toml(&text, &file)
+    }
+
+    /// Parses `text` (named `file` in errors) over the defaults and validates it.
+    pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            match e.span() {
+                Some(span) => {
+                    let (line, key) = locate::key_at(text, span.start);
+                    ConfigError::Invalid {
+                        file: file.to_string(),
+                        line,
+                        key,
+                        message,
+                    }
+                }
+                None => ConfigError::Other {
+                    file: file.to_string(),
+                    message,
+                },
+            }
+        })?;
+        config.validate().map_err(|(section, key, message)| {
+            let line = locate::line_of(text, section, key).unwrap_or(1);
+            ConfigError::Invalid {
+                file: file.to_string(),
+                line,
+                key: format!("{section}.{key}"),
+                message,
+            }
+        })?;
+        Ok(config)
+    }
+
+    /// Semantic checks serde cannot express; the error names section and key.
+    fn validate(&self) -> Result<(), (&'static str, &'static str, String)> {
+        let l = &self.limits;
+        let positive: [(&'static str, &'static str, u64); 9] = [
+            (
+                "server",
+                "max_connections",
+                self.server.max_connections as u64,
+            ),
+            (
+                "server",
+                "connect_timeout_ms",
+                self.server.connect_timeout_ms,
+            ),
+            ("limits", "max_inflight", u64::from(l.max_inflight)),
+            ("limits", "outbound_capacity", l.outbound_capacity as u64),
+            ("limits", "max_client_id_len", l.max_client_id_len as u64),
+            ("limits", "max_topic_len", l.max_topic_len as u64),
+            ("limits", "max_topic_levels", l.max_topic_levels as u64),
+            ("limits", "max_keepalive", u64::from(l.max_keepalive)),
+            ("limits", "max_queued_bytes", l.max_queued_bytes as u64),
+        ];
+        for (section, key, value) in positive {
+            if value == 0 {
+                return Err((section, key, "must be greater than 0".to_string()));
+            }
+        }
+        if l.max_client_id_len < 23 {
+            return Err((
+                "limits",
+                "max_client_id_len",
+                "must be at least 23 (MQTT requires servers to accept 23-byte client ids)"
+                    .to_string(),
+            ));
+        }
+        if !(64..=268_435_455).contains(&l.max_packet_size) {
+            return Err((
+                "limits",
+                "max_packet_size",
+                "must be between 64 and 268435455 bytes".to_string(),
+            ));
+        }
+        if self.listeners.is_empty() {
+            return Err((
+                "listener",
+                "address",
+                "at least one listener is required".to_string(),
+            ));
+        }
+        for (key, filters) in [
+            ("deny_publish", &self.acl.deny_publish),
+            ("deny_subscribe", &self.acl.deny_subscribe),
+        ] {
+            if let Some(bad) = filters.iter().find(|f| !crate::router::valid_filter(f)) {
+                return Err(("acl", key, format!("invalid topic filter {bad:?}")));
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err((
+                "log",
+                "level",
+                format!("invalid log level {:?}", self.log.level),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Worker threads to start: the configured count, or one per core.
+    pub fn worker_threads(&self) -> usize {
+        match self.server.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,108 @@
+//! Config tests: the embedded defaults, merging, and error locations.
+
+use super::*;
+
+#[test]
+fn embedded_defaults_equal_rust_defaults() {
+    let parsed = Config::from_toml(DEFAULT_CONFIG, "default.toml").unwrap();
+    assert_eq!(parsed, Config::default());
+}
+
+#[test]
+fn empty_file_is_the_defaults() {
+    assert_eq!(Config::from_toml("", "x.toml").unwrap(), Config::default());
+}
+
+#[test]
+fn file_keys_override_defaults_key_by_key() {
+    let c = Config::from_toml("[limits]\nmax_inflight = 7\n", "x.toml").unwrap();
+    assert_eq!(c.limits.max_inflight, 7);
+    assert_eq!(
+        c.limits.max_queued_messages,
+        Limits::default().max_queued_messages
+    );
+    assert_eq!(c.listeners, Config::default().listeners);
+}
+
+#[test]
+fn listener_blocks_replace_the_default_listener() {
+    let text = "[[listener]]\naddress = \"0.0.0.0:1884\"\n[[listener]]\naddress = \"127.0.0.1:1885\"\nallow_anonymous = false\n";
+    let c = Config::from_toml(text, "x.toml").unwrap();
+    assert_eq!(c.listeners.len(), 2);
+    assert!(
+        !c.listeners[0].anonymous_allowed(),
+        "non-loopback defaults to credentials"
+    );
+    assert!(!c.listeners[1].anonymous_allowed());
+    assert!(Config::default().listeners[0].anonymous_allowed());
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let text = "[server]\nmax_connections = 5\n\n[limits]\nmax_inflihgt = 3\n";
+    let err = Config::from_toml(text, "edge.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("edge.toml:5: key `limits.max_inflihgt`:"),
+        "{err}"
+    );
+    assert!(err.contains("unknown field"), "{err}");
+}
+
+#[test]
+fn wrong_type_names_file_line_and_key() {
+    let text = "[sys]\ninterval_secs = \"often\"\n";
+    let err = Config::from_toml(text, "edge.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("edge.toml:2: key `sys.interval_secs`:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_address_names_listener_key() {
+    let text = "[[listener]]\naddress = \"nowhere\"\n";
+    let err = Config::from_toml(text, "edge.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("edge.toml:2: key `listener.address`:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn semantic_error_names_line_and_key() {
+    let text = "[log]\nlevel = \"info\"\n[limits]\n\nmax_inflight = 0\n";
+    let err = Config::from_toml(text, "edge.toml")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "edge.toml:5: key `limits.max_inflight`: must be greater than 0"
+    );
+}
+
+#[test]
+fn invalid_deny_filter_is_rejected() {
+    let text = "[acl]\ndeny_subscribe = [\"a/#/b\"]\n";
+    let err = Config::from_toml(text, "edge.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("edge.toml:2: key `acl.deny_subscribe`:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn syntax_error_names_line() {
+    let text = "[server]\nmax_connections = = 3\n";
+    let err = Config::from_toml(text, "edge.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("edge.toml:2:"), "{err}");
+}

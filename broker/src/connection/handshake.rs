@@ -1,0 +1,159 @@
+//! The CONNECT handshake: read CONNECT within the connect timeout, validate
+//! it, authenticate, and decide the CONNACK.
+//!
+//! Refusals are answered with the CONNACK reason code the specification
+//! asks for (the encoder maps it to the 3.1.1 return code), then the
+//! connection is closed. Anything that is not a well-formed CONNECT before
+//! one arrived closes the socket without a reply, as both versions require.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::broker::Broker;
+use crate::hooks::{AuthDecision, AuthRequest};
+use crate::protocol::{
+    self, reason, topic, ConnAck, Connect, DecodeError, Packet, ProtocolVersion,
+};
+
+use super::ConnectionInfo;
+
+/// Why the handshake did not produce a session.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("no CONNECT within the connect timeout")]
+    Timeout,
+    #[error("connection closed before CONNECT")]
+    Closed,
+    #[error("i/o error before CONNECT: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid first packet: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("first packet is {0:?}, not CONNECT")]
+    NotConnect(protocol::PacketType),
+    #[error("CONNECT refused with reason 0x{0:02x}")]
+    Refused(u8),
+}
+
+/// A validated, authenticated CONNECT.
+pub struct Accepted {
+    pub connect: Connect,
+    pub client_id: String,
+    /// True when the server assigned the client id (v5 Assigned Client Identifier).
+    pub assigned_id: bool,
+    pub username: Option<String>,
+}
+
+/// Reads the first packet, which must be a CONNECT.
+pub async fn read_connect<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    max_packet_size: u32,
+) -> Result<Connect, HandshakeError> {
+    loop {
+        match protocol::decode(buf, ProtocolVersion::V311, max_packet_size)? {
+            Some(Packet::Connect(c)) => return Ok(*c),
+            Some(other) => return Err(HandshakeError::NotConnect(other.packet_type())),
+            None => {
+                buf.reserve(256);
+                if stream.read_buf(buf).await? == 0 {
+                    return Err(HandshakeError::Closed);
+                }
+            }
+        }
+    }
+}
+
+/// Validates a CONNECT and runs the authenticator. `Err(reason)` is the
+/// CONNACK reason code to refuse with.
+pub async fn accept(
+    broker: &Arc<Broker>,
+    info: &ConnectionInfo,
+    connect: Connect,
+) -> Result<Accepted, u8> {
+    let limits = &broker.config.limits;
+    let v5 = connect.protocol.is_v5();
+    let mut client_id = connect.client_id.clone();
+    let mut assigned_id = false;
+    if client_id.is_empty() {
+        if !v5 && !connect.clean_start {
+            return Err(reason::CLIENT_IDENTIFIER_NOT_VALID);
+        }
+        client_id = format!("edgemq-{:016x}", broker.next_id() ^ rand_seed());
+        assigned_id = v5;
+    }
+    if client_id.len() > limits.max_client_id_len {
+        return Err(reason::CLIENT_IDENTIFIER_NOT_VALID);
+    }
+    if let Some(will) = &connect.will {
+        if !topic::valid_topic_name(&will.topic) || !topic_within_limits(broker, &will.topic) {
+            return Err(reason::TOPIC_NAME_INVALID);
+        }
+        if !broker
+            .auth
+            .authorize_publish(&identity_of(&client_id, &connect), &will.topic)
+            || denied(&broker.config.acl.deny_publish, &will.topic)
+        {
+            return Err(reason::NOT_AUTHORIZED);
+        }
+    }
+    if connect.properties.authentication_method.is_some() {
+        // Enhanced (AUTH packet) authentication is not offered.
+        return Err(reason::BAD_AUTHENTICATION_METHOD);
+    }
+    let request = AuthRequest {
+        peer: info.peer,
+        anonymous_allowed: info.anonymous_allowed,
+        client_id: &client_id,
+        username: connect.username.as_deref(),
+        password: connect.password.as_deref(),
+    };
+    match broker.auth.authenticate(request).await {
+        AuthDecision::Allow { username } => Ok(Accepted {
+            connect,
+            client_id,
+            assigned_id,
+            username,
+        }),
+        AuthDecision::Deny(code) => Err(code),
+    }
+}
+
+/// Sends a refusing CONNACK (best effort) in the client's version.
+pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, version: ProtocolVersion, code: u8) {
+    let connack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason_code: code,
+        ..ConnAck::default()
+    });
+    let mut out = BytesMut::new();
+    if protocol::encode(&connack, version, &mut out).is_ok() {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.flush().await;
+    }
+}
+
+/// Topic length and level limits from config.
+pub fn topic_within_limits(broker: &Broker, name: &str) -> bool {
+    let l = &broker.config.limits;
+    name.len() <= l.max_topic_len && name.split('/').count() <= l.max_topic_levels
+}
+
+/// True when a `[acl]` deny filter matches `topic`.
+pub fn denied(filters: &[String], topic_name: &str) -> bool {
+    filters.iter().any(|f| topic::matches(f, topic_name))
+}
+
+fn identity_of(client_id: &str, connect: &Connect) -> crate::hooks::ClientIdentity {
+    crate::hooks::ClientIdentity {
+        client_id: Arc::from(client_id),
+        username: connect.username.clone(),
+    }
+}
+
+/// Per-process salt so assigned client ids differ across restarts.
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(0u8)
+}

@@ -1,0 +1,360 @@
+//! Handling the packets a connected client sends.
+//!
+//! Each handler either queues replies in the write buffer or returns an
+//! [`Exit`] naming why the connection must close (with the v5 reason code
+//! for the server's DISCONNECT). Publisher acknowledgements wait for the
+//! durability of the message's durable copies before they are sent (see
+//! [`Conn::acknowledge`]).
+
+use std::sync::Arc;
+
+use crate::hooks::Durability;
+use crate::protocol::{
+    reason, Disconnect, Packet, PubAck, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck,
+    Unsubscribe,
+};
+use crate::router::{self, Delivery, Message, SubscriptionOptions};
+use crate::session::PubRecOutcome;
+use crate::sys;
+
+use super::handshake::{denied, topic_within_limits};
+use super::{Conn, Exit};
+
+impl Conn {
+    /// Dispatches one packet from the client.
+    pub fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
+        sys::inc(&self.broker.metrics.messages_received);
+        match packet {
+            Packet::Publish(p) => self.on_publish(p),
+            Packet::PubAck(a) => {
+                if let Ok(d) = self.session.outgoing.on_puback(a.pkid) {
+                    self.ack_persistence(&d);
+                }
+                Ok(())
+            }
+            Packet::PubRec(a) => {
+                self.on_pubrec(a);
+                Ok(())
+            }
+            Packet::PubRel(a) => {
+                self.on_pubrel(a);
+                Ok(())
+            }
+            Packet::PubComp(a) => {
+                if let Ok(d) = self.session.outgoing.on_pubcomp(a.pkid) {
+                    self.ack_persistence(&d);
+                }
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => {
+                self.on_unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.encode(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => Err(self.on_disconnect(d)),
+            Packet::Connect(_) => Err(Exit::Protocol(reason::PROTOCOL_ERROR, "second CONNECT")),
+            Packet::Auth(_) => Err(Exit::Protocol(
+                reason::PROTOCOL_ERROR,
+                "AUTH without an authentication method",
+            )),
+            other => Err(Exit::Protocol(
+                reason::PROTOCOL_ERROR,
+                match other {
+                    Packet::ConnAck(_) => "CONNACK from a client",
+                    Packet::SubAck(_) => "SUBACK from a client",
+                    Packet::UnsubAck(_) => "UNSUBACK from a client",
+                    _ => "PINGRESP from a client",
+                },
+            )),
+        }
+    }
+
+    fn on_publish(&mut self, publish: Publish) -> Result<(), Exit> {
+        let metrics = &self.broker.metrics;
+        sys::inc(&metrics.publish_received);
+        let topic = if self.version.is_v5() {
+            self.in_aliases
+                .resolve(&publish.topic, publish.properties.topic_alias)
+                .map_err(|code| Exit::Protocol(code, "bad topic alias"))?
+        } else {
+            publish.topic.clone()
+        };
+        if !topic_within_limits(&self.broker, &topic) {
+            return Err(Exit::Protocol(
+                reason::TOPIC_NAME_INVALID,
+                "topic over the configured limits",
+            ));
+        }
+        // Our Receive Maximum: a new QoS 1/2 message beyond it is an error
+        // (a QoS 2 retransmission of a pending id is not new).
+        if publish.qos != QoS::AtMostOnce
+            && !self.session.incoming.is_pending(publish.pkid)
+            && self.incoming_inflight() >= usize::from(self.broker.config.limits.max_inflight)
+        {
+            return Err(Exit::Protocol(
+                reason::RECEIVE_MAXIMUM_EXCEEDED,
+                "receive maximum exceeded",
+            ));
+        }
+        let allowed = !denied(&self.broker.config.acl.deny_publish, &topic)
+            && self.broker.auth.authorize_publish(&self.identity, &topic);
+        if !allowed {
+            sys::inc(&metrics.dropped_denied);
+            tracing::debug!(%topic, "publish denied");
+        }
+        // v5 answers a refused QoS 1/2 publish with 0x87; 3.1.1 acknowledges
+        // and drops it (it has no way to say no).
+        let refused_code = if allowed || !self.version.is_v5() {
+            0
+        } else {
+            reason::NOT_AUTHORIZED
+        };
+        let pkid = publish.pkid;
+        match publish.qos {
+            QoS::AtMostOnce => {
+                if allowed {
+                    // Nothing to acknowledge: durability is not awaited.
+                    drop(self.route(topic, publish));
+                }
+            }
+            QoS::AtLeastOnce => {
+                let durable = if allowed {
+                    self.route(topic, publish)
+                } else {
+                    Durability::Done
+                };
+                self.acknowledge(durable, Packet::PubAck(ack(pkid, refused_code)));
+            }
+            QoS::ExactlyOnce => {
+                let mut durable = Durability::Done;
+                if allowed && self.session.incoming.on_publish_qos2(pkid) {
+                    self.broker
+                        .persistence
+                        .incoming_qos2(&self.session.client_id, pkid, true);
+                    durable = self.route(topic, publish);
+                }
+                self.acknowledge(durable, Packet::PubRec(ack(pkid, refused_code)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes a PUBLISH; the result completes when its durable copies are
+    /// stored.
+    fn route(&mut self, topic: String, publish: Publish) -> Durability {
+        let message = Message::new(
+            topic,
+            publish.payload,
+            publish.qos,
+            publish.retain,
+            publish.properties,
+            Some(self.session.client_id.clone()),
+        );
+        self.broker.publish(Arc::new(message))
+    }
+
+    /// Sends `ack` once `durable` completes, keeping acknowledgements in the
+    /// order the PUBLISH packets arrived (MQTT 5.0 section 4.6). Publishes
+    /// keep being read and routed meanwhile, so a group commit can cover
+    /// many of them.
+    fn acknowledge(&mut self, durable: Durability, ack: Packet) {
+        match durable {
+            Durability::Done if self.waiting_acks.is_empty() => self.encode(&ack),
+            Durability::Done => self.waiting_acks.push_back((None, ack)),
+            Durability::Pending(f) => self.waiting_acks.push_back((Some(f), ack)),
+        }
+    }
+
+    /// QoS 1/2 messages received whose acknowledgement is not yet sent or
+    /// (QoS 2) whose PUBREL has not arrived: what our Receive Maximum bounds.
+    fn incoming_inflight(&self) -> usize {
+        let qos1_waiting = self
+            .waiting_acks
+            .iter()
+            .filter(|(_, p)| matches!(p, Packet::PubAck(_)))
+            .count();
+        self.session.incoming.pending() + qos1_waiting
+    }
+
+    /// Called when the first waiting acknowledgement's write is durable:
+    /// sends it and every following one that needs no wait.
+    pub fn release_acks(&mut self) {
+        if let Some(front) = self.waiting_acks.front_mut() {
+            front.0 = None;
+        }
+        while self.waiting_acks.front().is_some_and(|(f, _)| f.is_none()) {
+            if let Some((_, ack)) = self.waiting_acks.pop_front() {
+                self.encode(&ack);
+            }
+        }
+    }
+
+    fn on_pubrec(&mut self, a: PubAck) {
+        match self.session.outgoing.on_pubrec(a.pkid, a.reason_code) {
+            Ok(PubRecOutcome::SendPubRel) => self.encode(&Packet::PubRel(ack(a.pkid, 0))),
+            Ok(PubRecOutcome::Refused(d)) => self.ack_persistence(&d),
+            Err(_) => self.encode(&Packet::PubRel(ack(
+                a.pkid,
+                reason::PACKET_IDENTIFIER_NOT_FOUND,
+            ))),
+        }
+    }
+
+    fn on_pubrel(&mut self, a: PubAck) {
+        let known = self.session.incoming.on_pubrel(a.pkid);
+        if known {
+            self.broker
+                .persistence
+                .incoming_qos2(&self.session.client_id, a.pkid, false);
+        }
+        let code = if known {
+            0
+        } else {
+            reason::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        self.encode(&Packet::PubComp(ack(a.pkid, code)));
+    }
+
+    fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Exit> {
+        let v5 = self.version.is_v5();
+        let id = subscribe.properties.subscription_identifier;
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        for f in &subscribe.filters {
+            let (group, inner) = router::split_shared(&f.filter);
+            if group.is_some() && f.no_local {
+                return Err(Exit::Protocol(
+                    reason::PROTOCOL_ERROR,
+                    "No Local on a shared subscription",
+                ));
+            }
+            if !router::valid_filter(&f.filter) || !topic_within_limits(&self.broker, inner) {
+                codes.push(if v5 {
+                    reason::TOPIC_FILTER_INVALID
+                } else {
+                    reason::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
+            if denied(&self.broker.config.acl.deny_subscribe, inner)
+                || !self
+                    .broker
+                    .auth
+                    .authorize_subscribe(&self.identity, &f.filter)
+            {
+                codes.push(reason::NOT_AUTHORIZED);
+                continue;
+            }
+            let options = SubscriptionOptions {
+                qos: f.qos,
+                no_local: f.no_local,
+                retain_as_published: f.retain_as_published,
+                retain_handling: f.retain_handling,
+                id,
+            };
+            let existed =
+                self.broker
+                    .router
+                    .subscribe(&self.session.mailbox, &f.filter, options.clone());
+            self.session
+                .subscriptions
+                .insert(f.filter.clone(), options.clone());
+            codes.push(f.qos as u8);
+            let send_retained = group.is_none()
+                && match f.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendAtSubscribeIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                for message in self.broker.router.retained_matching(inner) {
+                    retained.push(Delivery {
+                        qos: options.qos.min(message.qos),
+                        message,
+                        retain: true,
+                        subscription_ids: id.into_iter().collect(),
+                        shared: None,
+                    });
+                }
+            }
+        }
+        if self.session.is_persistent() {
+            self.broker.persistence.save_session(&self.session.record());
+        }
+        let code_v311 = |c: u8| {
+            if c >= 0x80 {
+                reason::UNSPECIFIED_ERROR
+            } else {
+                c
+            }
+        };
+        let reason_codes = if v5 {
+            codes
+        } else {
+            codes.into_iter().map(code_v311).collect()
+        };
+        self.encode(&Packet::SubAck(SubAck {
+            pkid: subscribe.pkid,
+            reason_codes,
+            ..SubAck::default()
+        }));
+        // Retained messages go out after the SUBACK, ahead of newer traffic.
+        for d in retained.into_iter().rev() {
+            self.pending.push_front(d);
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+        let mut reason_codes = Vec::with_capacity(unsubscribe.filters.len());
+        for filter in &unsubscribe.filters {
+            let existed = self.session.subscriptions.remove(filter).is_some();
+            self.broker
+                .router
+                .unsubscribe(&self.session.client_id, filter);
+            reason_codes.push(if existed {
+                reason::SUCCESS
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        if self.session.is_persistent() {
+            self.broker.persistence.save_session(&self.session.record());
+        }
+        self.encode(&Packet::UnsubAck(UnsubAck {
+            pkid: unsubscribe.pkid,
+            reason_codes,
+            ..UnsubAck::default()
+        }));
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) -> Exit {
+        if let Some(expiry) = d.properties.session_expiry_interval {
+            if self.session.expiry_interval == 0 && expiry != 0 {
+                return Exit::Protocol(
+                    reason::PROTOCOL_ERROR,
+                    "session expiry set on DISCONNECT after 0 in CONNECT",
+                );
+            }
+            let capped = expiry.min(self.broker.config.limits.max_session_expiry);
+            self.session.set_expiry(capped);
+        }
+        if d.reason_code == reason::DISCONNECT_WITH_WILL_MESSAGE {
+            Exit::ClientWithWill
+        } else {
+            Exit::Client
+        }
+    }
+}
+
+fn ack(pkid: u16, reason_code: u8) -> PubAck {
+    PubAck {
+        pkid,
+        reason_code,
+        ..PubAck::default()
+    }
+}

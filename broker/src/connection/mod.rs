@@ -1,0 +1,400 @@
+//! One task per client connection.
+//!
+//! [`serve`] runs the CONNECT handshake ([`handshake`]), attaches the
+//! session, then loops: decode every complete packet in the read buffer and
+//! handle it ([`inbound`]), move deliveries from the session's mailbox into
+//! the write buffer ([`outbound`]), write the whole buffer in one call, and
+//! wait for the next event (socket readable, mailbox notified, takeover,
+//! shutdown, keep alive deadline). The task owns its socket, its codec
+//! state and its session; it touches shared state only through short,
+//! synchronous broker calls.
+//!
+//! The read buffer starts empty and grows to the size of the packet being
+//! read (the codec reports the frame length from the fixed header, and
+//! rejects packets over the maximum before they are buffered); it is
+//! released when a large packet has been consumed. Network input never
+//! panics: every malformed packet closes this connection only, with the v5
+//! DISCONNECT reason code from [`DecodeError::reason_code`].
+
+mod handshake;
+mod inbound;
+mod outbound;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{oneshot, watch};
+use tokio::time::{sleep_until, timeout, Instant};
+use tracing::Instrument;
+
+use crate::broker::Broker;
+use crate::hooks::{BoxFuture, ClientIdentity, PersistError};
+use crate::protocol::{
+    self, reason, ConnAck, ConnAckProperties, DecodeError, Disconnect, LastWill, Packet,
+    ProtocolVersion,
+};
+use crate::router::{Delivery, Message};
+use crate::session::aliases::{InboundAliases, OutboundAliases};
+use crate::session::{Session, NEVER_EXPIRES};
+use crate::sys;
+
+pub use handshake::HandshakeError;
+
+/// How long the server's last words (DISCONNECT, queued acks) may take.
+const FINAL_FLUSH: Duration = Duration::from_millis(500);
+/// Read buffers above this capacity are released once empty.
+const KEEP_READ_CAPACITY: usize = 4096;
+
+/// Facts about the socket, from the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionInfo {
+    pub peer: SocketAddr,
+    pub anonymous_allowed: bool,
+}
+
+/// The client's own limits, from its CONNECT (v5) or the protocol maxima.
+#[derive(Debug, Clone, Copy)]
+struct ClientLimits {
+    receive_maximum: u16,
+    maximum_packet_size: u32,
+    topic_alias_maximum: u16,
+}
+
+/// An acknowledgement and, while its message is not yet durable, the wait.
+type WaitingAck = (Option<BoxFuture<'static, Result<(), PersistError>>>, Packet);
+
+/// Why a connection ends.
+#[derive(Debug)]
+enum Exit {
+    /// DISCONNECT from the client: the will is discarded.
+    Client,
+    /// v5 DISCONNECT 0x04: publish the will.
+    ClientWithWill,
+    /// Socket closed or failed.
+    Closed,
+    KeepAlive,
+    TakenOver,
+    Shutdown,
+    /// The client broke the protocol; v5 reason code and a description.
+    Protocol(u8, &'static str),
+    Decode(DecodeError),
+}
+
+/// The state of one connected client.
+struct Conn {
+    broker: Arc<Broker>,
+    conn_id: u64,
+    version: ProtocolVersion,
+    identity: ClientIdentity,
+    session: Session,
+    will: Option<LastWill>,
+    client: ClientLimits,
+    in_aliases: InboundAliases,
+    out_aliases: OutboundAliases,
+    /// Deliveries taken from the mailbox (or retained on subscribe) not yet sent.
+    pending: VecDeque<Delivery>,
+    /// PUBACK/PUBREC packets in arrival order, each waiting (if `Some`) for
+    /// its message to be durable.
+    waiting_acks: VecDeque<WaitingAck>,
+    wbuf: BytesMut,
+}
+
+/// Serves one client connection until it ends. `over_limit`: the server is
+/// at max_connections, so the CONNECT is answered with a refusal.
+pub async fn serve<S>(stream: S, info: ConnectionInfo, broker: Arc<Broker>, over_limit: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let span = tracing::info_span!("conn", peer = %info.peer, client_id = tracing::field::Empty);
+    serve_inner(stream, info, broker, over_limit)
+        .instrument(span)
+        .await
+}
+
+async fn serve_inner<S>(mut stream: S, info: ConnectionInfo, broker: Arc<Broker>, over_limit: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let limits = broker.config.limits.clone();
+    let mut rbuf = BytesMut::new();
+    let connect_timeout = Duration::from_millis(broker.config.server.connect_timeout_ms);
+    let read = handshake::read_connect(&mut stream, &mut rbuf, limits.max_packet_size);
+    let connect = match timeout(connect_timeout, read).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(HandshakeError::Decode(DecodeError::UnsupportedProtocol { level }))) => {
+            tracing::debug!(level, "unsupported protocol version");
+            let code = reason::UNSUPPORTED_PROTOCOL_VERSION;
+            return handshake::refuse(&mut stream, ProtocolVersion::V311, code).await;
+        }
+        Ok(Err(e)) => return tracing::debug!(error = %e, "handshake failed"),
+        Err(_) => return tracing::debug!("no CONNECT within the connect timeout"),
+    };
+    let version = connect.protocol;
+    if over_limit {
+        sys::inc(&broker.metrics.connections_refused);
+        tracing::warn!("refusing connection: max_connections reached");
+        return handshake::refuse(&mut stream, version, reason::QUOTA_EXCEEDED).await;
+    }
+    let accepted = match handshake::accept(&broker, &info, connect).await {
+        Ok(a) => a,
+        Err(code) => {
+            sys::inc(&broker.metrics.connections_refused);
+            tracing::info!(reason = code, "CONNECT refused");
+            return handshake::refuse(&mut stream, version, code).await;
+        }
+    };
+    tracing::Span::current().record("client_id", accepted.client_id.as_str());
+    let (mut conn, kicked, connack_props, keep_alive) = attach(&broker, accepted).await;
+    conn.encode(&Packet::ConnAck(connack_props));
+    conn.resend_inflight();
+    broker.metrics.client_connected();
+    let shutdown = broker.shutdown_signal();
+    let exit = conn
+        .run(&mut stream, &mut rbuf, kicked, shutdown, keep_alive)
+        .await;
+    conn.finish(&mut stream, exit).await;
+    broker.metrics.client_disconnected();
+}
+
+/// Opens the session for an accepted CONNECT and builds the CONNACK.
+async fn attach(
+    broker: &Arc<Broker>,
+    accepted: handshake::Accepted,
+) -> (Conn, oneshot::Receiver<()>, ConnAck, u16) {
+    let limits = &broker.config.limits;
+    let c = accepted.connect;
+    let v5 = c.protocol.is_v5();
+    let requested_expiry = match (v5, c.clean_start) {
+        (true, _) => c.properties.session_expiry_interval.unwrap_or(0),
+        (false, true) => 0,
+        (false, false) => NEVER_EXPIRES,
+    };
+    let expiry = requested_expiry.min(limits.max_session_expiry);
+    let client_id: Arc<str> = Arc::from(accepted.client_id.as_str());
+    let conn_id = broker.next_id();
+    let opened = broker
+        .open_session(client_id.clone(), c.clean_start, expiry, conn_id)
+        .await;
+    let mut props = ConnAckProperties::default();
+    let mut keep_alive = c.keep_alive;
+    if v5 {
+        if keep_alive > limits.max_keepalive || (keep_alive == 0 && limits.max_keepalive < u16::MAX)
+        {
+            keep_alive = limits.max_keepalive;
+            props.server_keep_alive = Some(keep_alive);
+        }
+        if expiry != requested_expiry {
+            props.session_expiry_interval = Some(expiry);
+        }
+        props.receive_maximum = Some(limits.max_inflight);
+        props.maximum_packet_size = Some(limits.max_packet_size);
+        props.topic_alias_maximum = Some(limits.max_topic_aliases);
+        if accepted.assigned_id {
+            props.assigned_client_identifier = Some(accepted.client_id.clone());
+        }
+    }
+    tracing::info!(
+        version = ?c.protocol,
+        clean_start = c.clean_start,
+        keep_alive,
+        session_present = opened.session_present,
+        "client connected"
+    );
+    let client = ClientLimits {
+        receive_maximum: c.properties.receive_maximum.unwrap_or(u16::MAX),
+        maximum_packet_size: c.properties.maximum_packet_size.unwrap_or(u32::MAX),
+        topic_alias_maximum: c.properties.topic_alias_maximum.unwrap_or(0),
+    };
+    let connack = ConnAck {
+        session_present: opened.session_present,
+        reason_code: reason::SUCCESS,
+        properties: props,
+    };
+    let conn = Conn {
+        broker: broker.clone(),
+        conn_id,
+        version: c.protocol,
+        identity: ClientIdentity {
+            client_id,
+            username: accepted.username,
+        },
+        session: opened.session,
+        will: c.will,
+        client,
+        in_aliases: InboundAliases::new(if v5 { limits.max_topic_aliases } else { 0 }),
+        out_aliases: OutboundAliases::new(client.topic_alias_maximum),
+        pending: VecDeque::new(),
+        waiting_acks: VecDeque::new(),
+        wbuf: BytesMut::new(),
+    };
+    (conn, opened.kicked, connack, keep_alive)
+}
+
+impl Conn {
+    /// The event loop; returns why the connection ends.
+    async fn run<S>(
+        &mut self,
+        stream: &mut S,
+        rbuf: &mut BytesMut,
+        mut kicked: oneshot::Receiver<()>,
+        mut shutdown: watch::Receiver<bool>,
+        keep_alive: u16,
+    ) -> Exit
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let max_packet = self.broker.config.limits.max_packet_size;
+        let grace = Duration::from_millis(u64::from(keep_alive) * 1500);
+        let mut deadline = Instant::now() + grace;
+        let mailbox = self.session.mailbox.clone();
+        loop {
+            loop {
+                match protocol::decode(rbuf, self.version, max_packet) {
+                    Ok(Some(packet)) => {
+                        deadline = Instant::now() + grace;
+                        if let Err(exit) = self.handle(packet) {
+                            return exit;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Exit::Decode(e),
+                }
+            }
+            self.pump();
+            if !self.wbuf.is_empty() {
+                let len = self.wbuf.len();
+                tokio::select! {
+                    r = stream.write_all(&self.wbuf) => if r.is_err() { return Exit::Closed },
+                    _ = &mut kicked => return Exit::TakenOver,
+                    _ = shutdown.changed() => return Exit::Shutdown,
+                    _ = sleep_until(deadline), if keep_alive > 0 => return Exit::KeepAlive,
+                }
+                sys::add(&self.broker.metrics.bytes_sent, len);
+                self.wbuf.clear();
+                if self.wbuf.capacity() > 4 * outbound::WRITE_BATCH_BYTES {
+                    self.wbuf = BytesMut::new();
+                }
+            }
+            prepare_read_buffer(rbuf, max_packet);
+            let more = self.can_send_more() && (!self.pending.is_empty() || !mailbox.is_empty());
+            let wake_on_mail = self.can_send_more() && self.pending.is_empty();
+            tokio::select! {
+                biased;
+                _ = &mut kicked => return Exit::TakenOver,
+                _ = shutdown.changed() => return Exit::Shutdown,
+                r = stream.read_buf(rbuf) => match r {
+                    Ok(0) | Err(_) => return Exit::Closed,
+                    Ok(n) => sys::add(&self.broker.metrics.bytes_received, n),
+                },
+                r = first_durable(&mut self.waiting_acks), if !self.waiting_acks.is_empty() => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "durable write failed; not acknowledging");
+                        return Exit::Protocol(reason::UNSPECIFIED_ERROR, "persistence failure");
+                    }
+                    self.release_acks();
+                }
+                _ = std::future::ready(()), if more => {}
+                _ = mailbox.notified(), if wake_on_mail => {}
+                _ = sleep_until(deadline), if keep_alive > 0 => return Exit::KeepAlive,
+            }
+        }
+    }
+
+    /// Says goodbye (v5 DISCONNECT for server-side reasons), handles the
+    /// will, and hands the session back to the broker.
+    async fn finish<S: AsyncWrite + Unpin>(mut self, stream: &mut S, exit: Exit) {
+        let code = match &exit {
+            Exit::Protocol(code, why) => {
+                tracing::info!(reason = code, why, "closing connection: protocol error");
+                Some(*code)
+            }
+            Exit::Decode(e) => {
+                tracing::info!(error = %e, "closing connection: malformed packet");
+                Some(e.reason_code())
+            }
+            Exit::KeepAlive => Some(reason::KEEP_ALIVE_TIMEOUT),
+            Exit::TakenOver => Some(reason::SESSION_TAKEN_OVER),
+            Exit::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
+            Exit::Client | Exit::ClientWithWill | Exit::Closed => None,
+        };
+        tracing::info!(?exit, "client disconnected");
+        if let (Some(code), true) = (code, self.version.is_v5()) {
+            self.encode(&Packet::Disconnect(Disconnect {
+                reason_code: code,
+                ..Disconnect::default()
+            }));
+        }
+        if let Some(will) = self.will.take() {
+            if !matches!(exit, Exit::Client) {
+                self.publish_will(will, matches!(exit, Exit::Shutdown));
+            }
+        }
+        // Unsent deliveries go back to the session: kept if it persists,
+        // handed to other shared-group members if it ends. The session is
+        // released before the socket closes, so a client that saw the close
+        // and reconnects finds it parked.
+        let unsent: Vec<Delivery> = self.pending.drain(..).collect();
+        self.session.mailbox.requeue_front(unsent);
+        self.broker.close_session(self.conn_id, self.session);
+        if !self.wbuf.is_empty() && !matches!(exit, Exit::Closed) {
+            let _ = timeout(FINAL_FLUSH, stream.write_all(&self.wbuf)).await;
+        }
+        let _ = timeout(FINAL_FLUSH, stream.shutdown()).await;
+    }
+
+    /// Publishes the will now or after its delay (capped by the session
+    /// expiry: the will goes out when the session ends, if that is sooner).
+    fn publish_will(&self, will: LastWill, now: bool) {
+        let delay = will.properties.will_delay_interval.unwrap_or(0);
+        let delay = if now {
+            0
+        } else {
+            delay.min(self.session.expiry_interval)
+        };
+        let p = will.properties;
+        let properties = protocol::PublishProperties {
+            payload_format_indicator: p.payload_format_indicator,
+            message_expiry_interval: p.message_expiry_interval,
+            content_type: p.content_type,
+            response_topic: p.response_topic,
+            correlation_data: p.correlation_data,
+            user_properties: p.user_properties,
+            ..Default::default()
+        };
+        let message = Message::new(
+            will.topic,
+            will.payload,
+            will.qos,
+            will.retain,
+            properties,
+            Some(self.session.client_id.clone()),
+        );
+        self.broker
+            .schedule_will(self.session.client_id.clone(), Arc::new(message), delay);
+    }
+}
+
+/// Completes when the first waiting acknowledgement may be sent.
+async fn first_durable(waiting: &mut VecDeque<WaitingAck>) -> Result<(), PersistError> {
+    match waiting.front_mut() {
+        Some((Some(durable), _)) => durable.await,
+        _ => Ok(()),
+    }
+}
+
+/// Makes room for the next read: the rest of a packet whose header is
+/// known, a little otherwise; releases a large buffer once it is empty.
+fn prepare_read_buffer(rbuf: &mut BytesMut, max_packet: u32) {
+    if rbuf.is_empty() && rbuf.capacity() > KEEP_READ_CAPACITY {
+        *rbuf = BytesMut::new();
+    }
+    let want = match protocol::check_header(rbuf, max_packet) {
+        Ok(Some(h)) => h.frame_len().saturating_sub(rbuf.len()).max(64),
+        _ => 256,
+    };
+    rbuf.reserve(want);
+}

@@ -1,0 +1,177 @@
+//! Turning deliveries into PUBLISH packets for one connection.
+//!
+//! Per-connection decisions happen here, at send time: the packet id and
+//! inflight window (via the session), the outgoing topic alias, the
+//! remaining message expiry, the subscription identifiers, and the client's
+//! Maximum Packet Size (a message that would exceed it is dropped and
+//! counted, as MQTT 5.0 section 3.1.2.11.4 requires). Packets are appended
+//! to one write buffer so a batch goes out in a single write.
+
+use std::time::Instant;
+
+use crate::protocol::{self, Packet, PubAck, Publish, QoS};
+use crate::router::Delivery;
+use crate::session::aliases::AliasUse;
+use crate::session::{Inflight, Stage};
+use crate::sys;
+
+use super::Conn;
+
+/// Stop filling the write buffer past this many bytes; write, then go on.
+pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// Deliveries taken from the mailbox at once.
+const DRAIN_BATCH: usize = 64;
+
+impl Conn {
+    /// Moves deliveries from the mailbox into the write buffer while the
+    /// inflight window and the batch size allow.
+    pub fn pump(&mut self) {
+        let now = Instant::now();
+        while self.wbuf.len() < WRITE_BATCH_BYTES {
+            if self.pending.is_empty() {
+                let mut batch = Vec::new();
+                self.session.mailbox.drain(DRAIN_BATCH, &mut batch);
+                if batch.is_empty() {
+                    return;
+                }
+                self.pending.extend(batch);
+            }
+            let Some(front) = self.pending.front() else {
+                return;
+            };
+            if front.qos != QoS::AtMostOnce && !self.session.outgoing.has_room(self.window()) {
+                return;
+            }
+            if let Some(delivery) = self.pending.pop_front() {
+                self.send_delivery(delivery, now);
+            }
+        }
+    }
+
+    /// The outgoing window: the client's Receive Maximum capped by ours.
+    pub fn window(&self) -> u16 {
+        self.client
+            .receive_maximum
+            .min(self.broker.config.limits.max_inflight)
+    }
+
+    /// True when the next pending delivery could be sent now.
+    pub fn can_send_more(&self) -> bool {
+        match self.pending.front() {
+            None => true,
+            Some(d) => d.qos == QoS::AtMostOnce || self.session.outgoing.has_room(self.window()),
+        }
+    }
+
+    fn send_delivery(&mut self, delivery: Delivery, now: Instant) {
+        let broker = self.broker.clone();
+        let metrics = &broker.metrics;
+        if delivery.message.is_expired(now) {
+            sys::inc(&metrics.dropped_expired);
+            self.ack_persistence(&delivery);
+            return;
+        }
+        let packet = Packet::Publish(self.publish_for(&delivery, now));
+        // An alias adds at most 3 bytes (and may shorten the topic later).
+        let alias_overhead = if self.client.topic_alias_maximum > 0 {
+            3
+        } else {
+            0
+        };
+        let size = protocol::encoded_len(&packet, self.version) + alias_overhead;
+        let Packet::Publish(mut publish) = packet else {
+            return;
+        };
+        if size > self.client.maximum_packet_size as usize {
+            sys::inc(&metrics.dropped_too_large);
+            self.ack_persistence(&delivery);
+            return;
+        }
+        if delivery.qos != QoS::AtMostOnce {
+            match self.session.outgoing.start(delivery.clone()) {
+                Some(pkid) => publish.pkid = pkid,
+                None => {
+                    // Unreachable while the window is <= 65535; keep it.
+                    self.pending.push_front(delivery);
+                    return;
+                }
+            }
+        }
+        self.apply_alias(&mut publish);
+        self.encode(&Packet::Publish(publish));
+        sys::inc(&metrics.publish_sent);
+    }
+
+    /// The PUBLISH for a delivery (packet id 0 until assigned).
+    pub fn publish_for(&self, delivery: &Delivery, now: Instant) -> Publish {
+        let message = &delivery.message;
+        let mut properties = if self.version.is_v5() {
+            message.properties.clone()
+        } else {
+            Default::default()
+        };
+        if self.version.is_v5() {
+            properties.message_expiry_interval = message.remaining_expiry(now);
+            properties.subscription_identifiers = delivery.subscription_ids.clone();
+        }
+        Publish {
+            dup: false,
+            qos: delivery.qos,
+            retain: delivery.retain,
+            topic: message.topic.clone(),
+            pkid: 0,
+            properties,
+            payload: message.payload.clone(),
+        }
+    }
+
+    fn apply_alias(&mut self, publish: &mut Publish) {
+        match self.out_aliases.assign(&publish.topic) {
+            AliasUse::None => {}
+            AliasUse::Assign(a) => publish.properties.topic_alias = Some(a),
+            AliasUse::Reuse(a) => {
+                publish.properties.topic_alias = Some(a);
+                publish.topic.clear();
+            }
+        }
+    }
+
+    /// Resends unacknowledged messages after a session resumed: PUBLISH
+    /// with DUP for those awaiting PUBACK/PUBREC, PUBREL for the others.
+    pub fn resend_inflight(&mut self) {
+        let now = Instant::now();
+        let pending: Vec<Inflight> = self.session.outgoing.pending().cloned().collect();
+        for inflight in pending {
+            let packet = match inflight.stage {
+                Stage::AwaitComp => Packet::PubRel(PubAck {
+                    pkid: inflight.pkid,
+                    ..PubAck::default()
+                }),
+                Stage::AwaitAck | Stage::AwaitRec => {
+                    let mut publish = self.publish_for(&inflight.delivery, now);
+                    publish.pkid = inflight.pkid;
+                    publish.dup = true;
+                    Packet::Publish(publish)
+                }
+            };
+            self.encode(&packet);
+        }
+    }
+
+    /// Tells the store a persistent session is done with a delivery.
+    pub fn ack_persistence(&self, delivery: &Delivery) {
+        if self.session.is_persistent() && delivery.qos != QoS::AtMostOnce {
+            self.broker
+                .persistence
+                .ack(&self.session.client_id, delivery.message.id);
+        }
+    }
+
+    /// Appends a packet to the write buffer; encoding errors are logged and
+    /// the packet skipped (they mean a field we cannot represent).
+    pub fn encode(&mut self, packet: &Packet) {
+        if let Err(e) = protocol::encode(packet, self.version, &mut self.wbuf) {
+            tracing::warn!(error = %e, packet = ?packet.packet_type(), "cannot encode packet");
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The unit of fan-out: one shared [`Message`] and many small [`Delivery`]s.
+//!
+//! A PUBLISH is turned into exactly one `Arc<Message>` (topic, payload
+//! `Bytes`, properties). Every subscriber receives a `Delivery`, which is a
+//! reference-counted pointer plus the per-subscriber bits (granted QoS,
+//! retain flag, subscription identifiers), so fan-out never copies a payload.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::protocol::{PublishProperties, QoS};
+
+static NEXT_MESSAGE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Makes later message ids at least `next`: after a restart, ids continue
+/// above every id the durable store holds, so acks never hit a stale copy.
+pub fn ensure_next_message_id(next: u64) {
+    NEXT_MESSAGE_ID.fetch_max(next, Ordering::Relaxed);
+}
+
+/// An application message as the broker routes it.
+#[derive(Debug)]
+pub struct Message {
+    /// Broker-wide unique id, used by the persistence layer to ack copies.
+    pub id: u64,
+    pub topic: String,
+    pub payload: Bytes,
+    /// The QoS it was published with (deliveries are capped by it).
+    pub qos: QoS,
+    /// The RETAIN flag it was published with.
+    pub retain: bool,
+    /// v5 properties to forward; never carries a topic alias or
+    /// subscription identifiers (those are per connection / per delivery).
+    pub properties: PublishProperties,
+    /// Client id of the publisher, for v5 No Local; `None` for the broker.
+    pub publisher: Option<Arc<str>>,
+    /// When the v5 Message Expiry Interval runs out.
+    pub expires_at: Option<Instant>,
+}
+
+impl Message {
+    /// Builds a message, stripping per-connection properties and turning the
+    /// expiry interval into a deadline.
+    pub fn new(
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        mut properties: PublishProperties,
+        publisher: Option<Arc<str>>,
+    ) -> Message {
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
+        let expires_at = properties
+            .message_expiry_interval
+            .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
+        Message {
+            id: NEXT_MESSAGE_ID.fetch_add(1, Ordering::Relaxed),
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+            publisher,
+            expires_at,
+        }
+    }
+
+    /// True once the message expiry interval has elapsed.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
+
+    /// The expiry interval left, to forward to a subscriber (rounded up so a
+    /// live message never reaches 0).
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|t| {
+            let left = t.saturating_duration_since(now);
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            u32::try_from(secs).unwrap_or(u32::MAX).max(1)
+        })
+    }
+
+    /// Bytes this message accounts for in queue and retained-store bounds.
+    pub fn weight(&self) -> usize {
+        self.topic.len() + self.payload.len()
+    }
+}
+
+/// One subscriber's copy of a message.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    /// min(published QoS, granted QoS).
+    pub qos: QoS,
+    /// The RETAIN flag to send.
+    pub retain: bool,
+    /// v5 subscription identifiers of every matching subscription.
+    pub subscription_ids: Vec<u32>,
+    /// The `(group, filter)` of the shared subscription this copy was
+    /// picked for, so it can go to another member if this one leaves.
+    pub shared: Option<Arc<(String, String)>>,
+}

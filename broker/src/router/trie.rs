@@ -1,0 +1,255 @@
+//! The subscription trie: topic filters split on `/`, one node per level.
+//!
+//! Matching a topic walks the levels once, following the exact child, the
+//! `+` child and collecting `#` children, so its cost depends on the depth
+//! of the topic and the number of wildcard branches, not on the number of
+//! subscriptions. Topics starting with `$` are not matched by a `+` or `#`
+//! in the first level (MQTT 5.0 section 4.7.2).
+//!
+//! Shared subscriptions (`$share/group/filter`) are stored at the node of
+//! their filter, one [`Group`] per group name; a match yields the group, and
+//! the caller picks one member with [`Group::pick`] (round robin, preferring
+//! online members).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::protocol::{QoS, RetainHandling};
+use crate::session::Mailbox;
+
+/// The options of one subscription, as granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionOptions {
+    pub qos: QoS,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub retain_handling: RetainHandling,
+    /// v5 Subscription Identifier.
+    pub id: Option<u32>,
+}
+
+impl SubscriptionOptions {
+    /// 3.1.1 semantics: only a QoS.
+    pub fn qos(qos: QoS) -> Self {
+        SubscriptionOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::SendAtSubscribe,
+            id: None,
+        }
+    }
+}
+
+/// A subscriber at a trie node: its mailbox and options.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    pub mailbox: Arc<Mailbox>,
+    pub options: SubscriptionOptions,
+}
+
+/// The members of one shared subscription group on one filter.
+#[derive(Debug)]
+pub struct Group {
+    /// (group name, filter), shared with the deliveries picked from it.
+    key: Arc<(String, String)>,
+    members: Vec<Subscriber>,
+    cursor: AtomicUsize,
+}
+
+impl Group {
+    /// (group name, filter) of this group.
+    pub fn key(&self) -> &Arc<(String, String)> {
+        &self.key
+    }
+
+    /// The next member in round-robin order, skipping offline members
+    /// unless every member is offline.
+    pub fn pick(&self) -> Option<&Subscriber> {
+        let n = self.members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let online = (0..n)
+            .map(|i| &self.members[(start + i) % n])
+            .find(|s| s.mailbox.is_online());
+        online.or_else(|| self.members.get(start % n))
+    }
+}
+
+/// One level of the trie.
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<String, Node>,
+    subscribers: HashMap<Arc<str>, Subscriber>,
+    groups: HashMap<String, Group>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.subscribers.is_empty() && self.groups.is_empty()
+    }
+}
+
+/// A match found for a topic.
+pub enum Match<'a> {
+    /// A plain subscription.
+    Direct(&'a Subscriber),
+    /// A shared subscription group: deliver to one member.
+    Shared(&'a Group),
+}
+
+/// The subscription trie.
+#[derive(Debug, Default)]
+pub struct Trie {
+    root: Node,
+    count: usize,
+}
+
+impl Trie {
+    /// Number of subscriptions (each shared group member counts once).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when nothing is subscribed.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Adds or replaces the subscription of `subscriber` to `filter` (in
+    /// `group` when shared). Returns true when it replaced an existing one.
+    pub fn insert(&mut self, filter: &str, group: Option<&str>, subscriber: Subscriber) -> bool {
+        let mut node = &mut self.root;
+        for level in filter.split('/') {
+            node = node.children.entry(level.to_string()).or_default();
+        }
+        let existed = match group {
+            None => {
+                let key = subscriber.mailbox.client_id().clone();
+                node.subscribers.insert(key, subscriber).is_some()
+            }
+            Some(name) => {
+                let group = node
+                    .groups
+                    .entry(name.to_string())
+                    .or_insert_with(|| Group {
+                        key: Arc::new((name.to_string(), filter.to_string())),
+                        members: Vec::new(),
+                        cursor: AtomicUsize::new(0),
+                    });
+                let id = subscriber.mailbox.client_id();
+                match group
+                    .members
+                    .iter_mut()
+                    .find(|m| m.mailbox.client_id() == id)
+                {
+                    Some(existing) => {
+                        *existing = subscriber;
+                        true
+                    }
+                    None => {
+                        group.members.push(subscriber);
+                        false
+                    }
+                }
+            }
+        };
+        if !existed {
+            self.count += 1;
+        }
+        existed
+    }
+
+    /// Removes `client_id`'s subscription to `filter` (in `group` when
+    /// shared), pruning empty nodes. Returns true when it existed.
+    pub fn remove(&mut self, filter: &str, group: Option<&str>, client_id: &str) -> bool {
+        let levels: Vec<&str> = filter.split('/').collect();
+        let removed = remove_at(&mut self.root, &levels, group, client_id);
+        if removed {
+            self.count -= 1;
+        }
+        removed
+    }
+
+    /// The shared group `group` on exactly `filter`.
+    pub fn group(&self, filter: &str, group: &str) -> Option<&Group> {
+        let mut node = &self.root;
+        for level in filter.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.groups.get(group)
+    }
+
+    /// Calls `visit` for every subscription matching `topic`.
+    pub fn matches<'a>(&'a self, topic: &str, mut visit: impl FnMut(Match<'a>)) {
+        let levels: Vec<&str> = topic.split('/').collect();
+        let dollar = topic.starts_with('$');
+        walk(&self.root, &levels, 0, dollar, &mut visit);
+    }
+}
+
+fn remove_at(node: &mut Node, levels: &[&str], group: Option<&str>, client_id: &str) -> bool {
+    let Some((first, rest)) = levels.split_first() else {
+        return match group {
+            None => node.subscribers.remove(client_id).is_some(),
+            Some(name) => {
+                let Some(g) = node.groups.get_mut(name) else {
+                    return false;
+                };
+                let before = g.members.len();
+                g.members.retain(|m| &**m.mailbox.client_id() != client_id);
+                let removed = g.members.len() != before;
+                if g.members.is_empty() {
+                    node.groups.remove(name);
+                }
+                removed
+            }
+        };
+    };
+    let Some(child) = node.children.get_mut(*first) else {
+        return false;
+    };
+    let removed = remove_at(child, rest, group, client_id);
+    if child.is_empty() {
+        node.children.remove(*first);
+    }
+    removed
+}
+
+fn visit_node<'a>(node: &'a Node, visit: &mut impl FnMut(Match<'a>)) {
+    node.subscribers
+        .values()
+        .for_each(|s| visit(Match::Direct(s)));
+    node.groups.values().for_each(|g| visit(Match::Shared(g)));
+}
+
+fn walk<'a>(
+    node: &'a Node,
+    levels: &[&str],
+    depth: usize,
+    dollar: bool,
+    visit: &mut impl FnMut(Match<'a>),
+) {
+    let wildcards_allowed = !(depth == 0 && dollar);
+    if wildcards_allowed {
+        // `#` matches the parent level and everything below it.
+        if let Some(hash) = node.children.get("#") {
+            visit_node(hash, visit);
+        }
+    }
+    let Some(level) = levels.get(depth) else {
+        visit_node(node, visit);
+        return;
+    };
+    if let Some(child) = node.children.get(*level) {
+        walk(child, levels, depth + 1, dollar, visit);
+    }
+    if wildcards_allowed {
+        if let Some(plus) = node.children.get("+") {
+            walk(plus, levels, depth + 1, dollar, visit);
+        }
+    }
+}

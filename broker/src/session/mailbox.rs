@@ -1,0 +1,180 @@
+//! The bounded per-session queue between the router and a connection.
+//!
+//! Publishers push [`Delivery`]s; the connection task that owns the session
+//! drains them when its inflight window has room. One queue serves both the
+//! "outbound queue" of an online client and the "offline queue" of a
+//! persistent session, which keeps per-session order without handing
+//! messages between two queues. The policy (DESIGN.md section 3):
+//!
+//! * below `outbound_capacity` entries, an online session takes everything;
+//! * beyond it, QoS 0 is dropped, QoS 1/2 of a persistent session are kept
+//!   up to `max_queued_messages` more (and `max_queued_bytes`), and a clean
+//!   session drops;
+//! * an offline persistent session keeps QoS 1/2 up to the same bounds and
+//!   does not queue QoS 0 (as Mosquitto's default).
+//!
+//! Every drop is returned to the caller as a [`DropReason`] to be counted.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::protocol::QoS;
+use crate::router::Delivery;
+
+/// Why a delivery was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// QoS 0 and the outbound queue is full.
+    QueueFullQos0,
+    /// QoS 1/2 for a clean session and the outbound queue is full.
+    QueueFull,
+    /// QoS 1/2 for a persistent session beyond max_queued_messages/bytes.
+    SessionQueueFull,
+    /// QoS 0 for an offline session.
+    Offline,
+}
+
+/// Queue bounds, from `[limits]`.
+#[derive(Debug, Clone, Copy)]
+pub struct MailboxLimits {
+    pub outbound_capacity: usize,
+    pub max_queued_messages: usize,
+    pub max_queued_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Delivery>,
+    bytes: usize,
+    persistent: bool,
+}
+
+/// A session's bounded delivery queue.
+#[derive(Debug)]
+pub struct Mailbox {
+    client_id: Arc<str>,
+    online: AtomicBool,
+    queue: Mutex<Queue>,
+    notify: Notify,
+    limits: MailboxLimits,
+}
+
+impl Mailbox {
+    pub fn new(client_id: Arc<str>, persistent: bool, limits: MailboxLimits) -> Arc<Mailbox> {
+        Arc::new(Mailbox {
+            client_id,
+            online: AtomicBool::new(false),
+            queue: Mutex::new(Queue {
+                persistent,
+                ..Queue::default()
+            }),
+            notify: Notify::new(),
+            limits,
+        })
+    }
+
+    /// The owning session's client id.
+    pub fn client_id(&self) -> &Arc<str> {
+        &self.client_id
+    }
+
+    /// True while a connection serves this session.
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Acquire)
+    }
+
+    /// Marks the session served (or not) by a connection.
+    pub fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Release);
+    }
+
+    /// Changes whether QoS 1/2 overflow is kept (session expiry > 0).
+    pub fn set_persistent(&self, persistent: bool) {
+        self.lock().persistent = persistent;
+    }
+
+    /// Queues a delivery according to the policy in the module doc.
+    /// `Ok(persistent)` tells whether the session outlives its connection.
+    pub fn push(&self, delivery: Delivery) -> Result<bool, DropReason> {
+        let online = self.is_online();
+        let weight = delivery.message.weight();
+        let mut q = self.lock();
+        let l = &self.limits;
+        let qos0 = delivery.qos == QoS::AtMostOnce;
+        let limit = match (online, qos0, q.persistent) {
+            (false, true, _) => return Err(DropReason::Offline),
+            (true, true, _) | (true, false, false) => l.outbound_capacity,
+            (true, false, true) => l.outbound_capacity + l.max_queued_messages,
+            (false, false, _) => l.max_queued_messages,
+        };
+        let over_bytes = !qos0 && q.bytes + weight > l.max_queued_bytes;
+        if q.items.len() >= limit || over_bytes {
+            return Err(match (qos0, q.persistent) {
+                (true, _) => DropReason::QueueFullQos0,
+                (false, true) => DropReason::SessionQueueFull,
+                (false, false) => DropReason::QueueFull,
+            });
+        }
+        q.bytes += weight;
+        q.items.push_back(delivery);
+        let persistent = q.persistent;
+        drop(q);
+        self.notify.notify_one();
+        Ok(persistent)
+    }
+
+    /// Moves up to `max` deliveries into `out`, oldest first.
+    pub fn drain(&self, max: usize, out: &mut Vec<Delivery>) {
+        let mut q = self.lock();
+        let n = max.min(q.items.len());
+        let mut freed = 0;
+        for d in q.items.drain(..n) {
+            freed += d.message.weight();
+            out.push(d);
+        }
+        q.bytes -= freed;
+    }
+
+    /// Puts deliveries taken by a connection that closed before sending
+    /// them back at the front, in order. They were within bounds when
+    /// queued, so no bound is checked again.
+    pub fn requeue_front(&self, deliveries: Vec<Delivery>) {
+        let mut q = self.lock();
+        for d in deliveries.into_iter().rev() {
+            q.bytes += d.message.weight();
+            q.items.push_front(d);
+        }
+    }
+
+    /// Number of queued deliveries.
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops everything queued (session ended), returning the count.
+    pub fn clear(&self) -> usize {
+        let mut q = self.lock();
+        q.bytes = 0;
+        let n = q.items.len();
+        q.items.clear();
+        n
+    }
+
+    /// Completes when a delivery may be waiting (a permit is stored if
+    /// nobody waits, so a push is never missed).
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

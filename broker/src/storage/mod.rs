@@ -1,0 +1,97 @@
+//! The durable store: QoS 1/2 messages still owed somewhere, retained
+//! messages and persistent sessions, on flash-style storage.
+//!
+//! The durability contract (DESIGN.md section 4): when edgemq sends a PUBACK
+//! or PUBREC, every durable copy the message needs has been synced. This
+//! module provides the pieces, bottom up:
+//! - `flash`: NOR flash semantics (`embedded_storage::NorFlash`) over an
+//!   image file or RAM (the RAM flash can cut power at any point);
+//! - `segment` and `record`: the on-flash format (a ring of segments holding
+//!   CRC-checked postcard records);
+//! - `store`: the RAM index, append/ack/read, retained, sessions, recovery
+//!   and reclamation, with its invariants written at the top;
+//! - `task`: the group-commit owner thread and the async `StoreHandle` the
+//!   broker uses;
+//! - `config`: the `[storage]` section.
+
+pub mod config;
+pub mod durable;
+pub mod flash;
+pub mod record;
+pub mod segment;
+pub mod store;
+pub mod task;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{Durability, Overflow, StorageConfig};
+pub use record::{StoredMessage, StoredSession, StoredSubscription};
+pub use store::{RecoveryReport, Store};
+pub use task::StoreHandle;
+
+use embedded_storage::nor_flash::NorFlashError;
+
+/// Errors of the store. `Full` is back-pressure, not a fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("store is full")]
+    Full,
+    #[error("record of {0} bytes is larger than a segment")]
+    TooLarge(usize),
+    #[error("a message needs at least one destination")]
+    NoDestination,
+    #[error("flash error: {0}")]
+    Flash(String),
+    #[error("record at segment {seg} offset {off} is corrupt")]
+    Corrupt { seg: u32, off: u32 },
+    #[error("record encoding failed: {0}")]
+    Record(String),
+    #[error("storage configuration: {0}")]
+    Config(String),
+    #[error("store is in a failed state after an earlier error ({0}); refusing durable work")]
+    Failed(String),
+    #[error("store task has stopped")]
+    Stopped,
+}
+
+impl StoreError {
+    fn flash<E: NorFlashError + std::fmt::Debug>(e: E) -> StoreError {
+        StoreError::Flash(format!("{:?}: {e:?}", e.kind()))
+    }
+}
+
+/// Figures the store exports to $SYS and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub segments: u64,
+    pub capacity_bytes: u64,
+    pub live_bytes: u64,
+    pub queued_messages: u64,
+    pub appended: u64,
+    /// Payload bytes appended (the denominator of write amplification).
+    pub payload_bytes: u64,
+    /// Bytes programmed into flash (headers, records, copies).
+    pub bytes_written: u64,
+    pub bytes_copied: u64,
+    pub syncs: u64,
+    pub erases: u64,
+    pub reclaims: u64,
+    pub rejected: u64,
+    pub dropped_oldest: u64,
+    pub recovery_millis: u64,
+    pub recovered_next_id: u64,
+    /// Erase count of every segment (wear spread).
+    pub erase_counts: Vec<u32>,
+}
+
+impl StoreStats {
+    /// Bytes written to flash per payload byte stored.
+    pub fn write_amplification(&self) -> f64 {
+        if self.payload_bytes == 0 {
+            0.0
+        } else {
+            self.bytes_written as f64 / self.payload_bytes as f64
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! Group commit: one thread owns the store; async callers talk to it through
+//! a bounded channel.
+//!
+//! The thread takes every request that is queued, applies them in order,
+//! syncs the flash once, and only then answers the requests that needed
+//! durability. Under load one fdatasync covers hundreds of messages; with a
+//! single publisher it costs one sync per message, as it must. Reads are
+//! answered at once. A failed sync is sticky: the store refuses every later
+//! durable request (logged and counted) instead of pretending.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::flash::{Durable, FileFlash};
+use super::{
+    Durability, RecoveryReport, StorageConfig, Store, StoreError, StoreStats, StoredMessage,
+    StoredSession,
+};
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Request {
+    Append(StoredMessage, Vec<String>, Reply<u64>),
+    Ack(u64, String),
+    Read(String, Option<u64>, usize, Reply<Vec<StoredMessage>>),
+    SetRetained(StoredMessage, Reply<()>),
+    ClearRetained(String, Reply<()>),
+    SaveSession(StoredSession, Reply<()>),
+    RemoveSession(String, Reply<()>),
+    Retained(Reply<Vec<StoredMessage>>),
+    Sessions(Reply<Vec<StoredSession>>),
+    Destinations(Reply<Vec<String>>),
+    Flush(Reply<()>),
+    ClearDestination(String),
+}
+
+/// A cloneable handle to the store thread.
+#[derive(Clone)]
+pub struct StoreHandle {
+    tx: flume::Sender<Request>,
+    stats: Arc<Mutex<StoreStats>>,
+    failed: Arc<Mutex<Option<String>>>,
+    durability: Durability,
+}
+
+/// Answers that wait for the next sync.
+enum Pending {
+    Id(Reply<u64>, u64),
+    Unit(Reply<()>),
+}
+
+impl StoreHandle {
+    /// Opens (or creates) `dir/store.img`, recovers it and starts the store
+    /// thread. Not for `Durability::Memory`, which needs no store.
+    pub fn open(config: &StorageConfig) -> Result<(StoreHandle, RecoveryReport), StoreError> {
+        config.validate().map_err(StoreError::Config)?;
+        std::fs::create_dir_all(&config.dir).map_err(|e| {
+            StoreError::Config(format!("cannot create {}: {e}", config.dir.display()))
+        })?;
+        let flash = FileFlash::open(&image_path(&config.dir), config.capacity as usize)
+            .map_err(|e| StoreError::Flash(e.to_string()))?;
+        let (store, report) = Store::open(flash, config.segment_size as usize, config.overflow)?;
+        Ok((Self::spawn(store, config), report))
+    }
+
+    /// Starts the store thread over an opened store (tests pass a RAM flash).
+    pub fn spawn<F: Durable + Send + 'static>(
+        store: Store<F>,
+        config: &StorageConfig,
+    ) -> StoreHandle {
+        let (tx, rx) = flume::bounded(config.queue_capacity);
+        let handle = StoreHandle {
+            tx,
+            stats: Arc::new(Mutex::new(store.stats())),
+            failed: Arc::new(Mutex::new(None)),
+            durability: config.durability,
+        };
+        let worker = Worker {
+            store,
+            rx,
+            stats: handle.stats.clone(),
+            failed: handle.failed.clone(),
+            durability: config.durability,
+            interval: Duration::from_millis(config.sync_interval_ms.max(1)),
+        };
+        let spawned = thread::Builder::new()
+            .name("edgemq-store".into())
+            .spawn(move || worker.run());
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the store thread");
+            if let Ok(mut f) = handle.failed.lock() {
+                *f = Some(format!("store thread did not start: {e}"));
+            }
+        }
+        handle
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Latest figures (updated after every batch).
+    pub fn stats(&self) -> StoreStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The sticky failure, if the store has failed.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.lock().ok().and_then(|f| f.clone())
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send_async(make(reply))
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Queues a request from synchronous code, in program order. When the
+    /// queue is full this blocks the calling thread until the store thread
+    /// catches up: back-pressure on publishers, never an unbounded queue.
+    /// The store thread needs no runtime, so this cannot deadlock.
+    fn submit<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Request,
+    ) -> oneshot::Receiver<Result<T, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        // A send error drops the request and its reply: the receiver then
+        // reports `Stopped`.
+        let _ = self.tx.send(make(reply));
+        rx
+    }
+
+    /// Synchronous-submit variant of [`StoreHandle::append`]: queued at once,
+    /// in order with other submissions; await the receiver for durability.
+    pub fn submit_append(
+        &self,
+        msg: StoredMessage,
+        destinations: Vec<String>,
+    ) -> oneshot::Receiver<Result<u64, StoreError>> {
+        self.submit(|r| Request::Append(msg, destinations, r))
+    }
+
+    /// Queues an ack (see [`StoreHandle::ack`]).
+    pub fn submit_ack(&self, id: u64, destination: String) {
+        let _ = self.tx.send(Request::Ack(id, destination));
+    }
+
+    /// Queues a retained set (`Some`) or clear (`None`).
+    pub fn submit_retained(
+        &self,
+        topic: String,
+        msg: Option<StoredMessage>,
+    ) -> oneshot::Receiver<Result<(), StoreError>> {
+        match msg {
+            Some(m) => self.submit(|r| Request::SetRetained(m, r)),
+            None => self.submit(|r| Request::ClearRetained(topic, r)),
+        }
+    }
+
+    /// Queues a session save.
+    pub fn submit_session(
+        &self,
+        session: StoredSession,
+    ) -> oneshot::Receiver<Result<(), StoreError>> {
+        self.submit(|r| Request::SaveSession(session, r))
+    }
+
+    /// Queues the end of a session: its state and every message owed to
+    /// `destination`.
+    pub fn submit_session_end(&self, client_id: String, destination: String) {
+        let _ = self.tx.send(Request::ClearDestination(destination));
+        drop(self.submit(|r| Request::RemoveSession(client_id, r)));
+    }
+
+    /// Appends a message for `destinations`; resolves once it is durable
+    /// (in `sync` mode) with the message id.
+    pub async fn append(
+        &self,
+        msg: StoredMessage,
+        destinations: Vec<String>,
+    ) -> Result<u64, StoreError> {
+        self.call(|r| Request::Append(msg, destinations, r)).await
+    }
+
+    /// Acknowledges a (message, destination); fire and forget: a lost ack
+    /// means a duplicate after a crash, never a loss.
+    pub async fn ack(&self, id: u64, destination: String) -> Result<(), StoreError> {
+        self.tx
+            .send_async(Request::Ack(id, destination))
+            .await
+            .map_err(|_| StoreError::Stopped)
+    }
+
+    pub async fn read(
+        &self,
+        destination: &str,
+        after: Option<u64>,
+        max: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let d = destination.to_string();
+        self.call(|r| Request::Read(d, after, max, r)).await
+    }
+
+    pub async fn set_retained(&self, msg: StoredMessage) -> Result<(), StoreError> {
+        self.call(|r| Request::SetRetained(msg, r)).await
+    }
+
+    pub async fn clear_retained(&self, topic: String) -> Result<(), StoreError> {
+        self.call(|r| Request::ClearRetained(topic, r)).await
+    }
+
+    pub async fn save_session(&self, session: StoredSession) -> Result<(), StoreError> {
+        self.call(|r| Request::SaveSession(session, r)).await
+    }
+
+    pub async fn remove_session(&self, client_id: String) -> Result<(), StoreError> {
+        self.call(|r| Request::RemoveSession(client_id, r)).await
+    }
+
+    pub async fn retained(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        self.call(Request::Retained).await
+    }
+
+    pub async fn sessions(&self) -> Result<Vec<StoredSession>, StoreError> {
+        self.call(Request::Sessions).await
+    }
+
+    pub async fn destinations(&self) -> Result<Vec<String>, StoreError> {
+        self.call(Request::Destinations).await
+    }
+
+    /// Resolves when everything sent before it is durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.call(Request::Flush).await
+    }
+}
+
+struct Worker<F: Durable> {
+    store: Store<F>,
+    rx: flume::Receiver<Request>,
+    stats: Arc<Mutex<StoreStats>>,
+    failed: Arc<Mutex<Option<String>>>,
+    durability: Durability,
+    interval: Duration,
+}
+
+/// Most requests handled per sync: bounds PUBACK latency under a flood.
+const MAX_BATCH: usize = 4096;
+
+impl<F: Durable> Worker<F> {
+    fn run(mut self) {
+        let mut last_sync = Instant::now();
+        loop {
+            let first = match self.durability {
+                Durability::Interval => match self.rx.recv_timeout(self.interval) {
+                    Ok(r) => Some(r),
+                    Err(flume::RecvTimeoutError::Timeout) => None,
+                    Err(flume::RecvTimeoutError::Disconnected) => break,
+                },
+                _ => match self.rx.recv() {
+                    Ok(r) => Some(r),
+                    Err(_) => break,
+                },
+            };
+            let mut pending = Vec::new();
+            if let Some(first) = first {
+                self.handle(first, &mut pending);
+                while pending.len() < MAX_BATCH {
+                    match self.rx.try_recv() {
+                        Ok(r) => self.handle(r, &mut pending),
+                        Err(_) => break,
+                    }
+                }
+            }
+            let due =
+                self.durability != Durability::Interval || last_sync.elapsed() >= self.interval;
+            if due {
+                let result = self.store.commit();
+                last_sync = Instant::now();
+                if let Err(e) = &result {
+                    self.fail(e);
+                }
+                for p in pending {
+                    let r = result.clone();
+                    match p {
+                        Pending::Id(tx, id) => drop(tx.send(r.map(|()| id))),
+                        Pending::Unit(tx) => drop(tx.send(r)),
+                    }
+                }
+            } else {
+                // Interval mode answers before the sync (documented risk).
+                for p in pending {
+                    match p {
+                        Pending::Id(tx, id) => drop(tx.send(Ok(id))),
+                        Pending::Unit(tx) => drop(tx.send(Ok(()))),
+                    }
+                }
+            }
+            if let Ok(mut s) = self.stats.lock() {
+                *s = self.store.stats();
+            }
+        }
+        if let Err(e) = self.store.commit() {
+            tracing::error!(error = %e, "final store sync failed");
+        }
+    }
+
+    fn fail(&mut self, e: &StoreError) {
+        tracing::error!(error = %e, "store failed; refusing durable writes from now on");
+        if let Ok(mut f) = self.failed.lock() {
+            f.get_or_insert_with(|| e.to_string());
+        }
+    }
+
+    fn failure(&self) -> Option<StoreError> {
+        self.failed
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .map(StoreError::Failed)
+    }
+
+    /// Applies one request; durable replies are parked in `pending`.
+    fn handle(&mut self, req: Request, pending: &mut Vec<Pending>) {
+        let failure = self.failure();
+        match req {
+            Request::Append(msg, dests, tx) => match failure {
+                Some(f) => drop(tx.send(Err(f))),
+                None => match self.store.append(msg, &dests) {
+                    Ok(id) => pending.push(Pending::Id(tx, id)),
+                    Err(e) => self.write_error(e, tx),
+                },
+            },
+            Request::Ack(id, dest) => {
+                if failure.is_none() {
+                    if let Err(e) = self.store.ack(id, &dest) {
+                        self.fail(&e);
+                    }
+                }
+            }
+            Request::SetRetained(msg, tx) => {
+                self.unit(failure, tx, pending, |s| s.set_retained(msg))
+            }
+            Request::ClearRetained(topic, tx) => {
+                self.unit(failure, tx, pending, |s| s.clear_retained(&topic))
+            }
+            Request::SaveSession(sess, tx) => {
+                self.unit(failure, tx, pending, |s| s.save_session(sess))
+            }
+            Request::RemoveSession(id, tx) => {
+                self.unit(failure, tx, pending, |s| s.remove_session(&id))
+            }
+            Request::Flush(tx) => self.unit(failure, tx, pending, |_| Ok(())),
+            Request::ClearDestination(dest) => {
+                if failure.is_none() {
+                    if let Err(e) = self.store.clear_destination(&dest) {
+                        self.fail(&e);
+                    }
+                }
+            }
+            Request::Read(dest, after, max, tx) => {
+                drop(tx.send(self.store.read(&dest, after, max)))
+            }
+            Request::Retained(tx) => drop(tx.send(self.store.retained())),
+            Request::Sessions(tx) => drop(tx.send(self.store.sessions())),
+            Request::Destinations(tx) => drop(tx.send(Ok(self.store.destinations()))),
+        }
+    }
+
+    fn unit(
+        &mut self,
+        failure: Option<StoreError>,
+        tx: Reply<()>,
+        pending: &mut Vec<Pending>,
+        op: impl FnOnce(&mut Store<F>) -> Result<(), StoreError>,
+    ) {
+        if let Some(f) = failure {
+            drop(tx.send(Err(f)));
+            return;
+        }
+        match op(&mut self.store) {
+            Ok(()) => pending.push(Pending::Unit(tx)),
+            Err(e) => self.write_error(e, tx),
+        }
+    }
+
+    /// `Full` and `TooLarge` are answers; anything else is a failed store.
+    fn write_error<T>(&mut self, e: StoreError, tx: Reply<T>) {
+        if !matches!(
+            e,
+            StoreError::Full | StoreError::TooLarge(_) | StoreError::NoDestination
+        ) {
+            self.fail(&e);
+        }
+        drop(tx.send(Err(e)));
+    }
+}
+
+/// Path of the image file inside a storage directory.
+pub fn image_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("store.img")
+}

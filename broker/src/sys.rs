@@ -1,0 +1,219 @@
+//! Counters and the `$SYS` publisher.
+//!
+//! [`Metrics`] is a struct of atomics updated on the hot path with relaxed
+//! ordering (they are statistics, not synchronisation) and read by the
+//! `$SYS` task and the Prometheus exporter. Topic layout follows Mosquitto
+//! (`$SYS/broker/...`), so existing dashboards work; edgemq's own drop
+//! counters live under `$SYS/broker/edgemq/dropped/...`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::broker::Broker;
+use crate::protocol::{PublishProperties, QoS};
+use crate::router::Message;
+use crate::session::DropReason;
+
+/// Broker-wide counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub clients_connected: AtomicU64,
+    pub clients_maximum: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub messages_sent: AtomicU64,
+    pub publish_received: AtomicU64,
+    pub publish_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// QoS 0 dropped because a subscriber's outbound queue was full.
+    pub dropped_qos0_queue_full: AtomicU64,
+    /// QoS 1/2 dropped for a clean session whose queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// QoS 1/2 dropped beyond a persistent session's queue bounds.
+    pub dropped_session_queue_full: AtomicU64,
+    /// QoS 0 not queued for an offline session.
+    pub dropped_offline_qos0: AtomicU64,
+    /// Messages larger than a client's Maximum Packet Size.
+    pub dropped_too_large: AtomicU64,
+    /// Messages whose expiry interval ran out while queued.
+    pub dropped_expired: AtomicU64,
+    /// PUBLISH refused by the ACL.
+    pub dropped_denied: AtomicU64,
+    /// Retained messages not stored because of the retained bounds.
+    pub dropped_retained_full: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds `n` to a counter.
+pub fn add(counter: &AtomicU64, n: usize) {
+    counter.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+impl Metrics {
+    /// Counts a mailbox drop under its reason.
+    pub fn count_drop(&self, reason: DropReason) {
+        inc(match reason {
+            DropReason::QueueFullQos0 => &self.dropped_qos0_queue_full,
+            DropReason::QueueFull => &self.dropped_queue_full,
+            DropReason::SessionQueueFull => &self.dropped_session_queue_full,
+            DropReason::Offline => &self.dropped_offline_qos0,
+        });
+    }
+
+    /// A client connected.
+    pub fn client_connected(&self) {
+        let now = self.clients_connected.fetch_add(1, Ordering::Relaxed) + 1;
+        self.clients_maximum.fetch_max(now, Ordering::Relaxed);
+        inc(&self.connections_total);
+    }
+
+    /// A client disconnected.
+    pub fn client_disconnected(&self) {
+        self.clients_connected.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Total of all drop counters.
+    pub fn dropped_total(&self) -> u64 {
+        [
+            &self.dropped_qos0_queue_full,
+            &self.dropped_queue_full,
+            &self.dropped_session_queue_full,
+            &self.dropped_offline_qos0,
+            &self.dropped_too_large,
+            &self.dropped_expired,
+            &self.dropped_denied,
+            &self.dropped_retained_full,
+        ]
+        .into_iter()
+        .map(get)
+        .sum()
+    }
+}
+
+/// The `$SYS` topics and their current values.
+pub fn sys_values(broker: &Broker) -> Vec<(&'static str, String)> {
+    let m = &broker.metrics;
+    let (retained, _) = broker.router.retained_stats();
+    let sessions = broker.session_count();
+    vec![
+        (
+            "$SYS/broker/version",
+            format!("edgemq {}", env!("CARGO_PKG_VERSION")),
+        ),
+        (
+            "$SYS/broker/uptime",
+            format!("{} seconds", broker.uptime().as_secs()),
+        ),
+        (
+            "$SYS/broker/clients/connected",
+            get(&m.clients_connected).to_string(),
+        ),
+        ("$SYS/broker/clients/total", sessions.to_string()),
+        (
+            "$SYS/broker/clients/maximum",
+            get(&m.clients_maximum).to_string(),
+        ),
+        (
+            "$SYS/broker/clients/disconnected",
+            sessions
+                .saturating_sub(get(&m.clients_connected) as usize)
+                .to_string(),
+        ),
+        (
+            "$SYS/broker/messages/received",
+            get(&m.messages_received).to_string(),
+        ),
+        (
+            "$SYS/broker/messages/sent",
+            get(&m.messages_sent).to_string(),
+        ),
+        (
+            "$SYS/broker/publish/messages/received",
+            get(&m.publish_received).to_string(),
+        ),
+        (
+            "$SYS/broker/publish/messages/sent",
+            get(&m.publish_sent).to_string(),
+        ),
+        (
+            "$SYS/broker/publish/messages/dropped",
+            m.dropped_total().to_string(),
+        ),
+        (
+            "$SYS/broker/bytes/received",
+            get(&m.bytes_received).to_string(),
+        ),
+        ("$SYS/broker/bytes/sent", get(&m.bytes_sent).to_string()),
+        (
+            "$SYS/broker/subscriptions/count",
+            broker.router.subscription_count().to_string(),
+        ),
+        ("$SYS/broker/retained messages/count", retained.to_string()),
+        (
+            "$SYS/broker/edgemq/dropped/qos0_queue_full",
+            get(&m.dropped_qos0_queue_full).to_string(),
+        ),
+        (
+            "$SYS/broker/edgemq/dropped/queue_full",
+            get(&m.dropped_queue_full).to_string(),
+        ),
+        (
+            "$SYS/broker/edgemq/dropped/session_queue_full",
+            get(&m.dropped_session_queue_full).to_string(),
+        ),
+        (
+            "$SYS/broker/edgemq/dropped/offline_qos0",
+            get(&m.dropped_offline_qos0).to_string(),
+        ),
+        (
+            "$SYS/broker/edgemq/dropped/too_large",
+            get(&m.dropped_too_large).to_string(),
+        ),
+        (
+            "$SYS/broker/edgemq/dropped/expired",
+            get(&m.dropped_expired).to_string(),
+        ),
+        (
+            "$SYS/broker/edgemq/dropped/denied",
+            get(&m.dropped_denied).to_string(),
+        ),
+        (
+            "$SYS/broker/edgemq/dropped/retained_full",
+            get(&m.dropped_retained_full).to_string(),
+        ),
+    ]
+}
+
+/// Publishes the `$SYS` topics as retained messages every `interval`.
+pub async fn run(broker: Arc<Broker>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        for (topic, value) in sys_values(&broker) {
+            let message = Message::new(
+                topic.to_string(),
+                Bytes::from(value),
+                QoS::AtMostOnce,
+                true,
+                PublishProperties::default(),
+                None,
+            );
+            // $SYS messages are regenerated each interval: no need to wait
+            // for durability.
+            drop(broker.publish(Arc::new(message)));
+        }
+    }
+}

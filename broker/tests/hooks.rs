@@ -1,0 +1,160 @@
+//! The persistence and authentication hooks, exercised in-process: a PUBACK
+//! must wait for the durability of the copies its message needed, and the
+//! authenticator decides on CONNECT.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use common::{connect_packet, Raw};
+use edgemq::broker::Broker;
+use edgemq::config::{Config, ListenerConfig};
+use edgemq::hooks::{
+    AuthDecision, AuthRequest, Authenticator, BoxFuture, ClientIdentity, Durability,
+    ListenerPolicy, MemoryOnly, Persistence,
+};
+use edgemq::protocol::{reason, Packet, ProtocolVersion, Publish, QoS, Subscribe, SubscribeFilter};
+use edgemq::router::Message;
+use edgemq::session::SessionRecord;
+use tokio::sync::oneshot;
+
+/// A store whose enqueue completes only when the test says so.
+#[derive(Default)]
+struct GatedStore {
+    gates: Mutex<Vec<oneshot::Sender<()>>>,
+    enqueued: Mutex<Vec<(String, Vec<String>)>>,
+}
+
+impl Persistence for GatedStore {
+    fn enqueue(&self, message: &Arc<Message>, client_ids: &[Arc<str>]) -> Durability {
+        let (tx, rx) = oneshot::channel();
+        self.gates.lock().expect("lock").push(tx);
+        let ids = client_ids.iter().map(|c| c.to_string()).collect();
+        self.enqueued
+            .lock()
+            .expect("lock")
+            .push((message.topic.clone(), ids));
+        Durability::Pending(Box::pin(async move {
+            rx.await
+                .map_err(|_| edgemq::hooks::PersistError("gate dropped".into()))
+        }))
+    }
+    fn ack(&self, _: &str, _: u64) {}
+    fn retain(&self, _: &str, _: Option<&Arc<Message>>) -> Durability {
+        Durability::Done
+    }
+    fn save_session(&self, _: &SessionRecord) {}
+    fn remove_session(&self, _: &str) {}
+    fn incoming_qos2(&self, _: &str, _: u16, _: bool) {}
+}
+
+/// Starts an in-process broker on a free port, on its own runtime.
+fn start(
+    persistence: Arc<dyn Persistence>,
+    auth: Arc<dyn Authenticator>,
+) -> (tokio::runtime::Runtime, SocketAddr) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let config = Arc::new(Config {
+        listeners: vec![ListenerConfig::mqtt(SocketAddr::from(([127, 0, 0, 1], 0)))],
+        ..Config::default()
+    });
+    let listeners = runtime
+        .block_on(edgemq::server::bind(&config.listeners))
+        .expect("bind");
+    let addr = listeners[0].local_addr().expect("addr");
+    let broker = Broker::new(config, persistence, auth);
+    runtime.spawn(edgemq::server::Server::run(
+        broker,
+        listeners,
+        std::future::pending(),
+    ));
+    (runtime, addr)
+}
+
+#[test]
+fn puback_waits_for_durability_of_persistent_copies() {
+    let store = Arc::new(GatedStore::default());
+    let (_rt, addr) = start(store.clone(), Arc::new(ListenerPolicy));
+    let mut sub_connect = connect_packet(ProtocolVersion::V311, "keeper");
+    sub_connect.clean_start = false;
+    let (mut sub, _) = Raw::connect(addr.port(), sub_connect);
+    sub.send(&Packet::Subscribe(Subscribe {
+        pkid: 1,
+        filters: vec![SubscribeFilter::new("durable/#", QoS::AtLeastOnce)],
+        ..Subscribe::default()
+    }));
+    assert!(matches!(sub.recv(), Some(Packet::SubAck(_))));
+
+    let (mut publ, _) = Raw::connect(addr.port(), connect_packet(ProtocolVersion::V5, "producer"));
+    publ.send(&Packet::Publish(Publish {
+        qos: QoS::AtLeastOnce,
+        topic: "durable/x".into(),
+        pkid: 7,
+        payload: bytes::Bytes::from_static(b"m"),
+        ..Publish::default()
+    }));
+    publ.send(&Packet::PingReq);
+    // The PINGRESP overtakes the PUBACK: the message is not durable yet.
+    assert!(matches!(publ.recv(), Some(Packet::PingResp)));
+    assert_eq!(
+        *store.enqueued.lock().expect("lock"),
+        vec![("durable/x".to_string(), vec!["keeper".to_string()])]
+    );
+    let gate = store.gates.lock().expect("lock").pop().expect("one gate");
+    gate.send(()).expect("release");
+    match publ.recv() {
+        Some(Packet::PubAck(a)) => assert_eq!((a.pkid, a.reason_code), (7, 0)),
+        other => panic!("expected PUBACK after durability, got {other:?}"),
+    }
+}
+
+/// Accepts only user "ok"; nobody may publish to "locked/#".
+struct OnlyOk;
+
+impl Authenticator for OnlyOk {
+    fn authenticate<'a>(&'a self, request: AuthRequest<'a>) -> BoxFuture<'a, AuthDecision> {
+        let decision = match request.username {
+            Some("ok") => AuthDecision::Allow {
+                username: Some("ok".into()),
+            },
+            _ => AuthDecision::Deny(reason::BAD_USER_NAME_OR_PASSWORD),
+        };
+        Box::pin(std::future::ready(decision))
+    }
+    fn authorize_publish(&self, _: &ClientIdentity, topic: &str) -> bool {
+        !topic.starts_with("locked/")
+    }
+    fn authorize_subscribe(&self, client: &ClientIdentity, _: &str) -> bool {
+        client.username.as_deref() == Some("ok")
+    }
+}
+
+#[test]
+fn authenticator_decides_connect_and_publish() {
+    let (_rt, addr) = start(Arc::new(MemoryOnly), Arc::new(OnlyOk));
+    let mut c = Raw::open(addr.port(), ProtocolVersion::V311);
+    c.send(&Packet::Connect(Box::new(connect_packet(
+        ProtocolVersion::V311,
+        "anon",
+    ))));
+    match c.recv() {
+        Some(Packet::ConnAck(a)) => assert_eq!(a.reason_code, 4, "3.1.1 bad user name or password"),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    let mut ok = connect_packet(ProtocolVersion::V5, "named");
+    ok.username = Some("ok".into());
+    let (mut c, ack) = Raw::connect(addr.port(), ok);
+    assert_eq!(ack.reason_code, 0);
+    c.send(&Packet::Publish(Publish {
+        qos: QoS::ExactlyOnce,
+        topic: "locked/door".into(),
+        pkid: 2,
+        payload: bytes::Bytes::from_static(b"open"),
+        ..Publish::default()
+    }));
+    match c.recv() {
+        Some(Packet::PubRec(a)) => assert_eq!(a.reason_code, reason::NOT_AUTHORIZED),
+        other => panic!("expected PUBREC 0x87, got {other:?}"),
+    }
+}
