@@ -70,7 +70,10 @@ pub fn require_tool(tool: &str) {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(found, "{tool} is not installed: run scripts/install-deps.sh (CI installs it)");
+    assert!(
+        found,
+        "{tool} is not installed: run scripts/install-deps.sh (CI installs it)"
+    );
 }
 
 /// A running edgemq broker on 127.0.0.1.
@@ -174,7 +177,10 @@ impl Broker {
     /// SIGTERM and wait for exit; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = c.try_wait() {

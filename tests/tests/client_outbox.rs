@@ -13,7 +13,7 @@ mod client_support;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use client_support::{free_port, wait_until, Mosquitto, Proxy};
+use client_support::{wait_until, Proxy, TestBroker};
 use edgemq_client::{Client, ConnectOptions, Event, Events, OutMessage, Protocol};
 
 const TOPIC: &str = "outbox/test";
@@ -86,9 +86,8 @@ async fn publish_range(client: &Client, range: std::ops::Range<u32>) {
     }
 }
 
-async fn broker_restart_without_session(protocol: Protocol) {
-    let port = free_port();
-    let broker = Mosquitto::start(port);
+async fn broker_restart_without_session(broker: TestBroker, protocol: Protocol) {
+    let port = broker.port();
     let sink = Sink::start(port, protocol);
     wait_until(10, "sink subscribed", || sink.subacks() == 1).await;
 
@@ -108,12 +107,11 @@ async fn broker_restart_without_session(protocol: Protocol) {
         400,
         "nothing can be acknowledged while held"
     );
-    broker.kill();
     proxy.cut();
 
     // A fresh broker without the old sessions; the sink re-subscribes first,
     // the publisher is let through only then.
-    let _broker = Mosquitto::start(port);
+    let _broker = broker.crash_and_restart_empty();
     wait_until(10, "sink re-subscribed", || sink.subacks() == 2).await;
     proxy.resume();
     publish_range(&publisher, 700..800).await;
@@ -129,21 +127,36 @@ async fn broker_restart_without_session(protocol: Protocol) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn v311_nothing_lost_when_broker_restarts_without_session() {
-    broker_restart_without_session(Protocol::V311).await;
+async fn mosquitto_v311_nothing_lost_when_broker_restarts_without_session() {
+    broker_restart_without_session(TestBroker::mosquitto(), Protocol::V311).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn v5_nothing_lost_when_broker_restarts_without_session() {
-    broker_restart_without_session(Protocol::V5).await;
+async fn mosquitto_v5_nothing_lost_when_broker_restarts_without_session() {
+    broker_restart_without_session(TestBroker::mosquitto(), Protocol::V5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edgemq_v311_nothing_lost_when_broker_restarts_without_data() {
+    broker_restart_without_session(TestBroker::edgemq(), Protocol::V311).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edgemq_v5_nothing_lost_when_broker_restarts_without_data() {
+    broker_restart_without_session(TestBroker::edgemq(), Protocol::V5).await;
 }
 
 /// Link cut with a persistent session kept by the broker: rumqttc
 /// retransmits what was in flight, the outbox hands over the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_lost_when_link_drops_and_session_resumes() {
-    let port = free_port();
-    let _broker = Mosquitto::start(port);
+    for broker in [TestBroker::mosquitto(), TestBroker::edgemq()] {
+        link_drop_with_session(broker).await;
+    }
+}
+
+async fn link_drop_with_session(broker: TestBroker) {
+    let port = broker.port();
     let sink = Sink::start(port, Protocol::V311);
     wait_until(10, "sink subscribed", || sink.subacks() == 1).await;
     let proxy = Proxy::start(port).await;
@@ -186,8 +199,8 @@ async fn nothing_lost_when_link_drops_and_session_resumes() {
 /// `try_publish` reports a full outbox instead of waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn try_publish_reports_a_full_outbox() {
-    let port = free_port();
-    let _broker = Mosquitto::start(port);
+    let broker = TestBroker::edgemq();
+    let port = broker.port();
     let proxy = Proxy::start(port).await;
     let mut o = options(proxy.port, Protocol::V5, "full", true);
     o.outbox_capacity = 5;

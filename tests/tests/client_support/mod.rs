@@ -195,3 +195,50 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
     assert!(path.exists(), "{} not found", path.display());
     path
 }
+
+/// The broker under test: edgemq (the real binary, its own data dir) or Mosquitto.
+pub enum TestBroker {
+    Edgemq(edgemq_tests::Broker),
+    Mosquitto(Mosquitto),
+}
+
+impl TestBroker {
+    /// The real edgemq binary on a free port, with a fresh data directory.
+    pub fn edgemq() -> TestBroker {
+        binary("edgemq", "edgemq");
+        TestBroker::Edgemq(edgemq_tests::Broker::start())
+    }
+
+    /// A real Mosquitto on a free port, without persistence.
+    pub fn mosquitto() -> TestBroker {
+        TestBroker::Mosquitto(Mosquitto::start(free_port()))
+    }
+
+    pub fn port(&self) -> u16 {
+        match self {
+            TestBroker::Edgemq(b) => b.port,
+            TestBroker::Mosquitto(m) => m.port,
+        }
+    }
+
+    /// kill -9, then start again on the same port with nothing of the old
+    /// state: edgemq's data directory is deleted, Mosquitto never persists.
+    pub fn crash_and_restart_empty(self) -> TestBroker {
+        match self {
+            TestBroker::Edgemq(mut b) => {
+                b.kill9();
+                let data = b.data_dir();
+                if data.exists() {
+                    std::fs::remove_dir_all(&data).unwrap();
+                }
+                b.restart();
+                TestBroker::Edgemq(b)
+            }
+            TestBroker::Mosquitto(m) => {
+                let port = m.port;
+                m.kill();
+                TestBroker::Mosquitto(Mosquitto::start(port))
+            }
+        }
+    }
+}
