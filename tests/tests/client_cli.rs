@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use client_support::{binary, free_port, Mosquitto};
+use client_support::{binary, free_port, Mosquitto, TestBroker};
 use edgemq_client::envelope::{self, Compression, Encoding, Format};
 
 fn edgemq_pub() -> Command {
@@ -43,10 +43,19 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+fn both_brokers() -> [TestBroker; 2] {
+    [TestBroker::mosquitto(), TestBroker::edgemq()]
+}
+
 #[test]
 fn edgemq_pub_to_mosquitto_sub() {
-    let broker = Mosquitto::start(free_port());
-    let p = broker.port.to_string();
+    for broker in both_brokers() {
+        edgemq_pub_to_mosquitto_sub_on(broker);
+    }
+}
+
+fn edgemq_pub_to_mosquitto_sub_on(broker: TestBroker) {
+    let p = broker.port().to_string();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("payload.txt");
     std::fs::write(&file, "from a file").unwrap();
@@ -87,8 +96,13 @@ fn edgemq_pub_to_mosquitto_sub() {
 
 #[test]
 fn mosquitto_pub_to_edgemq_sub() {
-    let broker = Mosquitto::start(free_port());
-    let p = broker.port.to_string();
+    for broker in both_brokers() {
+        mosquitto_pub_to_edgemq_sub_on(broker);
+    }
+}
+
+fn mosquitto_pub_to_edgemq_sub_on(broker: TestBroker) {
+    let p = broker.port().to_string();
     for (topic, msg) in [("m/a", "alpha"), ("m/b", "beta")] {
         let st = Command::new("mosquitto_pub")
             .args(["-p", &p, "-t", topic, "-m", msg, "-r", "-q", "1"])
@@ -124,8 +138,13 @@ fn batch() -> Vec<envelope::Message> {
 
 #[test]
 fn unbatch_by_content_type_and_by_flag() {
-    let broker = Mosquitto::start(free_port());
-    let p = broker.port.to_string();
+    for broker in both_brokers() {
+        unbatch_on(broker);
+    }
+}
+
+fn unbatch_on(broker: TestBroker) {
+    let p = broker.port().to_string();
     let dir = tempfile::tempdir().unwrap();
     let expected = set(&[
         "gw/sensors/0 {\"t\":0}",

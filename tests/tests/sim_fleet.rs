@@ -7,7 +7,7 @@ mod client_support;
 
 use std::process::Command;
 
-use client_support::{binary, free_port, Mosquitto};
+use client_support::{binary, free_port, TestBroker};
 
 fn scenario(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("cuts.toml");
@@ -23,13 +23,21 @@ fn scenario(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 #[test]
-fn fleet_with_power_cuts_loses_no_acknowledged_reading() {
-    let broker = Mosquitto::start(free_port());
+fn edgemq_fleet_with_power_cuts_loses_no_acknowledged_reading() {
+    fleet_with_power_cuts(TestBroker::edgemq());
+}
+
+#[test]
+fn mosquitto_fleet_with_power_cuts_loses_no_acknowledged_reading() {
+    fleet_with_power_cuts(TestBroker::mosquitto());
+}
+
+fn fleet_with_power_cuts(broker: TestBroker) {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(binary("firmware-sim", "firmware-sim"))
         .args([
             "--port",
-            &broker.port.to_string(),
+            &broker.port().to_string(),
             "--verify",
             "--json",
             "--drain-secs",
