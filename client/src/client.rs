@@ -60,6 +60,8 @@ impl Events {
 struct Subscription {
     filter: String,
     qos: u8,
+    /// Sent on a connection of the current broker session.
+    in_session: bool,
 }
 
 struct State {
@@ -196,13 +198,15 @@ impl Client {
             return Err(ClientError::InvalidQos(qos));
         }
         let mut state = self.shared.lock();
+        let connected = state.outbox.is_connected();
+        if connected && !self.link.try_subscribe(filter, qos) {
+            return Err(ClientError::Closed);
+        }
         state.subscriptions.push(Subscription {
             filter: filter.to_string(),
             qos,
+            in_session: connected,
         });
-        if state.outbox.is_connected() && !self.link.try_subscribe(filter, qos) {
-            return Err(ClientError::Closed);
-        }
         Ok(())
     }
 
@@ -278,11 +282,15 @@ async fn handle(event: LinkEvent, link: &Link, shared: &Shared, events: &mpsc::S
             {
                 let mut state = shared.lock();
                 state.outbox.on_connack(session_present);
-                if !session_present {
-                    for s in &state.subscriptions {
-                        if !link.try_subscribe(&s.filter, s.qos) {
-                            tracing::warn!(filter = %s.filter, "could not restore subscription");
-                        }
+                // A resumed session already holds what was sent in it; a new
+                // one needs every subscription again.
+                for s in &mut state.subscriptions {
+                    if session_present && s.in_session {
+                        continue;
+                    }
+                    s.in_session = link.try_subscribe(&s.filter, s.qos);
+                    if !s.in_session {
+                        tracing::warn!(filter = %s.filter, "could not restore subscription");
                     }
                 }
                 state.outbox.hand(|m| link.try_publish(m));

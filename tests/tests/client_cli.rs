@@ -308,3 +308,31 @@ fn exit_codes_for_scripts() {
     ]));
     assert_eq!(code(timeout), 27, "-W timeout");
 }
+
+/// `-c` keeps the session: a QoS 1 message published while the subscriber
+/// is away is delivered when it comes back.
+#[test]
+fn persistent_session_receives_what_was_sent_while_away() {
+    for broker in both_brokers() {
+        let p = broker.port().to_string();
+        for v in ["mqttv311", "mqttv5"] {
+            let id = format!("persistent-{v}");
+            let sub = || {
+                let mut c = edgemq_sub();
+                c.args([
+                    "-p", &p, "-c", "-i", &id, "-q", "1", "-t", "away/x", "-V", v,
+                ]);
+                c
+            };
+            // Creates the session; nothing to receive yet.
+            assert_eq!(run(sub().args(["-W", "1"])).status.code(), Some(27));
+            let st = Command::new("mosquitto_pub")
+                .args(["-p", &p, "-t", "away/x", "-m", "kept", "-q", "1"])
+                .status();
+            assert!(st.unwrap().success());
+            let out = run(sub().args(["-C", "1", "-W", "10"]));
+            assert!(out.status.success(), "{v}");
+            assert_eq!(lines(&out), set(&["kept"]), "{v}");
+        }
+    }
+}
