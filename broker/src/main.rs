@@ -82,10 +82,6 @@ fn main() -> anyhow::Result<()> {
     if let Some(dir) = &cli.data_dir {
         config.storage.dir = dir.clone();
     }
-    config
-        .storage
-        .validate()
-        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     init_logging(&config.log.level)?;
     if let Some(dir) = &config.data_dir {
         std::fs::create_dir_all(dir)

@@ -314,6 +314,9 @@ impl Config {
                 return Err(("acl", key, format!("invalid topic filter {bad:?}")));
             }
         }
+        self.storage
+            .validate()
+            .map_err(|(key, message)| ("storage", key, message))?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err((
                 "log",
