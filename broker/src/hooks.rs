@@ -54,10 +54,10 @@ pub trait Persistence: Send + Sync + 'static {
     /// A QoS 1/2 `message` was queued for the persistent sessions
     /// `client_ids`. The PUBACK/PUBREC to its publisher waits for the result.
     fn enqueue(&self, message: &Arc<Message>, client_ids: &[Arc<str>]) -> Durability;
-    /// `client_id` acknowledged (PUBACK/PUBCOMP) or dropped `message`
-    /// (identified by `message.id`, unique across restarts once the store
-    /// seeds the counter with [`crate::router::reserve_message_ids`]).
-    fn ack(&self, client_id: &str, message: &Arc<Message>);
+    /// `client_id` acknowledged (PUBACK/PUBCOMP) or dropped the message
+    /// `message_id` (`Message::id`, kept unique across restarts by
+    /// [`crate::router::ensure_next_message_id`]).
+    fn ack(&self, client_id: &str, message_id: u64);
     /// The retained message of `topic` was set (`Some`) or cleared (`None`).
     fn retain(&self, topic: &str, message: Option<&Arc<Message>>) -> Durability;
     /// A persistent session was created or changed (subscriptions, expiry).
@@ -77,7 +77,7 @@ impl Persistence for MemoryOnly {
     fn enqueue(&self, _: &Arc<Message>, _: &[Arc<str>]) -> Durability {
         Durability::Done
     }
-    fn ack(&self, _: &str, _: &Arc<Message>) {}
+    fn ack(&self, _: &str, _: u64) {}
     fn retain(&self, _: &str, _: Option<&Arc<Message>>) -> Durability {
         Durability::Done
     }

@@ -10,6 +10,7 @@
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod envelope;
 pub mod hooks;
 pub mod protocol;
 pub mod router;

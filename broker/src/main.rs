@@ -16,7 +16,9 @@ use clap::{Parser, Subcommand};
 
 use edgemq::broker::Broker;
 use edgemq::config::{Config, ListenerConfig, DEFAULT_CONFIG};
-use edgemq::hooks::{ListenerPolicy, MemoryOnly};
+use edgemq::hooks::{ListenerPolicy, MemoryOnly, Persistence};
+use edgemq::storage::durable::{self, DurableStore};
+use edgemq::storage::{Durability as StorageDurability, StorageConfig, StoreHandle};
 use edgemq::{server, sys};
 
 /// A small, fast MQTT 3.1.1/5.0 broker for edge gateways.
@@ -100,11 +102,23 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 
 async fn run(config: Arc<Config>) -> anyhow::Result<()> {
     let listeners = server::bind(&config.listeners).await?;
-    let broker = Broker::new(
-        config.clone(),
-        Arc::new(MemoryOnly),
-        Arc::new(ListenerPolicy),
-    );
+    let store = open_store(&config.storage)?;
+    let persistence: Arc<dyn Persistence> = match &store {
+        Some(handle) => Arc::new(DurableStore::new(handle.clone())),
+        None => Arc::new(MemoryOnly),
+    };
+    let broker = Broker::new(config.clone(), persistence, Arc::new(ListenerPolicy));
+    if let Some(handle) = &store {
+        let restored = durable::restore(&broker, handle)
+            .await
+            .context("cannot restore durable state")?;
+        tracing::info!(
+            sessions = restored.sessions,
+            messages = restored.messages,
+            retained = restored.retained,
+            "restored durable state"
+        );
+    }
     if config.sys.interval_secs > 0 {
         let interval = std::time::Duration::from_secs(config.sys.interval_secs);
         tokio::spawn(sys::run(broker.clone(), interval));
@@ -113,6 +127,28 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
     server::Server::run(broker, listeners, shutdown_signal()).await;
     tracing::info!("edgemq stopped");
     Ok(())
+}
+
+/// Opens and recovers the durable store, unless `durability = "memory"`.
+fn open_store(config: &StorageConfig) -> anyhow::Result<Option<StoreHandle>> {
+    if config.durability == StorageDurability::Memory {
+        tracing::info!("durability = memory: nothing is persisted");
+        return Ok(None);
+    }
+    let (handle, report) = StoreHandle::open(config)
+        .with_context(|| format!("cannot open the store in {}", config.dir.display()))?;
+    tracing::info!(
+        dir = %config.dir.display(),
+        segments = report.segments,
+        records = report.records,
+        torn_segments = report.torn_segments,
+        messages = report.messages,
+        retained = report.retained,
+        sessions = report.sessions,
+        millis = report.millis,
+        "store recovered"
+    );
+    Ok(Some(handle))
 }
 
 /// Completes on SIGINT or SIGTERM.

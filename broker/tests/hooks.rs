@@ -15,8 +15,8 @@ use edgemq::hooks::{
     ListenerPolicy, MemoryOnly, Persistence,
 };
 use edgemq::protocol::{reason, Packet, ProtocolVersion, Publish, QoS, Subscribe, SubscribeFilter};
-use edgemq::router::Message;
-use edgemq::session::SessionRecord;
+use edgemq::router::{Delivery, Message};
+use edgemq::session::{Session, SessionRecord};
 use tokio::sync::oneshot;
 
 /// A store whose enqueue completes only when the test says so.
@@ -40,7 +40,7 @@ impl Persistence for GatedStore {
                 .map_err(|_| edgemq::hooks::PersistError("gate dropped".into()))
         }))
     }
-    fn ack(&self, _: &str, _: &Arc<Message>) {}
+    fn ack(&self, _: &str, _: u64) {}
     fn retain(&self, _: &str, _: Option<&Arc<Message>>) -> Durability {
         Durability::Done
     }
@@ -245,20 +245,27 @@ fn restored_sessions_and_retained_messages_are_served() {
         |broker| {
             let mut options = SubscriptionOptions::qos(QoS::AtLeastOnce);
             options.id = Some(5);
-            let record = SessionRecord {
-                client_id: "sleeper".into(),
-                expiry_interval: 3600,
-                subscriptions: vec![("r/#".into(), options)],
-            };
+            let mut session = Session::new(Arc::from("sleeper"), 3600, broker.mailbox_limits());
+            broker
+                .router
+                .subscribe(&session.mailbox, "r/#", options.clone());
+            session.subscriptions.insert("r/#".into(), options);
             let queued = Arc::new(Message::new(
                 "r/1".into(),
                 bytes::Bytes::from_static(b"kept"),
-                QoS::ExactlyOnce,
+                QoS::AtLeastOnce,
                 false,
                 Default::default(),
                 None,
             ));
-            broker.restore_session(record, vec![queued], &[], 3600);
+            session.mailbox.requeue_front(vec![Delivery {
+                message: queued,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_ids: vec![5],
+                shared: None,
+            }]);
+            broker.restore_session(session);
             broker.restore_retained(Arc::new(Message::new(
                 "ret/x".into(),
                 bytes::Bytes::from_static(b"r"),
@@ -277,7 +284,7 @@ fn restored_sessions_and_retained_messages_are_served() {
     match c.recv() {
         Some(Packet::Publish(p)) => {
             assert_eq!((p.topic.as_str(), &p.payload[..]), ("r/1", &b"kept"[..]));
-            assert_eq!(p.qos, QoS::AtLeastOnce, "capped by the granted QoS");
+            assert_eq!(p.qos, QoS::AtLeastOnce);
             assert_eq!(p.properties.subscription_identifiers, vec![5]);
         }
         other => panic!("expected the restored message, got {other:?}"),

@@ -1,2 +1,453 @@
 //! Shared harness for edgemq's end-to-end tests: start the real binaries on
-//! loopback, wait for them, and clean up.
+//! loopback, wait for them, kill them, and clean up.
+//!
+//! The broker binary is found next to the test executable's target dir
+//! (`target/<profile>/edgemq`, built by `scripts/test.sh` before the tests
+//! run) or at `$EDGEMQ_BIN`. `$EDGEMQ_RUNNER` is an optional command prefix,
+//! e.g. `qemu-aarch64-static -L /usr/aarch64-linux-gnu`, to run an ARM
+//! build under qemu-user while the test itself runs natively.
+//! Nothing here sleeps for synchronisation: waits poll a condition with a
+//! deadline and fail with the broker's log attached.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+fn target_dir_binary(name: &str) -> PathBuf {
+    // current_exe: target/<profile>/deps/<test>-<hash>
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    profile_dir.join(name)
+}
+
+/// Path of one of the workspace's binaries (`edgemq`, `edgemq-pub`, ...).
+pub fn binary(name: &str) -> PathBuf {
+    if name == "edgemq" {
+        if let Ok(p) = std::env::var("EDGEMQ_BIN") {
+            return PathBuf::from(p);
+        }
+    }
+    let path = target_dir_binary(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the binaries first (`cargo build --workspace --bins`) or set EDGEMQ_BIN",
+        path.display()
+    );
+    path
+}
+
+/// Checks an external tool is installed; the tests never skip silently.
+pub fn require_tool(tool: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is not installed: run scripts/install-deps.sh (CI installs it)"
+    );
+}
+
+/// A running edgemq broker on 127.0.0.1.
+pub struct Broker {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    config: Option<String>,
+    starts: u32,
+}
+
+impl Broker {
+    /// Starts with the embedded defaults.
+    pub fn start() -> Broker {
+        Self::start_with(None)
+    }
+
+    /// Starts with `config` (TOML) written to a file and passed with --config.
+    pub fn start_with(config: Option<&str>) -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = Broker {
+            port: free_port(),
+            child: None,
+            dir,
+            config: config.map(str::to_string),
+            starts: 0,
+        };
+        b.spawn();
+        b
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join(format!("broker-{}.log", self.starts))
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let mut cmd = match std::env::var("EDGEMQ_RUNNER") {
+            Ok(runner) if !runner.trim().is_empty() => {
+                let mut parts = runner.split_whitespace();
+                let mut c = Command::new(parts.next().unwrap());
+                c.args(parts).arg(binary("edgemq"));
+                c
+            }
+            _ => Command::new(binary("edgemq")),
+        };
+        if let Some(cfg) = &self.config {
+            let path = self.dir.path().join("edgemq.toml");
+            std::fs::write(&path, cfg).expect("write config");
+            cmd.arg("--config").arg(path);
+        }
+        let log = std::fs::File::create(self.log_path()).expect("log file");
+        cmd.arg("--listen")
+            .arg(self.addr().to_string())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--log-level")
+            .arg("info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("cannot start edgemq"));
+        let addr = self.addr();
+        let up = wait_until(Duration::from_secs(30), || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
+        assert!(up, "edgemq did not start listening; log:\n{}", self.log());
+    }
+
+    /// The broker's log of its latest run.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// `kill -9`: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// SIGTERM and wait for exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A real Mosquitto on 127.0.0.1 (the stand-in cloud broker).
+pub struct Mosquitto {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    extra: String,
+}
+
+impl Mosquitto {
+    pub fn start(extra_conf: &str) -> Mosquitto {
+        let mut m = Mosquitto {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            extra: extra_conf.to_string(),
+        };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.dir.path().join("mosquitto.conf");
+        let mut f = std::fs::File::create(&conf).expect("mosquitto.conf");
+        writeln!(
+            f,
+            "listener {} 127.0.0.1\nallow_anonymous true\npersistence_location {}/\n{}",
+            self.port,
+            self.dir.path().display(),
+            self.extra
+        )
+        .expect("write mosquitto.conf");
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("mosquitto is not installed: run scripts/install-deps.sh");
+        self.child = Some(
+            Command::new(bin)
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("cannot start mosquitto"),
+        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        assert!(
+            wait_until(Duration::from_secs(10), || TcpStream::connect(addr).is_ok()),
+            "mosquitto did not start"
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn start_again(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs a command with a deadline, returning its output.
+pub fn run(cmd: &mut Command, timeout: Duration) -> anyhow::Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(child.wait_with_output()?);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output()?;
+            bail!(
+                "{cmd:?} timed out after {timeout:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Spawns `mosquitto_sub` collecting `count` messages (or until `secs`).
+pub fn mosquitto_sub(port: u16, args: &[&str], count: usize, secs: u32) -> Child {
+    require_tool("mosquitto_sub");
+    Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-C", &count.to_string(), "-W", &secs.to_string()])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run mosquitto_sub")
+}
+
+/// Runs `mosquitto_pub` to completion.
+pub fn mosquitto_pub(port: u16, args: &[&str]) -> Output {
+    require_tool("mosquitto_pub");
+    run(
+        Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args),
+        Duration::from_secs(30),
+    )
+    .expect("mosquitto_pub")
+}
+
+/// Connects a raw TCP socket to the broker (for byte-level tests).
+pub fn raw_connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    s.set_nodelay(true).ok();
+    s
+}
+
+/// A `mosquitto_sub -d` process whose output is read line by line, so a
+/// test can wait for its SUBACK before publishing and then collect messages.
+pub struct Sub {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Sub {
+    /// Starts `mosquitto_sub -d -v` with `args` (topics, -V, -q, -c, -i ...).
+    pub fn spawn(port: u16, args: &[&str]) -> Sub {
+        require_tool("mosquitto_sub");
+        // stdbuf: mosquitto_sub's stdout is block-buffered into a pipe.
+        let mut child = Command::new("stdbuf")
+            .args(["-oL", "mosquitto_sub"])
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-d", "-v"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run mosquitto_sub");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Sub { child, lines }
+    }
+
+    /// Waits for the SUBACK; panics with what was seen if it does not come.
+    pub fn wait_subscribed(&mut self) {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.contains("received SUBACK") => return,
+                Ok(line) => seen.push(line),
+                Err(_) => {
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        panic!("mosquitto_sub exited ({status}) before its SUBACK: {seen:?}");
+                    }
+                }
+            }
+        }
+        panic!("no SUBACK within 15 s: {seen:?}");
+    }
+
+    /// Collects up to `n` messages as `topic payload` lines (debug lines
+    /// skipped), waiting at most `timeout` in all.
+    pub fn messages(&mut self, n: usize, timeout: Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
+                Ok(line) if is_debug_line(&line) => {}
+                Ok(line) => out.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Every line (debug included) that arrives within `timeout`.
+    pub fn raw_lines(&mut self, timeout: Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            out.push(line);
+        }
+        out
+    }
+
+    /// Stops the subscriber (SIGKILL: no DISCONNECT is sent).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the subscriber with SIGINT: mosquitto_sub sends DISCONNECT.
+    pub fn interrupt(mut self) {
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_debug_line(line: &str) -> bool {
+    line.starts_with("Client ") || line.starts_with("Subscribed (mid")
+}

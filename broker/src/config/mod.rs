@@ -259,19 +259,9 @@ impl Config {
     fn validate(&self) -> Result<(), (String, String, String)> {
         self.validate_core()
             .map_err(|(s, k, m)| (s.to_string(), k.to_string(), m))?;
-        self.storage.validate().map_err(|message| {
-            // The store names the key first: "storage.KEY must ...".
-            let key = message
-                .split_whitespace()
-                .next()
-                .and_then(|k| k.strip_prefix("storage."))
-                .unwrap_or("dir")
-                .to_string();
-            let message = message
-                .split_once(' ')
-                .map_or(message.clone(), |(_, rest)| rest.to_string());
-            ("storage".to_string(), key, message)
-        })
+        self.storage
+            .validate()
+            .map_err(|(key, message)| ("storage".to_string(), key.to_string(), message))
     }
 
     fn validate_core(&self) -> Result<(), (&'static str, &'static str, String)> {

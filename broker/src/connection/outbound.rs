@@ -172,7 +172,7 @@ impl Conn {
         if self.session.is_persistent() && delivery.qos != QoS::AtMostOnce {
             self.broker
                 .persistence
-                .ack(&self.session.client_id, &delivery.message);
+                .ack(&self.session.client_id, delivery.message.id);
         }
     }
 

@@ -17,7 +17,7 @@ static NEXT_MESSAGE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Makes every later message id at least `next`: called at startup with the
 /// durable store's next free id, so ids stay unique across restarts.
-pub fn reserve_message_ids(next: u64) {
+pub fn ensure_next_message_id(next: u64) {
     NEXT_MESSAGE_ID.fetch_max(next, Ordering::Relaxed);
 }
 

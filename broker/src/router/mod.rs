@@ -19,7 +19,7 @@ mod trie;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-pub use message::{reserve_message_ids, Delivery, Message};
+pub use message::{ensure_next_message_id, Delivery, Message};
 pub use retained::{RetainOutcome, RetainedStore};
 pub use trie::{Group, Match, Subscriber, SubscriptionOptions, Trie};
 

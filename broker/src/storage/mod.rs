@@ -15,6 +15,7 @@
 //! - `config`: the `[storage]` section.
 
 pub mod config;
+pub mod durable;
 pub mod flash;
 pub mod record;
 pub mod segment;

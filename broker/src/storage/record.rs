@@ -36,6 +36,9 @@ pub enum Record {
     SessionSave(StoredSession),
     /// A session ended; forget its state.
     SessionRemove { client_id: String },
+    /// `destination` needs none of its queued messages any more (a session
+    /// ended): one record instead of an ack per message.
+    DestinationClear { destination: String },
 }
 
 /// A message as stored: what is needed to deliver it again after a restart.

@@ -322,6 +322,18 @@ impl<F: Durable> Store<F> {
                     self.unlive(old);
                 }
             }
+            Record::DestinationClear { destination } => {
+                if let Some(&d) = self.dest_ids.get(&destination) {
+                    let ids: Vec<u64> = self
+                        .queues
+                        .get(&d)
+                        .map(|q| q.iter().copied().collect())
+                        .unwrap_or_default();
+                    for id in ids {
+                        self.drop_destination(id, d);
+                    }
+                }
+            }
         }
     }
 
@@ -622,7 +634,9 @@ impl<F: Durable> Store<F> {
 
     // ---- API ---------------------------------------------------------
 
-    /// Appends a message owed to `destinations`; returns its id. Not durable
+    /// Appends a message owed to `destinations`; returns its id. The caller
+    /// may choose the id (`msg.id != 0`: the broker's message id, increasing
+    /// in publish order); 0 lets the store assign the next one. Not durable
     /// until the next `commit()`.
     pub fn append(
         &mut self,
@@ -632,7 +646,10 @@ impl<F: Durable> Store<F> {
         if destinations.is_empty() {
             return Err(StoreError::NoDestination);
         }
-        msg.id = self.next_id;
+        if msg.id == 0 {
+            msg.id = self.next_id;
+        }
+        let id = msg.id;
         msg.destinations = destinations.to_vec();
         let rec = Record::Message(msg);
         let need = record::encode_frame(&rec, F::WRITE_SIZE)
@@ -640,13 +657,31 @@ impl<F: Durable> Store<F> {
             .len() as u64;
         self.ensure_budget(need, destinations)?;
         let loc = self.write_record(&rec)?;
-        self.next_id += 1;
+        self.next_id = self.next_id.max(id + 1);
         if let Record::Message(m) = &rec {
             self.stats.payload_bytes += m.payload.len() as u64;
         }
         self.stats.appended += 1;
         self.apply(rec, loc);
-        Ok(self.next_id - 1)
+        Ok(id)
+    }
+
+    /// The next id the store would assign; above every id it holds.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Forgets every message owed to `destination` (one record).
+    pub fn clear_destination(&mut self, destination: &str) -> Result<(), StoreError> {
+        if self.queue_len(destination) == 0 {
+            return Ok(());
+        }
+        let rec = Record::DestinationClear {
+            destination: destination.to_string(),
+        };
+        let loc = self.write_record(&rec)?;
+        self.apply(rec, loc);
+        Ok(())
     }
 
     /// Applies the overflow policy when `need` more live bytes exceed the budget.

@@ -35,6 +35,7 @@ enum Request {
     Sessions(Reply<Vec<StoredSession>>),
     Destinations(Reply<Vec<String>>),
     Flush(Reply<()>),
+    ClearDestination(String),
 }
 
 /// A cloneable handle to the store thread.
@@ -56,7 +57,9 @@ impl StoreHandle {
     /// Opens (or creates) `dir/store.img`, recovers it and starts the store
     /// thread. Not for `Durability::Memory`, which needs no store.
     pub fn open(config: &StorageConfig) -> Result<(StoreHandle, RecoveryReport), StoreError> {
-        config.validate().map_err(StoreError::Config)?;
+        config
+            .validate()
+            .map_err(|(key, m)| StoreError::Config(format!("storage.{key} {m}")))?;
         std::fs::create_dir_all(&config.dir).map_err(|e| {
             StoreError::Config(format!("cannot create {}: {e}", config.dir.display()))
         })?;
@@ -119,6 +122,63 @@ impl StoreHandle {
             .await
             .map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Queues a request from synchronous code, in program order. When the
+    /// queue is full this blocks the calling thread until the store thread
+    /// catches up: back-pressure on publishers, never an unbounded queue.
+    /// The store thread needs no runtime, so this cannot deadlock.
+    fn submit<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Request,
+    ) -> oneshot::Receiver<Result<T, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        // A send error drops the request and its reply: the receiver then
+        // reports `Stopped`.
+        let _ = self.tx.send(make(reply));
+        rx
+    }
+
+    /// Synchronous-submit variant of [`StoreHandle::append`]: queued at once,
+    /// in order with other submissions; await the receiver for durability.
+    pub fn submit_append(
+        &self,
+        msg: StoredMessage,
+        destinations: Vec<String>,
+    ) -> oneshot::Receiver<Result<u64, StoreError>> {
+        self.submit(|r| Request::Append(msg, destinations, r))
+    }
+
+    /// Queues an ack (see [`StoreHandle::ack`]).
+    pub fn submit_ack(&self, id: u64, destination: String) {
+        let _ = self.tx.send(Request::Ack(id, destination));
+    }
+
+    /// Queues a retained set (`Some`) or clear (`None`).
+    pub fn submit_retained(
+        &self,
+        topic: String,
+        msg: Option<StoredMessage>,
+    ) -> oneshot::Receiver<Result<(), StoreError>> {
+        match msg {
+            Some(m) => self.submit(|r| Request::SetRetained(m, r)),
+            None => self.submit(|r| Request::ClearRetained(topic, r)),
+        }
+    }
+
+    /// Queues a session save.
+    pub fn submit_session(
+        &self,
+        session: StoredSession,
+    ) -> oneshot::Receiver<Result<(), StoreError>> {
+        self.submit(|r| Request::SaveSession(session, r))
+    }
+
+    /// Queues the end of a session: its state and every message owed to
+    /// `destination`.
+    pub fn submit_session_end(&self, client_id: String, destination: String) {
+        let _ = self.tx.send(Request::ClearDestination(destination));
+        drop(self.submit(|r| Request::RemoveSession(client_id, r)));
     }
 
     /// Appends a message for `destinations`; resolves once it is durable
@@ -300,6 +360,13 @@ impl<F: Durable> Worker<F> {
                 self.unit(failure, tx, pending, |s| s.remove_session(&id))
             }
             Request::Flush(tx) => self.unit(failure, tx, pending, |_| Ok(())),
+            Request::ClearDestination(dest) => {
+                if failure.is_none() {
+                    if let Err(e) = self.store.clear_destination(&dest) {
+                        self.fail(&e);
+                    }
+                }
+            }
             Request::Read(dest, after, max, tx) => {
                 drop(tx.send(self.store.read(&dest, after, max)))
             }

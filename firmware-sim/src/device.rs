@@ -1,0 +1,436 @@
+//! One simulated device: the firmware's RAM state and its main loop.
+//!
+//! The firmware keeps readings in a fixed-capacity ring (`heapless`) until
+//! the broker acknowledges them, as a microcontroller would: nothing grows,
+//! a long outage pushes the oldest readings out (counted). Each boot starts a
+//! new sequence at 0; the boot counter lives in "flash" and survives power
+//! cuts, so (device, boot, seq) names every reading uniquely.
+//!
+//! Invariants of [`Firmware`]:
+//! - the first `in_flight` slots of the ring are sent and unacknowledged;
+//! - a slot leaves the ring only when acknowledged (QoS 1), when sent
+//!   (QoS 0), or when pushed out of a full ring while offline;
+//! - after a reconnect every unacknowledged slot is sent again, with its
+//!   packet id and DUP when it was sent before.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use edgemq::protocol::{
+    Connect, ConnectProperties, LastWill, Packet, ProtocolVersion, Publish, QoS,
+};
+use heapless::Deque;
+use serde::{Deserialize, Serialize};
+use tokio::time::sleep_until;
+
+use crate::faults::{Fault, FaultPlan};
+use crate::mqtt::{self, Conn};
+use crate::report::Counters;
+use crate::scenario::{Group, PayloadFormat};
+use crate::sensors::{Rng, Sensor, Value};
+use crate::verify::AckLog;
+
+/// Ring capacity: readings a device keeps while offline.
+pub const RING: usize = 64;
+
+/// One reading as the firmware keeps it in RAM (fixed size).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    /// Device number, unique in the fleet.
+    pub device: u32,
+    /// Boot counter (survives power cuts).
+    pub boot: u16,
+    /// Sequence number within the boot.
+    pub seq: u32,
+    /// When the sensor was read, Unix epoch ms.
+    pub ts_ms: u64,
+    /// The measurement.
+    pub value: Value,
+}
+
+/// A reading on the wire, padded to the scenario's payload size. Fields are
+/// spelled out (no `flatten`, no skipped fields) because postcard is not
+/// self-describing.
+#[derive(Debug, Serialize, Deserialize)]
+struct WireReading {
+    device: u32,
+    boot: u16,
+    seq: u32,
+    ts_ms: u64,
+    value: Value,
+    pad: String,
+}
+
+/// Encodes a reading, padded to at least `size` bytes.
+pub fn encode(r: Reading, format: PayloadFormat, size: usize) -> Bytes {
+    let to_bytes = |w: &WireReading| -> Vec<u8> {
+        match format {
+            PayloadFormat::Postcard => postcard::to_allocvec(w).unwrap_or_default(),
+            PayloadFormat::Json => serde_json::to_vec(w).unwrap_or_default(),
+        }
+    };
+    let mut wire = WireReading {
+        device: r.device,
+        boot: r.boot,
+        seq: r.seq,
+        ts_ms: r.ts_ms,
+        value: r.value,
+        pad: String::new(),
+    };
+    let len = to_bytes(&wire).len();
+    if len < size {
+        wire.pad = "x".repeat(size - len);
+    }
+    Bytes::from(to_bytes(&wire))
+}
+
+/// Decodes a reading written by [`encode`] in either format.
+pub fn decode(payload: &[u8]) -> Option<Reading> {
+    if payload.first() == Some(&b'{') {
+        if let Ok(w) = serde_json::from_slice::<WireReading>(payload) {
+            return Some(w.into());
+        }
+    }
+    postcard::from_bytes::<WireReading>(payload)
+        .ok()
+        .map(Reading::from)
+}
+
+impl From<WireReading> for Reading {
+    fn from(w: WireReading) -> Reading {
+        Reading {
+            device: w.device,
+            boot: w.boot,
+            seq: w.seq,
+            ts_ms: w.ts_ms,
+            value: w.value,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    reading: Reading,
+    pkid: u16,
+    sent_before: bool,
+    acked: bool,
+}
+
+/// The firmware's RAM: lost entirely at a power cut.
+pub struct Firmware {
+    ring: Deque<Slot, RING>,
+    in_flight: usize,
+    next_seq: u32,
+    next_pkid: u16,
+    boot: u16,
+}
+
+impl Firmware {
+    /// Fresh RAM after boot number `boot`.
+    pub fn boot(boot: u16) -> Firmware {
+        Firmware {
+            ring: Deque::new(),
+            in_flight: 0,
+            next_seq: 0,
+            next_pkid: 0,
+            boot,
+        }
+    }
+
+    /// Readings held in RAM.
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// True when nothing waits to be sent or acknowledged.
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    /// Stores a new reading; returns true if the oldest had to be dropped.
+    pub fn record(&mut self, device: u32, ts_ms: u64, value: Value) -> bool {
+        let reading = Reading {
+            device,
+            boot: self.boot,
+            seq: self.next_seq,
+            ts_ms,
+            value,
+        };
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let slot = Slot {
+            reading,
+            pkid: 0,
+            sent_before: false,
+            acked: false,
+        };
+        let mut dropped = false;
+        if self.ring.is_full() {
+            // Only happens offline (in_flight == 0): keep the newest data.
+            self.ring.pop_front();
+            self.in_flight = self.in_flight.saturating_sub(1);
+            dropped = true;
+        }
+        // Cannot fail: there is room now.
+        let _ = self.ring.push_back(slot);
+        dropped
+    }
+
+    /// The next reading to send if the window allows: (reading, pkid, dup).
+    /// For QoS 0 the reading leaves the ring at once.
+    pub fn next_to_send(&mut self, qos: u8, window: usize) -> Option<(Reading, u16, bool)> {
+        if qos == 0 {
+            return self.ring.pop_front().map(|s| (s.reading, 0, false));
+        }
+        if self.in_flight >= window {
+            return None;
+        }
+        let index = self.in_flight;
+        let pkid = self.allocate_pkid_if_needed(index)?;
+        let slot = self.ring.iter_mut().nth(index)?;
+        let dup = slot.sent_before;
+        slot.sent_before = true;
+        self.in_flight += 1;
+        Some((slot.reading, pkid, dup))
+    }
+
+    fn allocate_pkid_if_needed(&mut self, index: usize) -> Option<u16> {
+        let current = self.ring.iter().nth(index)?.pkid;
+        if current != 0 {
+            return Some(current);
+        }
+        self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+        let pkid = self.next_pkid;
+        self.ring.iter_mut().nth(index)?.pkid = pkid;
+        Some(pkid)
+    }
+
+    /// PUBACK: returns the acknowledged reading(s) now released from the ring.
+    pub fn ack(&mut self, pkid: u16, released: &mut impl FnMut(Reading)) {
+        if let Some(slot) = self
+            .ring
+            .iter_mut()
+            .take(self.in_flight)
+            .find(|s| s.pkid == pkid && !s.acked)
+        {
+            slot.acked = true;
+        }
+        while self.ring.front().is_some_and(|s| s.acked) {
+            if let Some(slot) = self.ring.pop_front() {
+                self.in_flight -= 1;
+                released(slot.reading);
+            }
+        }
+    }
+
+    /// The connection dropped: everything in flight must be sent again.
+    pub fn link_lost(&mut self) {
+        self.in_flight = 0;
+    }
+}
+
+/// Everything a device task needs.
+pub struct DeviceConfig {
+    /// Fleet-wide device number.
+    pub id: u32,
+    /// MQTT client id.
+    pub client_id: String,
+    /// Topic for readings.
+    pub topic: String,
+    /// Broker address.
+    pub addr: String,
+    /// MQTT 5 instead of 3.1.1.
+    pub mqtt5: bool,
+    /// The device's group settings.
+    pub group: Group,
+    /// Fault timing.
+    pub faults: FaultPlan,
+    /// Readings are taken until then.
+    pub produce_until: Instant,
+    /// The device gives up draining then.
+    pub stop_at: Instant,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// Runs one device until its readings are drained or `stop_at`.
+pub async fn run(cfg: DeviceConfig, counters: Arc<Counters>, acks: Option<Arc<AckLog>>) {
+    let mut rng = Rng::new(u64::from(cfg.id).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let mut sensor = Sensor::new(cfg.group.sensor, &mut rng);
+    let mut boot: u16 = 0;
+    let mut fw = Firmware::boot(boot);
+    let mut conn: Option<Conn> = None;
+    let mut retry_at = Instant::now();
+    let mut backoff = Duration::from_millis(cfg.group.reconnect_min_ms);
+    let mut next_reading = Instant::now() + jitter(&cfg.group, &mut rng);
+    let mut faults = cfg.faults.clone();
+    let mut next_fault = faults.next(&mut rng);
+    let keepalive = Duration::from_secs(60);
+    let mut ping_at = Instant::now() + keepalive / 2;
+
+    loop {
+        let now = Instant::now();
+        if now >= cfg.stop_at || (now >= cfg.produce_until && fw.is_empty() && conn.is_some()) {
+            break;
+        }
+        let producing = now < cfg.produce_until;
+        let fault_at = next_fault.map(|(at, _)| at).unwrap_or(cfg.stop_at);
+        tokio::select! {
+            _ = sleep_until(next_reading.into()), if producing => {
+                counters.readings.fetch_add(1, Relaxed);
+                if fw.record(cfg.id, now_ms(), sensor.read(&mut rng)) {
+                    counters.ring_overflow.fetch_add(1, Relaxed);
+                }
+                next_reading += Duration::from_millis(cfg.group.interval_ms) + jitter(&cfg.group, &mut rng);
+            }
+            _ = sleep_until(fault_at.into()), if next_fault.is_some() && producing => {
+                let fault = next_fault.map(|(_, f)| f);
+                next_fault = faults.next(&mut rng);
+                if conn.take().is_some() {
+                    counters.connected.fetch_sub(1, Relaxed);
+                }
+                match fault {
+                    Some(Fault::PowerLoss { off }) => {
+                        counters.power_cuts.fetch_add(1, Relaxed);
+                        counters.lost_in_power_cut.fetch_add(fw.len() as u64, Relaxed);
+                        boot = boot.wrapping_add(1);
+                        fw = Firmware::boot(boot);
+                        retry_at = Instant::now() + off;
+                        next_reading = retry_at + jitter(&cfg.group, &mut rng);
+                    }
+                    Some(Fault::NetworkFlap { down }) => {
+                        counters.flaps.fetch_add(1, Relaxed);
+                        fw.link_lost();
+                        retry_at = Instant::now() + down;
+                    }
+                    None => {}
+                }
+            }
+            _ = sleep_until(retry_at.into()), if conn.is_none() => {
+                match mqtt::connect(&cfg.addr, connect_packet(&cfg), Duration::from_secs(10)).await {
+                    Ok((c, _session_present)) => {
+                        counters.connects.fetch_add(1, Relaxed);
+                        counters.connected.fetch_add(1, Relaxed);
+                        fw.link_lost();
+                        conn = Some(c);
+                        backoff = Duration::from_millis(cfg.group.reconnect_min_ms);
+                        ping_at = Instant::now() + keepalive / 2;
+                    }
+                    Err(e) => {
+                        tracing::debug!(device = cfg.id, error = %e, "connect failed");
+                        counters.connect_failures.fetch_add(1, Relaxed);
+                        retry_at = Instant::now() + backoff + Duration::from_millis(rng.up_to(backoff.as_millis() as u64 / 2));
+                        backoff = (backoff * 2).min(Duration::from_millis(cfg.group.reconnect_max_ms));
+                    }
+                }
+            }
+            packet = mqtt::next_on(&mut conn) => match packet {
+                Ok(Packet::PubAck(ack)) => fw.ack(ack.pkid, &mut |r| {
+                    counters.acked.fetch_add(1, Relaxed);
+                    if let Some(log) = &acks {
+                        log.acked(r);
+                    }
+                }),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(device = cfg.id, error = %e, "connection lost");
+                    counters.disconnects.fetch_add(1, Relaxed);
+                    counters.connected.fetch_sub(1, Relaxed);
+                    conn = None;
+                    fw.link_lost();
+                    retry_at = Instant::now() + backoff;
+                }
+            },
+            _ = sleep_until(ping_at.into()), if conn.is_some() => {
+                ping_at = Instant::now() + keepalive / 2;
+                if let Some(c) = conn.as_mut() {
+                    let _ = c.send(&Packet::PingReq).await;
+                }
+            }
+        }
+        if let Some(c) = conn.as_mut() {
+            if send_ready(c, &mut fw, &cfg, &counters).await.is_err() {
+                counters.disconnects.fetch_add(1, Relaxed);
+                counters.connected.fetch_sub(1, Relaxed);
+                conn = None;
+                fw.link_lost();
+                retry_at = Instant::now() + backoff;
+            }
+        }
+    }
+    counters.unsent_at_end.fetch_add(fw.len() as u64, Relaxed);
+    if let Some(mut c) = conn {
+        let _ = c.send(&Packet::Disconnect(Default::default())).await;
+        counters.connected.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Sends what the window allows.
+async fn send_ready(
+    c: &mut Conn,
+    fw: &mut Firmware,
+    cfg: &DeviceConfig,
+    counters: &Counters,
+) -> anyhow::Result<()> {
+    let g = &cfg.group;
+    while let Some((reading, pkid, dup)) = fw.next_to_send(g.qos, g.inflight) {
+        let publish = Publish {
+            dup,
+            qos: if g.qos == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            },
+            retain: false,
+            topic: cfg.topic.clone(),
+            pkid,
+            properties: Default::default(),
+            payload: encode(reading, g.format, g.payload_size),
+        };
+        c.send(&Packet::Publish(publish)).await?;
+        counters.sent.fetch_add(1, Relaxed);
+    }
+    Ok(())
+}
+
+fn connect_packet(cfg: &DeviceConfig) -> Connect {
+    let protocol = if cfg.mqtt5 {
+        ProtocolVersion::V5
+    } else {
+        ProtocolVersion::V311
+    };
+    let will = cfg.group.will.then(|| LastWill {
+        topic: format!("status/{}", cfg.client_id),
+        payload: Bytes::from_static(b"offline"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    Connect {
+        protocol,
+        clean_start: cfg.group.clean_session,
+        keep_alive: 60,
+        client_id: cfg.client_id.clone(),
+        will,
+        username: None,
+        password: None,
+        properties: ConnectProperties {
+            session_expiry_interval: (!cfg.group.clean_session && cfg.mqtt5).then_some(3600),
+            ..Default::default()
+        },
+    }
+}
+
+fn jitter(g: &Group, rng: &mut Rng) -> Duration {
+    Duration::from_millis(rng.up_to(g.jitter_ms))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,244 @@
+//! Test support for the client and firmware-sim end-to-end tests: a real
+//! Mosquitto on a free loopback port, a pausable TCP proxy to cut and hold
+//! links, and the paths of the workspace's binaries.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// A free port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    let l = StdListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Polls `cond` every 10 ms until it holds; panics with `what` after `secs`.
+pub async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Blocks until something accepts TCP connections on `port`.
+pub fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while StdStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listening on {port}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A real Mosquitto without persistence, killed (SIGKILL) on drop.
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start(port: u16) -> Mosquitto {
+        Mosquitto::start_with(port, "allow_anonymous true\n", tempfile::tempdir().unwrap())
+    }
+
+    /// Starts with extra configuration lines; `dir` holds files they name.
+    pub fn start_with(port: u16, extra: &str, dir: tempfile::TempDir) -> Mosquitto {
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\npersistence false\n\
+                 max_queued_messages 0\nmax_inflight_messages 0\n{extra}"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/sbin/mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start /usr/sbin/mosquitto");
+        wait_listening(port);
+        Mosquitto {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// kill -9, as a crash or power cut: no persistence, no goodbye.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy in front of a broker. `hold()` stops forwarding client bytes
+/// (publishes stay unacknowledged), `cut()` drops every connection and
+/// refuses new ones, `resume()` forwards again.
+pub struct Proxy {
+    pub port: u16,
+    forwarding: watch::Sender<bool>,
+    accepting: Arc<Mutex<bool>>,
+    conns: Arc<Mutex<JoinSet<()>>>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (forwarding, _) = watch::channel(true);
+        let accepting = Arc::new(Mutex::new(true));
+        let conns = Arc::new(Mutex::new(JoinSet::new()));
+        let (fwd, acc, cs) = (forwarding.clone(), accepting.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if !*acc.lock().unwrap() {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let addr: SocketAddr = ([127, 0, 0, 1], upstream).into();
+                let rx = fwd.subscribe();
+                cs.lock().unwrap().spawn(pipe(client, addr, rx));
+            }
+        });
+        Proxy {
+            port,
+            forwarding,
+            accepting,
+            conns,
+            _accept: accept,
+        }
+    }
+
+    pub fn hold(&self) {
+        self.forwarding.send_replace(false);
+    }
+
+    pub fn cut(&self) {
+        *self.accepting.lock().unwrap() = false;
+        self.conns.lock().unwrap().abort_all();
+    }
+
+    pub fn resume(&self) {
+        *self.accepting.lock().unwrap() = true;
+        self.forwarding.send_replace(true);
+    }
+}
+
+async fn pipe(client: TcpStream, upstream: SocketAddr, mut forwarding: watch::Receiver<bool>) {
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if forwarding.wait_for(|f| *f).await.is_err() || sw.write_all(&buf[..n]).await.is_err()
+            {
+                return;
+            }
+        }
+    };
+    let down = async move {
+        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+    };
+    tokio::select! { _ = up => {}, _ = down => {} }
+}
+
+/// Directory of the workspace's built binaries (next to this test's `deps/`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Path of a workspace binary; builds its package once per test process so
+/// the binary is never stale.
+pub fn binary(package: &str, name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !built.iter().any(|p| p == package) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", package, "--bins"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p {package} failed");
+        built.push(package.to_string());
+    }
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} not found", path.display());
+    path
+}
+
+/// The broker under test: edgemq (the real binary, its own data dir) or Mosquitto.
+pub enum TestBroker {
+    Edgemq(edgemq_tests::Broker),
+    Mosquitto(Mosquitto),
+}
+
+impl TestBroker {
+    /// The real edgemq binary on a free port, with a fresh data directory.
+    pub fn edgemq() -> TestBroker {
+        binary("edgemq", "edgemq");
+        TestBroker::Edgemq(edgemq_tests::Broker::start())
+    }
+
+    /// A real Mosquitto on a free port, without persistence.
+    pub fn mosquitto() -> TestBroker {
+        TestBroker::Mosquitto(Mosquitto::start(free_port()))
+    }
+
+    pub fn port(&self) -> u16 {
+        match self {
+            TestBroker::Edgemq(b) => b.port,
+            TestBroker::Mosquitto(m) => m.port,
+        }
+    }
+
+    /// kill -9, then start again on the same port with nothing of the old
+    /// state: edgemq's data directory is deleted, Mosquitto never persists.
+    pub fn crash_and_restart_empty(self) -> TestBroker {
+        match self {
+            TestBroker::Edgemq(mut b) => {
+                b.kill9();
+                let data = b.data_dir();
+                if data.exists() {
+                    std::fs::remove_dir_all(&data).unwrap();
+                }
+                b.restart();
+                TestBroker::Edgemq(b)
+            }
+            TestBroker::Mosquitto(m) => {
+                let port = m.port;
+                m.kill();
+                TestBroker::Mosquitto(Mosquitto::start(port))
+            }
+        }
+    }
+}
