@@ -101,6 +101,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run(config: Arc<Config>) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let listeners = server::bind(&config.listeners).await?;
     let store = open_store(&config.storage)?;
     let persistence: Arc<dyn Persistence> = match &store {
@@ -124,7 +125,7 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
         tokio::spawn(sys::run(broker.clone(), interval));
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "edgemq started");
-    server::Server::run(broker, listeners, shutdown_signal()).await;
+    server::Server::run(broker, listeners, shutdown).await;
     tracing::info!("edgemq stopped");
     Ok(())
 }
@@ -151,27 +152,27 @@ fn open_store(config: &StorageConfig) -> anyhow::Result<Option<StoreHandle>> {
     Ok(Some(handle))
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGINT/SIGTERM handlers now (so a signal that arrives
+/// while the broker starts is not fatal) and returns a future completing on
+/// either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the broker");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
