@@ -66,22 +66,7 @@ pub trait Persistence: Send + Sync + 'static {
     fn remove_session(&self, client_id: &str);
     /// An incoming QoS 2 packet id is awaiting PUBREL (`true`) or released.
     fn incoming_qos2(&self, client_id: &str, pkid: u16, pending: bool);
-    /// True when QoS 1/2 messages beyond a persistent session's RAM queue
-    /// may live only in the store (read back with [`Persistence::read_queue`])
-    /// instead of being dropped.
-    fn keeps_overflow(&self) -> bool {
-        false
-    }
-    /// Up to `max` messages still owed to `client_id` with ids above
-    /// `after`, in id order.
-    fn read_queue(&self, client_id: &str, after: u64, max: usize) -> QueueRead {
-        let _ = (client_id, after, max);
-        Box::pin(std::future::ready(Ok(Vec::new())))
-    }
 }
-
-/// The result of [`Persistence::read_queue`].
-pub type QueueRead = BoxFuture<'static, Result<Vec<Arc<Message>>, PersistError>>;
 
 /// No persistence: state lives in memory only and every write is "durable"
 /// at once.

@@ -124,7 +124,6 @@ impl Broker {
             outbound_capacity: l.outbound_capacity,
             max_queued_messages: l.max_queued_messages,
             max_queued_bytes: l.max_queued_bytes,
-            spill: self.persistence.keeps_overflow(),
         }
     }
 

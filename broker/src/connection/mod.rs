@@ -32,7 +32,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::Instrument;
 
 use crate::broker::Broker;
-use crate::hooks::{BoxFuture, ClientIdentity, PersistError, QueueRead};
+use crate::hooks::{BoxFuture, ClientIdentity, PersistError};
 use crate::protocol::{
     self, reason, ConnAck, ConnAckProperties, DecodeError, Disconnect, DisconnectProperties,
     LastWill, Packet, ProtocolVersion,
@@ -46,8 +46,6 @@ pub use handshake::HandshakeError;
 
 /// How long the server's last words (DISCONNECT, queued acks) may take.
 const FINAL_FLUSH: Duration = Duration::from_millis(500);
-/// Spilled messages read back from the store at once.
-const REFILL_BATCH: usize = 256;
 /// Smallest read; also the most an idle connection keeps allocated.
 const MIN_READ: usize = 256;
 /// Largest read for a busy connection streaming small packets.
@@ -104,8 +102,6 @@ struct Conn {
     /// PUBACK/PUBREC packets in arrival order, each waiting (if `Some`) for
     /// its message to be durable.
     waiting_acks: VecDeque<WaitingAck>,
-    /// A read of spilled messages from the store, with its spill epoch.
-    refill: Option<(u64, QueueRead)>,
     wbuf: BytesMut,
 }
 
@@ -235,7 +231,6 @@ async fn attach(
         out_aliases: OutboundAliases::new(client.topic_alias_maximum),
         pending: VecDeque::new(),
         waiting_acks: VecDeque::new(),
-        refill: None,
         wbuf: BytesMut::new(),
     };
     (conn, opened.kicked, connack, keep_alive)
@@ -290,16 +285,6 @@ impl Conn {
                     self.wbuf = BytesMut::new();
                 }
             }
-            if self.refill.is_none() && self.pending.is_empty() {
-                if let Some((after, epoch)) = mailbox.spill_cursor() {
-                    let client_id = &self.session.client_id;
-                    let read = self
-                        .broker
-                        .persistence
-                        .read_queue(client_id, after, REFILL_BATCH);
-                    self.refill = Some((epoch, read));
-                }
-            }
             prepare_read_buffer(rbuf, max_packet, read_hint);
             let spare = rbuf.capacity() - rbuf.len();
             let more = self.can_send_more() && (!self.pending.is_empty() || !mailbox.is_empty());
@@ -324,23 +309,6 @@ impl Conn {
                     self.release_acks();
                     // Time spent not reading does not count against the client.
                     deadline = Instant::now() + grace;
-                }
-                r = refill_wait(&mut self.refill), if self.refill.is_some() => {
-                    let epoch = self.refill.take().map_or(0, |(epoch, _)| epoch);
-                    match r {
-                        Ok(messages) => {
-                            let caught_up = messages.len() < REFILL_BATCH;
-                            let deliveries = messages
-                                .into_iter()
-                                .map(|m| self.session.delivery_for(m))
-                                .collect();
-                            mailbox.refill(deliveries, epoch, caught_up);
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot read queued messages from the store");
-                            return Exit::Protocol(reason::UNSPECIFIED_ERROR, "store read failed");
-                        }
-                    }
                 }
                 _ = std::future::ready(()), if more => {}
                 _ = mailbox.notified(), if wake_on_mail => {}
@@ -426,16 +394,6 @@ impl Conn {
         );
         self.broker
             .schedule_will(self.session.client_id.clone(), Arc::new(message), delay);
-    }
-}
-
-/// Completes with the result of the pending store read.
-async fn refill_wait(
-    refill: &mut Option<(u64, QueueRead)>,
-) -> Result<Vec<Arc<Message>>, PersistError> {
-    match refill {
-        Some((_, read)) => read.await,
-        None => std::future::pending().await,
     }
 }
 

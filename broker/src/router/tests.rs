@@ -13,7 +13,6 @@ const LIMITS: MailboxLimits = MailboxLimits {
     outbound_capacity: 16,
     max_queued_messages: 16,
     max_queued_bytes: 1 << 20,
-    spill: false,
 };
 
 fn mailbox(id: &str) -> Arc<Mailbox> {

@@ -14,13 +14,6 @@
 //!   does not queue QoS 0 (as Mosquitto's default).
 //!
 //! Every drop is returned to the caller as a [`DropReason`] to be counted.
-//!
-//! With a durable store (`spill`), QoS 1/2 overflow of a persistent session
-//! is not dropped: it is *spilled*, i.e. kept only in the store (the caller
-//! persists it as for any persistent copy). While spilled, every further
-//! QoS 1/2 message goes to the store too, so order is kept; once the RAM
-//! queue is empty the connection reads the spilled messages back in id
-//! order ([`Mailbox::spill_cursor`], [`Mailbox::refill`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,8 +43,6 @@ pub struct MailboxLimits {
     pub outbound_capacity: usize,
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
-    /// Overflow of persistent sessions is kept in the durable store.
-    pub spill: bool,
 }
 
 #[derive(Debug, Default)]
@@ -59,13 +50,6 @@ struct Queue {
     items: VecDeque<Delivery>,
     bytes: usize,
     persistent: bool,
-    /// Some QoS 1/2 messages live only in the store.
-    spilled: bool,
-    /// Bumped on every spilled message, so a refill that raced with one
-    /// does not clear `spilled`.
-    spill_epoch: u64,
-    /// Highest message id handed to the connection.
-    last_id: u64,
 }
 
 /// A session's bounded delivery queue.
@@ -127,13 +111,7 @@ impl Mailbox {
             (false, false, _) => l.max_queued_messages,
         };
         let over_bytes = !qos0 && q.bytes + weight > l.max_queued_bytes;
-        let full = q.items.len() >= limit || over_bytes;
-        if !qos0 && q.persistent && l.spill && (full || q.spilled) {
-            q.spilled = true;
-            q.spill_epoch += 1;
-            return Ok(true);
-        }
-        if full {
+        if q.items.len() >= limit || over_bytes {
             return Err(match (qos0, q.persistent) {
                 (true, _) => DropReason::QueueFullQos0,
                 (false, true) => DropReason::SessionQueueFull,
@@ -153,14 +131,11 @@ impl Mailbox {
         let mut q = self.lock();
         let n = max.min(q.items.len());
         let mut freed = 0;
-        let mut last_id = q.last_id;
         for d in q.items.drain(..n) {
             freed += d.message.weight();
-            last_id = last_id.max(d.message.id);
             out.push(d);
         }
         q.bytes -= freed;
-        q.last_id = last_id;
     }
 
     /// Puts deliveries taken by a connection that closed before sending
@@ -171,31 +146,6 @@ impl Mailbox {
         for d in deliveries.into_iter().rev() {
             q.bytes += d.message.weight();
             q.items.push_front(d);
-        }
-    }
-
-    /// When messages were spilled and the RAM queue is empty: read the
-    /// store's messages with ids above `.0`, then call [`Mailbox::refill`]
-    /// with the epoch `.1`.
-    pub fn spill_cursor(&self) -> Option<(u64, u64)> {
-        let q = self.lock();
-        (q.spilled && q.items.is_empty()).then_some((q.last_id, q.spill_epoch))
-    }
-
-    /// Queues deliveries read back from the store (no bound: they are
-    /// owed). `caught_up`: the read returned everything; the spill ends
-    /// unless another message spilled since `epoch`.
-    pub fn refill(&self, deliveries: Vec<Delivery>, epoch: u64, caught_up: bool) {
-        let mut q = self.lock();
-        for d in deliveries {
-            if d.message.id <= q.last_id {
-                continue;
-            }
-            q.bytes += d.message.weight();
-            q.items.push_back(d);
-        }
-        if caught_up && q.spill_epoch == epoch {
-            q.spilled = false;
         }
     }
 

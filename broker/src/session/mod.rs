@@ -93,31 +93,6 @@ impl Session {
         self.mailbox.set_persistent(expiry_interval > 0);
     }
 
-    /// The delivery of a message read back from the store: capped by the
-    /// highest QoS of the matching subscriptions, with their identifiers
-    /// (a message whose subscription is gone is still owed: it was queued,
-    /// and acknowledged to its publisher, while it matched).
-    pub fn delivery_for(&self, message: Arc<crate::router::Message>) -> crate::router::Delivery {
-        let mut granted = None;
-        let mut subscription_ids = Vec::new();
-        for (filter, options) in &self.subscriptions {
-            let (_, inner) = crate::router::split_shared(filter);
-            if crate::protocol::topic::matches(inner, &message.topic) {
-                granted = granted.max(Some(options.qos));
-                subscription_ids.extend(options.id);
-            }
-        }
-        subscription_ids.sort_unstable();
-        subscription_ids.dedup();
-        crate::router::Delivery {
-            qos: granted.unwrap_or(message.qos).min(message.qos),
-            retain: false,
-            subscription_ids,
-            shared: None,
-            message,
-        }
-    }
-
     /// What the durable store keeps for this session.
     pub fn record(&self) -> SessionRecord {
         let mut subscriptions: Vec<_> = self

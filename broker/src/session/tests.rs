@@ -14,7 +14,6 @@ const LIMITS: MailboxLimits = MailboxLimits {
     outbound_capacity: 2,
     max_queued_messages: 3,
     max_queued_bytes: 1 << 20,
-    spill: false,
 };
 
 fn delivery(qos: QoS) -> Delivery {
@@ -272,58 +271,4 @@ fn outbound_aliases_assign_reuse_and_replace() {
     assert_eq!(a.assign("a"), AliasUse::Assign(2));
     assert_eq!(a.assign("c"), AliasUse::Reuse(1));
     assert_eq!(OutboundAliases::new(0).assign("a"), AliasUse::None);
-}
-
-#[test]
-fn spill_keeps_overflow_in_order_and_ends_when_caught_up() {
-    let limits = MailboxLimits {
-        spill: true,
-        ..LIMITS
-    };
-    let m = Mailbox::new(Arc::from("c"), true, limits);
-    // Offline: 3 fit in RAM, the rest spill (reported as persisted copies).
-    let all: Vec<Delivery> = (0..6).map(|_| delivery(QoS::AtLeastOnce)).collect();
-    for d in &all {
-        assert_eq!(m.push(d.clone()), Ok(true));
-    }
-    assert_eq!(m.len(), 3);
-    assert_eq!(m.spill_cursor(), None, "RAM queue first");
-    let mut out = Vec::new();
-    m.drain(10, &mut out);
-    let (after, epoch) = m.spill_cursor().expect("spilled");
-    assert_eq!(after, all[2].message.id);
-    // The store returns everything after `after`; a stale copy is skipped.
-    let read: Vec<Delivery> = all[2..].to_vec();
-    m.refill(read, epoch, true);
-    let mut rest = Vec::new();
-    m.drain(10, &mut rest);
-    let ids: Vec<u64> = rest.iter().map(|d| d.message.id).collect();
-    assert_eq!(
-        ids,
-        all[3..].iter().map(|d| d.message.id).collect::<Vec<_>>()
-    );
-    assert_eq!(m.spill_cursor(), None, "caught up");
-    // QoS 0 is never spilled.
-    assert_eq!(m.push(delivery(QoS::AtMostOnce)), Err(DropReason::Offline));
-}
-
-#[test]
-fn refill_racing_a_new_spill_keeps_spilling() {
-    let limits = MailboxLimits {
-        spill: true,
-        max_queued_messages: 1,
-        ..LIMITS
-    };
-    let m = Mailbox::new(Arc::from("c"), true, limits);
-    m.push(delivery(QoS::AtLeastOnce)).unwrap();
-    m.push(delivery(QoS::AtLeastOnce)).unwrap();
-    let mut out = Vec::new();
-    m.drain(10, &mut out);
-    let (_, epoch) = m.spill_cursor().expect("spilled");
-    m.push(delivery(QoS::AtLeastOnce)).unwrap(); // spills during the read
-    m.refill(Vec::new(), epoch, true);
-    assert!(
-        m.spill_cursor().is_some(),
-        "the newer spilled message is still owed"
-    );
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::broker::Broker;
-use crate::hooks::{Durability, PersistError, Persistence, QueueRead};
+use crate::hooks::{Durability, PersistError, Persistence};
 use crate::protocol::topic::matches;
 use crate::protocol::{PublishProperties, QoS, RetainHandling};
 use crate::router::{split_shared, Delivery, Message, SubscriptionOptions};
@@ -89,25 +89,6 @@ impl Persistence for DurableStore {
         // Incoming QoS 2 state is not persisted yet: after a crash a QoS 2
         // PUBLISH the client resends with the same packet id is delivered
         // again (at least once). Noted in the store issue.
-    }
-
-    fn keeps_overflow(&self) -> bool {
-        true
-    }
-
-    fn read_queue(&self, client_id: &str, after: u64, max: usize) -> QueueRead {
-        let handle = self.handle.clone();
-        let destination = session_destination(client_id);
-        Box::pin(async move {
-            let stored = handle
-                .read(&destination, Some(after), max)
-                .await
-                .map_err(persist_error)?;
-            Ok(stored
-                .into_iter()
-                .map(|m| Arc::new(from_stored(m)))
-                .collect())
-        })
     }
 }
 
