@@ -54,7 +54,9 @@ pub trait Persistence: Send + Sync + 'static {
     /// A QoS 1/2 `message` was queued for the persistent sessions
     /// `client_ids`. The PUBACK/PUBREC to its publisher waits for the result.
     fn enqueue(&self, message: &Arc<Message>, client_ids: &[Arc<str>]) -> Durability;
-    /// `client_id` acknowledged (PUBACK/PUBCOMP) or dropped `message_id`.
+    /// `client_id` acknowledged (PUBACK/PUBCOMP) or dropped the message
+    /// `message_id` (`Message::id`, kept unique across restarts by
+    /// [`crate::router::ensure_next_message_id`]).
     fn ack(&self, client_id: &str, message_id: u64);
     /// The retained message of `topic` was set (`Some`) or cleared (`None`).
     fn retain(&self, topic: &str, message: Option<&Arc<Message>>) -> Durability;

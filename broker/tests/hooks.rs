@@ -15,8 +15,8 @@ use edgemq::hooks::{
     ListenerPolicy, MemoryOnly, Persistence,
 };
 use edgemq::protocol::{reason, Packet, ProtocolVersion, Publish, QoS, Subscribe, SubscribeFilter};
-use edgemq::router::Message;
-use edgemq::session::SessionRecord;
+use edgemq::router::{Delivery, Message};
+use edgemq::session::{Session, SessionRecord};
 use tokio::sync::oneshot;
 
 /// A store whose enqueue completes only when the test says so.
@@ -62,6 +62,17 @@ fn start_with(
     auth: Arc<dyn Authenticator>,
     config: Config,
 ) -> (tokio::runtime::Runtime, SocketAddr) {
+    start_prepared(persistence, auth, config, |_| {})
+}
+
+/// Like `start_with`, running `prepare` (e.g. restoring state) before the
+/// listeners accept.
+fn start_prepared(
+    persistence: Arc<dyn Persistence>,
+    auth: Arc<dyn Authenticator>,
+    config: Config,
+    prepare: impl FnOnce(&Arc<Broker>),
+) -> (tokio::runtime::Runtime, SocketAddr) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let config = Arc::new(Config {
         listeners: vec![ListenerConfig::mqtt(SocketAddr::from(([127, 0, 0, 1], 0)))],
@@ -72,6 +83,10 @@ fn start_with(
         .expect("bind");
     let addr = listeners[0].local_addr().expect("addr");
     let broker = Broker::new(config, persistence, auth);
+    {
+        let _entered = runtime.enter();
+        prepare(&broker);
+    }
     runtime.spawn(edgemq::server::Server::run(
         broker,
         listeners,
@@ -218,4 +233,67 @@ fn v311_publisher_is_held_back_while_acknowledgements_wait() {
     // Had the broker kept reading, the PINGRESP would overtake this PUBACK.
     assert!(matches!(publ.recv(), Some(Packet::PubAck(a)) if a.pkid == 2));
     assert!(matches!(publ.recv(), Some(Packet::PingResp)));
+}
+
+#[test]
+fn restored_sessions_and_retained_messages_are_served() {
+    use edgemq::router::SubscriptionOptions;
+    let (_rt, addr) = start_prepared(
+        Arc::new(MemoryOnly),
+        Arc::new(ListenerPolicy),
+        Config::default(),
+        |broker| {
+            let mut options = SubscriptionOptions::qos(QoS::AtLeastOnce);
+            options.id = Some(5);
+            let mut session = Session::new(Arc::from("sleeper"), 3600, broker.mailbox_limits());
+            broker
+                .router
+                .subscribe(&session.mailbox, "r/#", options.clone());
+            session.subscriptions.insert("r/#".into(), options);
+            let queued = Arc::new(Message::new(
+                "r/1".into(),
+                bytes::Bytes::from_static(b"kept"),
+                QoS::AtLeastOnce,
+                false,
+                Default::default(),
+                None,
+            ));
+            session.mailbox.requeue_front(vec![Delivery {
+                message: queued,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_ids: vec![5],
+                shared: None,
+            }]);
+            broker.restore_session(session);
+            broker.restore_retained(Arc::new(Message::new(
+                "ret/x".into(),
+                bytes::Bytes::from_static(b"r"),
+                QoS::AtMostOnce,
+                true,
+                Default::default(),
+                None,
+            )));
+        },
+    );
+    let mut connect = connect_packet(ProtocolVersion::V5, "sleeper");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(3600);
+    let (mut c, ack) = Raw::connect(addr.port(), connect);
+    assert!(ack.session_present);
+    match c.recv() {
+        Some(Packet::Publish(p)) => {
+            assert_eq!((p.topic.as_str(), &p.payload[..]), ("r/1", &b"kept"[..]));
+            assert_eq!(p.qos, QoS::AtLeastOnce);
+            assert_eq!(p.properties.subscription_identifiers, vec![5]);
+        }
+        other => panic!("expected the restored message, got {other:?}"),
+    }
+    c.send(&Packet::Subscribe(Subscribe {
+        pkid: 2,
+        filters: vec![SubscribeFilter::new("ret/#", QoS::AtMostOnce)],
+        ..Subscribe::default()
+    }));
+    assert!(matches!(c.recv(), Some(Packet::SubAck(_))));
+    assert!(matches!(c.recv(), Some(Packet::Publish(p)) if p.topic == "ret/x" && p.retain));
 }

@@ -261,10 +261,12 @@ fn acl_deny_lists_refuse_subscribe_and_publish() {
         Some(Packet::SubAck(s)) => assert_eq!(s.reason_codes, vec![reason::NOT_AUTHORIZED, 1]),
         other => panic!("expected SUBACK, got {other:?}"),
     }
-    v5.send(&publish("ro/x", QoS::AtLeastOnce, 4, b"no"));
-    match v5.recv() {
-        Some(Packet::PubAck(a)) => assert_eq!(a.reason_code, reason::NOT_AUTHORIZED),
-        other => panic!("expected PUBACK, got {other:?}"),
+    for topic in ["ro/x", "$SYS/broker/version"] {
+        v5.send(&publish(topic, QoS::AtLeastOnce, 4, b"no"));
+        match v5.recv() {
+            Some(Packet::PubAck(a)) => assert_eq!(a.reason_code, reason::NOT_AUTHORIZED),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
     }
     let (mut v3, _) = Raw::connect(broker.port, connect_packet(ProtocolVersion::V311, "acl3"));
     v3.send(&subscribe("secret/#", QoS::AtMostOnce));

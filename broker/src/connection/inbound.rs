@@ -103,7 +103,9 @@ impl Conn {
                 "receive maximum exceeded",
             ));
         }
-        let allowed = !denied(&self.broker.config.acl.deny_publish, &topic)
+        // `$SYS/...` belongs to the broker: clients cannot spoof it.
+        let allowed = !topic.starts_with("$SYS/")
+            && !denied(&self.broker.config.acl.deny_publish, &topic)
             && self.broker.auth.authorize_publish(&self.identity, &topic);
         if !allowed {
             sys::inc(&metrics.dropped_denied);

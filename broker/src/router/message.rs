@@ -15,8 +15,8 @@ use crate::protocol::{PublishProperties, QoS};
 
 static NEXT_MESSAGE_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Makes later message ids at least `next`: after a restart, ids continue
-/// above every id the durable store holds, so acks never hit a stale copy.
+/// Makes every later message id at least `next`: called at startup with the
+/// durable store's next free id, so ids stay unique across restarts.
 pub fn ensure_next_message_id(next: u64) {
     NEXT_MESSAGE_ID.fetch_max(next, Ordering::Relaxed);
 }

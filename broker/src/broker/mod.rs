@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
+mod restore;
+
 use crate::config::Config;
 use crate::hooks::{Authenticator, Durability, Persistence};
 use crate::router::{Message, RetainOutcome, Router};
@@ -268,13 +270,7 @@ impl Broker {
         drop(sessions);
         self.persistence.save_session(&record);
         if expiry != crate::session::NEVER_EXPIRES {
-            let broker = Arc::downgrade(self);
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
-                if let Some(broker) = broker.upgrade() {
-                    broker.expire_session(&client_id, generation);
-                }
-            });
+            self.expire_later(client_id, generation, expiry);
         }
     }
 
@@ -362,31 +358,6 @@ impl Broker {
                 drop(broker.publish(will));
             }
         });
-    }
-
-    /// Parks a persistent session restored from the durable store at
-    /// startup; its expiry clock starts now (the disconnect time is not
-    /// stored).
-    pub fn restore_session(self: &Arc<Self>, session: Session) {
-        session.mailbox.set_online(false);
-        let client_id = session.client_id.clone();
-        let expiry = session.expiry_interval;
-        let generation = self.next_id();
-        {
-            let mut sessions = lock(&self.sessions);
-            let slot = sessions.entry(client_id.clone()).or_default();
-            slot.generation = generation;
-            slot.parked = Some(session);
-        }
-        if expiry != crate::session::NEVER_EXPIRES {
-            let broker = Arc::downgrade(self);
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
-                if let Some(broker) = broker.upgrade() {
-                    broker.expire_session(&client_id, generation);
-                }
-            });
-        }
     }
 
     /// Publishes every pending delayed will (server shutdown ends sessions

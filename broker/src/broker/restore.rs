@@ -1,0 +1,55 @@
+//! Rebuilding broker state from the durable store at startup.
+//!
+//! The store recovers what it holds (persistent sessions with their
+//! subscriptions and queued messages, retained messages) and hands it to
+//! these methods before the listeners open (see `storage::durable`).
+//! Restored state is in memory only here: nothing is written back to the
+//! persistence layer, which already has it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{lock, Broker};
+use crate::router::{Message, RetainOutcome};
+use crate::session::{Session, NEVER_EXPIRES};
+use crate::sys;
+
+impl Broker {
+    /// Parks a persistent session restored from the durable store (its
+    /// subscriptions already in the router, its queue in its mailbox). Its
+    /// expiry clock starts now: the disconnect time is not stored.
+    pub fn restore_session(self: &Arc<Self>, session: Session) {
+        session.mailbox.set_online(false);
+        let client_id = session.client_id.clone();
+        let expiry = session.expiry_interval;
+        let generation = self.next_id();
+        {
+            let mut sessions = lock(&self.sessions);
+            let slot = sessions.entry(client_id.clone()).or_default();
+            slot.generation = generation;
+            slot.parked = Some(session);
+        }
+        if expiry != NEVER_EXPIRES {
+            self.expire_later(client_id, generation, expiry);
+        }
+    }
+
+    /// Restores a retained message (not written back to the store).
+    pub fn restore_retained(&self, message: Arc<Message>) {
+        if self.router.retain(message) == RetainOutcome::Rejected {
+            sys::inc(&self.metrics.dropped_retained_full);
+        }
+    }
+
+    /// Ends the parked session `client_id` after `secs` unless it was
+    /// resumed or re-parked meanwhile (`generation` changed).
+    pub(super) fn expire_later(self: &Arc<Self>, client_id: Arc<str>, generation: u64, secs: u32) {
+        let broker = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
+            if let Some(broker) = broker.upgrade() {
+                broker.expire_session(&client_id, generation);
+            }
+        });
+    }
+}
