@@ -154,6 +154,21 @@ pub async fn wait_connected(events: &mut Events) -> Result<(), (u8, String)> {
     }
 }
 
+/// Sends DISCONNECT and waits (at most 5 s) until it is written: the
+/// connection task ends and closes the event stream then.
+pub async fn close(client: &crate::Client, events: &mut Events) {
+    if client.disconnect().await.is_err() {
+        return;
+    }
+    let drained = async { while events.recv().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!("DISCONNECT not sent within 5 s");
+    }
+}
+
 /// Prints `error: message` to stderr and returns the code.
 pub fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");

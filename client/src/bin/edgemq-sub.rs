@@ -114,7 +114,7 @@ async fn run(args: &Args) -> Result<(), (u8, String)> {
             None => return Err((cli::EXIT_LOST, "client closed".into())),
         }
     }
-    let _ = client.disconnect().await;
+    cli::close(&client, &mut events).await;
     Ok(())
 }
 
