@@ -327,3 +327,127 @@ pub fn raw_connect(port: u16) -> TcpStream {
     s.set_nodelay(true).ok();
     s
 }
+
+/// A `mosquitto_sub -d` process whose output is read line by line, so a
+/// test can wait for its SUBACK before publishing and then collect messages.
+pub struct Sub {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Sub {
+    /// Starts `mosquitto_sub -d -v` with `args` (topics, -V, -q, -c, -i ...).
+    pub fn spawn(port: u16, args: &[&str]) -> Sub {
+        require_tool("mosquitto_sub");
+        // stdbuf: mosquitto_sub's stdout is block-buffered into a pipe.
+        let mut child = Command::new("stdbuf")
+            .args(["-oL", "mosquitto_sub"])
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-d", "-v"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run mosquitto_sub");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Sub { child, lines }
+    }
+
+    /// Waits for the SUBACK; panics with what was seen if it does not come.
+    pub fn wait_subscribed(&mut self) {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.contains("received SUBACK") => return,
+                Ok(line) => seen.push(line),
+                Err(_) => {
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        panic!("mosquitto_sub exited ({status}) before its SUBACK: {seen:?}");
+                    }
+                }
+            }
+        }
+        panic!("no SUBACK within 15 s: {seen:?}");
+    }
+
+    /// Collects up to `n` messages as `topic payload` lines (debug lines
+    /// skipped), waiting at most `timeout` in all.
+    pub fn messages(&mut self, n: usize, timeout: Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
+                Ok(line) if is_debug_line(&line) => {}
+                Ok(line) => out.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Every line (debug included) that arrives within `timeout`.
+    pub fn raw_lines(&mut self, timeout: Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            out.push(line);
+        }
+        out
+    }
+
+    /// Stops the subscriber (SIGKILL: no DISCONNECT is sent).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the subscriber with SIGINT: mosquitto_sub sends DISCONNECT.
+    pub fn interrupt(mut self) {
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_debug_line(line: &str) -> bool {
+    line.starts_with("Client ") || line.starts_with("Subscribed (mid")
+}
