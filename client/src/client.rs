@@ -262,8 +262,16 @@ async fn run(
                 handle(event, &link, &shared, &events).await;
             }
             Err(failure) => {
-                event_loop.settle();
-                shared.lock().outbox.on_disconnect();
+                {
+                    // Under the lock, so no publish is handed between moving
+                    // rumqttc's channel into its pending list and marking the
+                    // outbox offline: every handed message is then in that
+                    // list, which rumqttc resends or (no session) drops and
+                    // the outbox hands again, each exactly once.
+                    let mut state = shared.lock();
+                    event_loop.settle();
+                    state.outbox.on_disconnect();
+                }
                 tracing::debug!(%failure, "mqtt connection");
                 connected = false;
                 let _ = events.try_send(Event::Disconnected(failure));
