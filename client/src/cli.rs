@@ -44,7 +44,7 @@ pub struct ConnArgs {
     /// Broker port (default 1883, or 8883 with --cafile).
     #[arg(short = 'p', long = "port")]
     pub port: Option<u16>,
-    /// Client id (default: edgemq-<pid>-<nanos>).
+    /// Client id (default: edgemq-PID-NANOS).
     #[arg(short = 'i', long = "id")]
     pub id: Option<String>,
     /// User name.
