@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use tracing::Instrument;
 
 use crate::device::DeviceConfig;
 use crate::faults::FaultPlan;
@@ -181,7 +182,8 @@ async fn run(args: Args, scenario: Scenario) -> ExitCode {
                 produce_until,
                 stop_at,
             };
-            tasks.spawn(device::run(cfg, counters.clone(), acks.clone()));
+            let span = tracing::debug_span!("device", id, client_id = %cfg.client_id);
+            tasks.spawn(device::run(cfg, counters.clone(), acks.clone()).instrument(span));
             id += 1;
             // Staggered start: a real site does not power up in one instant.
             tokio::time::sleep_until((started + gap * id).into()).await;
