@@ -6,7 +6,7 @@
 //! injected per device (`faults.rs`); `--verify` subscribes and checks that
 //! every QoS 1 reading the broker acknowledged was delivered (`verify.rs`).
 //! Exit codes: 0 ok, 1 acknowledged readings lost (with --verify), 2 usage,
-//! 3 broker unreachable for the verifier.
+//! 3 broker unreachable (for the verifier, or for every device).
 
 mod device;
 mod faults;
@@ -232,6 +232,10 @@ async fn run(args: Args, scenario: Scenario) -> ExitCode {
     }
     match &report.verify {
         Some(v) if v.lost > 0 => ExitCode::from(1),
+        _ if report.connects == 0 => {
+            eprintln!("error: no device could connect to {addr}");
+            ExitCode::from(3)
+        }
         _ => ExitCode::SUCCESS,
     }
 }

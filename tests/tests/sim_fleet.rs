@@ -90,6 +90,21 @@ fn verify_fails_when_the_broker_is_unreachable() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let out = Command::new(binary("firmware-sim", "firmware-sim"))
+        .args([
+            "--port",
+            &port,
+            "--devices",
+            "2",
+            "--duration",
+            "1",
+            "--drain-secs",
+            "0",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "no device connected");
 }
 
 /// `--verify-host/--verify-port`: devices publish to an edge broker that
