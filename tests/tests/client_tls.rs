@@ -25,6 +25,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA, a server certificate for localhost and a client certificate.
 fn make_pki(dir: &Path) {
+    edgemq_tests::require_tool("openssl");
     let key = [
         "genpkey",
         "-algorithm",
