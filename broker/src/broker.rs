@@ -203,7 +203,7 @@ impl Broker {
         let (mut session, session_present) = match previous {
             Some(old) if !clean_start => (old, true),
             Some(old) => {
-                self.end_session(old);
+                self.end_session(old, true);
                 (
                     Session::new(client_id.clone(), expiry_interval, limits),
                     false,
@@ -235,16 +235,21 @@ impl Broker {
         let mut sessions = lock(&self.sessions);
         let Some(slot) = sessions.get_mut(&client_id) else {
             drop(sessions);
-            return self.end_session(session);
+            return self.end_session(session, true);
         };
         if slot.owner != Some(conn_id) {
             // Taken over: the new owner waits for this session.
             let handoff = slot.handoff.take();
             drop(sessions);
-            if let Some(Err(stale)) = handoff.map(|tx| tx.send(Box::new(session))) {
-                // The new owner gave up waiting and started afresh; its
-                // subscriptions share our client id, so leave the trie alone.
-                stale.mailbox.clear();
+            let unclaimed = match handoff {
+                Some(tx) => tx.send(Box::new(session)).err().map(|s| *s),
+                None => Some(session),
+            };
+            if let Some(stale) = unclaimed {
+                // The new owner gave up waiting (or a third connection
+                // intervened) and started afresh: end this session without
+                // touching the client id's newer state.
+                self.end_session(stale, false);
             }
             return;
         }
@@ -253,14 +258,15 @@ impl Broker {
         if !session.is_persistent() {
             sessions.remove(&client_id);
             drop(sessions);
-            return self.end_session(session);
+            return self.end_session(session, true);
         }
         slot.generation = self.next_id();
         let generation = slot.generation;
         let expiry = session.expiry_interval;
-        self.persistence.save_session(&session.record());
+        let record = session.record();
         slot.parked = Some(session);
         drop(sessions);
+        self.persistence.save_session(&record);
         if expiry != crate::session::NEVER_EXPIRES {
             let broker = Arc::downgrade(self);
             tokio::spawn(async move {
@@ -285,19 +291,24 @@ impl Broker {
         };
         if let Some(session) = session {
             tracing::debug!(%client_id, "session expired");
-            self.end_session(session);
+            self.end_session(session, true);
         }
     }
 
-    /// Removes a session's subscriptions and queue for good, and publishes
-    /// its delayed will (the session ended before the will delay).
-    fn end_session(&self, mut session: Session) {
+    /// Removes a session's subscriptions (those still pointing at its
+    /// mailbox) and queue for good. With `owns_id` (no newer session uses
+    /// the client id) it also forgets the stored session and publishes a
+    /// pending delayed will: the session ended before the will delay.
+    fn end_session(&self, mut session: Session, owns_id: bool) {
         for filter in session.subscriptions.keys() {
-            self.router.unsubscribe(&session.client_id, filter);
+            self.router.unsubscribe_mailbox(&session.mailbox, filter);
         }
         let mut orphans = session.outgoing.clear();
         session.mailbox.drain(usize::MAX, &mut orphans);
         self.redistribute_shared(orphans);
+        if !owns_id {
+            return;
+        }
         self.persistence.remove_session(&session.client_id);
         let will = lock(&self.wills).remove(&session.client_id);
         if let Some((_, will)) = will {

@@ -45,8 +45,11 @@ impl Durability {
 }
 
 /// Everything the durable store must record. Calls are made without any
-/// broker lock held; implementations queue the work (e.g. to the store's
-/// task) and return quickly.
+/// broker lock held, from connection tasks; implementations queue the work
+/// (e.g. to the store's task) and return quickly. A returned
+/// `Durability::Pending` future is spawned by the caller, so it may do its
+/// submission lazily; its order of completion does not matter (the
+/// connection keeps acknowledgements in order itself).
 pub trait Persistence: Send + Sync + 'static {
     /// A QoS 1/2 `message` was queued for the persistent sessions
     /// `client_ids`. The PUBACK/PUBREC to its publisher waits for the result.

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -30,7 +31,7 @@ struct Cli {
     /// Listen on ADDR (repeatable); replaces the configured listeners.
     #[arg(long, value_name = "ADDR")]
     listen: Vec<SocketAddr>,
-    /// Directory for durable data.
+    /// Directory for durable data (sets [storage] dir).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Log level or tracing filter (overrides [log] level and RUST_LOG).
@@ -52,8 +53,17 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    match real_main(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edgemq: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
     if cli.print_default_config {
         print!("{DEFAULT_CONFIG}");
         return Ok(());
@@ -78,19 +88,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(level) = &cli.log_level {
         config.log.level = level.clone();
     }
-    config.data_dir = cli.data_dir.clone();
     if let Some(dir) = &cli.data_dir {
         config.storage.dir = dir.clone();
     }
-    config
-        .storage
-        .validate()
-        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     init_logging(&config.log.level)?;
-    if let Some(dir) = &config.data_dir {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads())
         .enable_all()

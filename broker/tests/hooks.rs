@@ -54,10 +54,18 @@ fn start(
     persistence: Arc<dyn Persistence>,
     auth: Arc<dyn Authenticator>,
 ) -> (tokio::runtime::Runtime, SocketAddr) {
+    start_with(persistence, auth, Config::default())
+}
+
+fn start_with(
+    persistence: Arc<dyn Persistence>,
+    auth: Arc<dyn Authenticator>,
+    config: Config,
+) -> (tokio::runtime::Runtime, SocketAddr) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let config = Arc::new(Config {
         listeners: vec![ListenerConfig::mqtt(SocketAddr::from(([127, 0, 0, 1], 0)))],
-        ..Config::default()
+        ..config
     });
     let listeners = runtime
         .block_on(edgemq::server::bind(&config.listeners))
@@ -157,4 +165,57 @@ fn authenticator_decides_connect_and_publish() {
         Some(Packet::PubRec(a)) => assert_eq!(a.reason_code, reason::NOT_AUTHORIZED),
         other => panic!("expected PUBREC 0x87, got {other:?}"),
     }
+}
+
+impl GatedStore {
+    /// Releases the next write once it has been submitted (polls with a deadline).
+    fn release_next(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let gate = {
+                let mut gates = self.gates.lock().expect("lock");
+                (!gates.is_empty()).then(|| gates.remove(0))
+            };
+            if let Some(gate) = gate {
+                gate.send(()).expect("release");
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "no write submitted");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+#[test]
+fn v311_publisher_is_held_back_while_acknowledgements_wait() {
+    let store = Arc::new(GatedStore::default());
+    let mut config = Config::default();
+    config.limits.max_inflight = 1;
+    let (_rt, addr) = start_with(store.clone(), Arc::new(ListenerPolicy), config);
+    let mut sub_connect = connect_packet(ProtocolVersion::V311, "keeper");
+    sub_connect.clean_start = false;
+    let (mut sub, _) = Raw::connect(addr.port(), sub_connect);
+    sub.send(&Packet::Subscribe(Subscribe {
+        pkid: 1,
+        filters: vec![SubscribeFilter::new("bp", QoS::AtLeastOnce)],
+        ..Subscribe::default()
+    }));
+    assert!(matches!(sub.recv(), Some(Packet::SubAck(_))));
+    let (mut publ, _) = Raw::connect(addr.port(), connect_packet(ProtocolVersion::V311, "fast"));
+    for pkid in 1..=2 {
+        publ.send(&Packet::Publish(Publish {
+            qos: QoS::AtLeastOnce,
+            topic: "bp".into(),
+            pkid,
+            payload: bytes::Bytes::from_static(b"m"),
+            ..Publish::default()
+        }));
+    }
+    publ.send(&Packet::PingReq);
+    store.release_next();
+    assert!(matches!(publ.recv(), Some(Packet::PubAck(a)) if a.pkid == 1));
+    store.release_next();
+    // Had the broker kept reading, the PINGRESP would overtake this PUBACK.
+    assert!(matches!(publ.recv(), Some(Packet::PubAck(a)) if a.pkid == 2));
+    assert!(matches!(publ.recv(), Some(Packet::PingResp)));
 }

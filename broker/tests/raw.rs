@@ -45,10 +45,17 @@ fn second_connect_is_a_protocol_error() {
         ProtocolVersion::V5,
         "twice",
     ))));
-    assert_eq!(
-        last_disconnect(&c.until_closed()),
-        Some(reason::PROTOCOL_ERROR)
-    );
+    let packets = c.until_closed();
+    assert_eq!(last_disconnect(&packets), Some(reason::PROTOCOL_ERROR));
+    match packets.last() {
+        Some(Packet::Disconnect(d)) => {
+            assert_eq!(
+                d.properties.reason_string.as_deref(),
+                Some("second CONNECT")
+            )
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
     // The broker keeps serving others.
     let (_other, ack) = Raw::connect(broker.port, connect_packet(ProtocolVersion::V311, "other"));
     assert_eq!(ack.reason_code, reason::SUCCESS);

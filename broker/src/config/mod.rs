@@ -18,9 +18,11 @@
 mod locate;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
+
+use crate::storage::StorageConfig;
 
 /// The embedded default configuration, fully commented.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
@@ -36,11 +38,8 @@ pub struct Config {
     pub sys: SysConfig,
     pub acl: SimpleAcl,
     pub log: LogConfig,
-    /// `[storage]`: the durable store (see `storage::StorageConfig`).
-    pub storage: crate::storage::StorageConfig,
-    /// Directory for durable data (`--data-dir`); not a file key.
-    #[serde(skip)]
-    pub data_dir: Option<PathBuf>,
+    /// `[storage]`: the durable store (owned by the storage module).
+    pub storage: StorageConfig,
 }
 
 /// `[server]`: runtime and connection admission.
@@ -145,8 +144,7 @@ impl Default for Config {
             sys: SysConfig::default(),
             acl: SimpleAcl::default(),
             log: LogConfig::default(),
-            storage: crate::storage::StorageConfig::default(),
-            data_dir: None,
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -246,7 +244,7 @@ impl Config {
             }
         })?;
         config.validate().map_err(|(section, key, message)| {
-            let line = locate::line_of(text, section, key).unwrap_or(1);
+            let line = locate::line_of(text, &section, &key).unwrap_or(1);
             ConfigError::Invalid {
                 file: file.to_string(),
                 line,
@@ -258,7 +256,15 @@ impl Config {
     }
 
     /// Semantic checks serde cannot express; the error names section and key.
-    fn validate(&self) -> Result<(), (&'static str, &'static str, String)> {
+    fn validate(&self) -> Result<(), (String, String, String)> {
+        self.validate_core()
+            .map_err(|(s, k, m)| (s.to_string(), k.to_string(), m))?;
+        self.storage
+            .validate()
+            .map_err(|(key, message)| ("storage".to_string(), key.to_string(), message))
+    }
+
+    fn validate_core(&self) -> Result<(), (&'static str, &'static str, String)> {
         let l = &self.limits;
         let positive: [(&'static str, &'static str, u64); 9] = [
             (

@@ -99,6 +99,20 @@ fn invalid_deny_filter_is_rejected() {
 }
 
 #[test]
+fn storage_section_is_checked_with_its_key() {
+    let text = "[storage]\ndurability = \"interval\"\nsegment_size = 1000\n";
+    let err = Config::from_toml(text, "edge.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("edge.toml:3: key `storage.segment_size`:"),
+        "{err}"
+    );
+    let ok = Config::from_toml("[storage]\ndurability = \"memory\"\n", "edge.toml").unwrap();
+    assert_eq!(ok.storage.durability, crate::storage::Durability::Memory);
+}
+
+#[test]
 fn syntax_error_names_line() {
     let text = "[server]\nmax_connections = = 3\n";
     let err = Config::from_toml(text, "edge.toml")

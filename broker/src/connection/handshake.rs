@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::broker::Broker;
-use crate::hooks::{AuthDecision, AuthRequest};
+use crate::hooks::{AuthDecision, AuthRequest, ClientIdentity};
 use crate::protocol::{
     self, reason, topic, ConnAck, Connect, DecodeError, Packet, ProtocolVersion,
 };
@@ -90,13 +90,6 @@ pub async fn accept(
         if !topic::valid_topic_name(&will.topic) || !topic_within_limits(broker, &will.topic) {
             return Err(reason::TOPIC_NAME_INVALID);
         }
-        if !broker
-            .auth
-            .authorize_publish(&identity_of(&client_id, &connect), &will.topic)
-            || denied(&broker.config.acl.deny_publish, &will.topic)
-        {
-            return Err(reason::NOT_AUTHORIZED);
-        }
     }
     if connect.properties.authentication_method.is_some() {
         // Enhanced (AUTH packet) authentication is not offered.
@@ -109,15 +102,27 @@ pub async fn accept(
         username: connect.username.as_deref(),
         password: connect.password.as_deref(),
     };
-    match broker.auth.authenticate(request).await {
-        AuthDecision::Allow { username } => Ok(Accepted {
-            connect,
-            client_id,
-            assigned_id,
-            username,
-        }),
-        AuthDecision::Deny(code) => Err(code),
+    let username = match broker.auth.authenticate(request).await {
+        AuthDecision::Allow { username } => username,
+        AuthDecision::Deny(code) => return Err(code),
+    };
+    if let Some(will) = &connect.will {
+        let identity = ClientIdentity {
+            client_id: Arc::from(client_id.as_str()),
+            username: username.clone(),
+        };
+        if denied(&broker.config.acl.deny_publish, &will.topic)
+            || !broker.auth.authorize_publish(&identity, &will.topic)
+        {
+            return Err(reason::NOT_AUTHORIZED);
+        }
     }
+    Ok(Accepted {
+        connect,
+        client_id,
+        assigned_id,
+        username,
+    })
 }
 
 /// Sends a refusing CONNACK (best effort) in the client's version.
@@ -143,13 +148,6 @@ pub fn topic_within_limits(broker: &Broker, name: &str) -> bool {
 /// True when a `[acl]` deny filter matches `topic`.
 pub fn denied(filters: &[String], topic_name: &str) -> bool {
     filters.iter().any(|f| topic::matches(f, topic_name))
-}
-
-fn identity_of(client_id: &str, connect: &Connect) -> crate::hooks::ClientIdentity {
-    crate::hooks::ClientIdentity {
-        client_id: Arc::from(client_id),
-        username: connect.username.clone(),
-    }
 }
 
 /// Per-process salt so assigned client ids differ across restarts.

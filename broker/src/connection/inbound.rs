@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::hooks::Durability;
+use crate::hooks::{BoxFuture, Durability, PersistError};
 use crate::protocol::{
     reason, Disconnect, Packet, PubAck, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck,
     Unsubscribe,
@@ -89,9 +89,12 @@ impl Conn {
                 "topic over the configured limits",
             ));
         }
-        // Our Receive Maximum: a new QoS 1/2 message beyond it is an error
-        // (a QoS 2 retransmission of a pending id is not new).
-        if publish.qos != QoS::AtMostOnce
+        // Our Receive Maximum (v5): a new QoS 1/2 message beyond it is an
+        // error (a QoS 2 retransmission of a pending id is not new). 3.1.1
+        // has no such limit to announce; the read loop applies back-pressure
+        // on unsent acknowledgements instead.
+        if self.version.is_v5()
+            && publish.qos != QoS::AtMostOnce
             && !self.session.incoming.is_pending(publish.pkid)
             && self.incoming_inflight() >= usize::from(self.broker.config.limits.max_inflight)
         {
@@ -165,7 +168,18 @@ impl Conn {
         match durable {
             Durability::Done if self.waiting_acks.is_empty() => self.encode(&ack),
             Durability::Done => self.waiting_acks.push_back((None, ack)),
-            Durability::Pending(f) => self.waiting_acks.push_back((Some(f), ack)),
+            Durability::Pending(f) => {
+                // Spawned so every write makes progress at once (a group
+                // commit covers all of them), while the loop awaits only
+                // the oldest acknowledgement.
+                let write = tokio::spawn(f);
+                let wait: BoxFuture<'static, Result<(), PersistError>> = Box::pin(async move {
+                    write
+                        .await
+                        .map_err(|e| PersistError(format!("durable write task failed: {e}")))?
+                });
+                self.waiting_acks.push_back((Some(wait), ack));
+            }
         }
     }
 

@@ -34,8 +34,8 @@ use tracing::Instrument;
 use crate::broker::Broker;
 use crate::hooks::{BoxFuture, ClientIdentity, PersistError};
 use crate::protocol::{
-    self, reason, ConnAck, ConnAckProperties, DecodeError, Disconnect, LastWill, Packet,
-    ProtocolVersion,
+    self, reason, ConnAck, ConnAckProperties, DecodeError, Disconnect, DisconnectProperties,
+    LastWill, Packet, ProtocolVersion,
 };
 use crate::router::{Delivery, Message};
 use crate::session::aliases::{InboundAliases, OutboundAliases};
@@ -46,8 +46,10 @@ pub use handshake::HandshakeError;
 
 /// How long the server's last words (DISCONNECT, queued acks) may take.
 const FINAL_FLUSH: Duration = Duration::from_millis(500);
-/// Read buffers above this capacity are released once empty.
-const KEEP_READ_CAPACITY: usize = 4096;
+/// Smallest read; also the most an idle connection keeps allocated.
+const MIN_READ: usize = 256;
+/// Largest read for a busy connection streaming small packets.
+const MAX_READ: usize = 64 * 1024;
 
 /// Facts about the socket, from the listener.
 #[derive(Debug, Clone, Copy)]
@@ -251,8 +253,12 @@ impl Conn {
         let grace = Duration::from_millis(u64::from(keep_alive) * 1500);
         let mut deadline = Instant::now() + grace;
         let mailbox = self.session.mailbox.clone();
+        let mut read_hint = MIN_READ;
+        // Stop reading while this many acknowledgements wait for durability:
+        // TCP back-pressure on a publisher that outruns the store.
+        let max_waiting = usize::from(self.broker.config.limits.max_inflight);
         loop {
-            loop {
+            while self.waiting_acks.len() < max_waiting {
                 match protocol::decode(rbuf, self.version, max_packet) {
                     Ok(Some(packet)) => {
                         deadline = Instant::now() + grace;
@@ -279,16 +285,21 @@ impl Conn {
                     self.wbuf = BytesMut::new();
                 }
             }
-            prepare_read_buffer(rbuf, max_packet);
+            prepare_read_buffer(rbuf, max_packet, read_hint);
+            let spare = rbuf.capacity() - rbuf.len();
             let more = self.can_send_more() && (!self.pending.is_empty() || !mailbox.is_empty());
             let wake_on_mail = self.can_send_more() && self.pending.is_empty();
+            let can_read = self.waiting_acks.len() < max_waiting;
             tokio::select! {
                 biased;
                 _ = &mut kicked => return Exit::TakenOver,
                 _ = shutdown.changed() => return Exit::Shutdown,
-                r = stream.read_buf(rbuf) => match r {
+                r = stream.read_buf(rbuf), if can_read => match r {
                     Ok(0) | Err(_) => return Exit::Closed,
-                    Ok(n) => sys::add(&self.broker.metrics.bytes_received, n),
+                    Ok(n) => {
+                        sys::add(&self.broker.metrics.bytes_received, n);
+                        read_hint = next_read_hint(read_hint, n, spare);
+                    }
                 },
                 r = first_durable(&mut self.waiting_acks), if !self.waiting_acks.is_empty() => {
                     if let Err(e) = r {
@@ -296,6 +307,8 @@ impl Conn {
                         return Exit::Protocol(reason::UNSPECIFIED_ERROR, "persistence failure");
                     }
                     self.release_acks();
+                    // Time spent not reading does not count against the client.
+                    deadline = Instant::now() + grace;
                 }
                 _ = std::future::ready(()), if more => {}
                 _ = mailbox.notified(), if wake_on_mail => {}
@@ -307,25 +320,31 @@ impl Conn {
     /// Says goodbye (v5 DISCONNECT for server-side reasons), handles the
     /// will, and hands the session back to the broker.
     async fn finish<S: AsyncWrite + Unpin>(mut self, stream: &mut S, exit: Exit) {
-        let code = match &exit {
+        // (reason code, reason string) of the server's DISCONNECT. Reason
+        // strings are allowed on DISCONNECT whatever Request Problem
+        // Information says (MQTT 5.0 section 3.1.2.11.7).
+        let goodbye = match &exit {
             Exit::Protocol(code, why) => {
                 tracing::info!(reason = code, why, "closing connection: protocol error");
-                Some(*code)
+                Some((*code, why.to_string()))
             }
             Exit::Decode(e) => {
                 tracing::info!(error = %e, "closing connection: malformed packet");
-                Some(e.reason_code())
+                Some((e.reason_code(), e.to_string()))
             }
-            Exit::KeepAlive => Some(reason::KEEP_ALIVE_TIMEOUT),
-            Exit::TakenOver => Some(reason::SESSION_TAKEN_OVER),
-            Exit::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
+            Exit::KeepAlive => Some((reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout".into())),
+            Exit::TakenOver => Some((reason::SESSION_TAKEN_OVER, "session taken over".into())),
+            Exit::Shutdown => Some((reason::SERVER_SHUTTING_DOWN, "server shutting down".into())),
             Exit::Client | Exit::ClientWithWill | Exit::Closed => None,
         };
         tracing::info!(?exit, "client disconnected");
-        if let (Some(code), true) = (code, self.version.is_v5()) {
+        if let (Some((code, why)), true) = (goodbye, self.version.is_v5()) {
             self.encode(&Packet::Disconnect(Disconnect {
                 reason_code: code,
-                ..Disconnect::default()
+                properties: DisconnectProperties {
+                    reason_string: Some(why),
+                    ..DisconnectProperties::default()
+                },
             }));
         }
         if let Some(will) = self.will.take() {
@@ -387,14 +406,27 @@ async fn first_durable(waiting: &mut VecDeque<WaitingAck>) -> Result<(), Persist
 }
 
 /// Makes room for the next read: the rest of a packet whose header is
-/// known, a little otherwise; releases a large buffer once it is empty.
-fn prepare_read_buffer(rbuf: &mut BytesMut, max_packet: u32) {
-    if rbuf.is_empty() && rbuf.capacity() > KEEP_READ_CAPACITY {
+/// known, else `hint` bytes; releases a large buffer once it is empty.
+fn prepare_read_buffer(rbuf: &mut BytesMut, max_packet: u32, hint: usize) {
+    if rbuf.is_empty() && rbuf.capacity() > 2 * hint.max(MIN_READ) {
         *rbuf = BytesMut::new();
     }
     let want = match protocol::check_header(rbuf, max_packet) {
-        Ok(Some(h)) => h.frame_len().saturating_sub(rbuf.len()).max(64),
-        _ => 256,
+        Ok(Some(h)) => h.frame_len().saturating_sub(rbuf.len()).max(hint),
+        _ => hint,
     };
     rbuf.reserve(want);
+}
+
+/// Adapts the read size: a read that filled the buffer means more is
+/// waiting (grow, fewer system calls); small reads shrink it back, so idle
+/// connections hold little memory.
+fn next_read_hint(hint: usize, read: usize, spare: usize) -> usize {
+    if read >= spare {
+        (hint * 2).min(MAX_READ)
+    } else if read < hint / 4 {
+        (hint / 2).max(MIN_READ)
+    } else {
+        hint
+    }
 }

@@ -1,7 +1,8 @@
 //! Turning deliveries into PUBLISH packets for one connection.
 //!
 //! Per-connection decisions happen here, at send time: the packet id and
-//! inflight window (via the session), the outgoing topic alias, the
+//! inflight window (via the session), the read authorisation (ACL `read`),
+//! the outgoing topic alias, the
 //! remaining message expiry, the subscription identifiers, and the client's
 //! Maximum Packet Size (a message that would exceed it is dropped and
 //! counted, as MQTT 5.0 section 3.1.2.11.4 requires). Packets are appended
@@ -68,6 +69,14 @@ impl Conn {
         let metrics = &broker.metrics;
         if delivery.message.is_expired(now) {
             sys::inc(&metrics.dropped_expired);
+            self.ack_persistence(&delivery);
+            return;
+        }
+        if !broker
+            .auth
+            .authorize_read(&self.identity, &delivery.message.topic)
+        {
+            sys::inc(&metrics.dropped_denied);
             self.ack_persistence(&delivery);
             return;
         }

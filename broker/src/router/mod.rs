@@ -81,6 +81,13 @@ impl Router {
         write(&self.trie).remove(inner, group, client_id)
     }
 
+    /// Removes `mailbox`'s subscription to `filter`, unless a newer session
+    /// with the same client id owns it now. True when it was removed.
+    pub fn unsubscribe_mailbox(&self, mailbox: &Arc<Mailbox>, filter: &str) -> bool {
+        let (group, inner) = split_shared(filter);
+        write(&self.trie).remove_owned(inner, group, mailbox.client_id(), Some(mailbox))
+    }
+
     /// Number of subscriptions.
     pub fn subscription_count(&self) -> usize {
         read(&self.trie).len()

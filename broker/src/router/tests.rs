@@ -240,3 +240,27 @@ fn retained_byte_bound_and_dollar_topics() {
     assert!(router.retained_matching("#").is_empty());
     assert_eq!(router.retained_matching("$SYS/#").len(), 1);
 }
+
+#[test]
+fn unsubscribe_mailbox_spares_a_newer_session_with_the_same_id() {
+    let router = Router::new(10, 1000);
+    let old = mailbox("dup");
+    let new = mailbox("dup");
+    router.subscribe(&old, "t", SubscriptionOptions::qos(QoS::AtMostOnce));
+    router.subscribe(&new, "t", SubscriptionOptions::qos(QoS::AtMostOnce));
+    router.subscribe(
+        &old,
+        "$share/g/t",
+        SubscriptionOptions::qos(QoS::AtMostOnce),
+    );
+    assert!(
+        !router.unsubscribe_mailbox(&old, "t"),
+        "replaced by the newer session"
+    );
+    assert!(router.unsubscribe_mailbox(&old, "$share/g/t"));
+    let out = router.route(&message("t", QoS::AtMostOnce, false, None));
+    assert_eq!(out.len(), 1);
+    assert!(Arc::ptr_eq(&out[0].0, &new));
+    assert!(router.unsubscribe_mailbox(&new, "t"));
+    assert_eq!(router.subscription_count(), 0);
+}

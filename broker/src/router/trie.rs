@@ -166,8 +166,22 @@ impl Trie {
     /// Removes `client_id`'s subscription to `filter` (in `group` when
     /// shared), pruning empty nodes. Returns true when it existed.
     pub fn remove(&mut self, filter: &str, group: Option<&str>, client_id: &str) -> bool {
+        self.remove_owned(filter, group, client_id, None)
+    }
+
+    /// Like [`Trie::remove`], but when `owner` is given only removes the
+    /// subscription if it still belongs to that mailbox (a newer session
+    /// with the same client id may have replaced it).
+    pub fn remove_owned(
+        &mut self,
+        filter: &str,
+        group: Option<&str>,
+        client_id: &str,
+        owner: Option<&Mailbox>,
+    ) -> bool {
         let levels: Vec<&str> = filter.split('/').collect();
-        let removed = remove_at(&mut self.root, &levels, group, client_id);
+        let target = Target { client_id, owner };
+        let removed = remove_at(&mut self.root, &levels, group, &target);
         if removed {
             self.count -= 1;
         }
@@ -191,16 +205,34 @@ impl Trie {
     }
 }
 
-fn remove_at(node: &mut Node, levels: &[&str], group: Option<&str>, client_id: &str) -> bool {
+/// Which subscription to remove.
+struct Target<'a> {
+    client_id: &'a str,
+    owner: Option<&'a Mailbox>,
+}
+
+impl Target<'_> {
+    fn matches(&self, s: &Subscriber) -> bool {
+        &**s.mailbox.client_id() == self.client_id
+            && self
+                .owner
+                .is_none_or(|o| std::ptr::eq(Arc::as_ptr(&s.mailbox), o))
+    }
+}
+
+fn remove_at(node: &mut Node, levels: &[&str], group: Option<&str>, target: &Target) -> bool {
     let Some((first, rest)) = levels.split_first() else {
         return match group {
-            None => node.subscribers.remove(client_id).is_some(),
+            None => match node.subscribers.get(target.client_id) {
+                Some(s) if target.matches(s) => node.subscribers.remove(target.client_id).is_some(),
+                _ => false,
+            },
             Some(name) => {
                 let Some(g) = node.groups.get_mut(name) else {
                     return false;
                 };
                 let before = g.members.len();
-                g.members.retain(|m| &**m.mailbox.client_id() != client_id);
+                g.members.retain(|m| !target.matches(m));
                 let removed = g.members.len() != before;
                 if g.members.is_empty() {
                     node.groups.remove(name);
@@ -212,7 +244,7 @@ fn remove_at(node: &mut Node, levels: &[&str], group: Option<&str>, client_id: &
     let Some(child) = node.children.get_mut(*first) else {
         return false;
     };
-    let removed = remove_at(child, rest, group, client_id);
+    let removed = remove_at(child, rest, group, target);
     if child.is_empty() {
         node.children.remove(*first);
     }

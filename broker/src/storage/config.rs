@@ -64,19 +64,22 @@ impl Default for StorageConfig {
 }
 
 impl StorageConfig {
-    /// Checks values a typed parse cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks values a typed parse cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.segment_size < 4096 || self.segment_size % 4096 != 0 {
-            return Err("storage.segment_size must be a multiple of 4096".into());
+            return Err(("segment_size", "must be a multiple of 4096".into()));
         }
         if self.capacity < 5 * self.segment_size {
-            return Err("storage.capacity must hold at least 5 segments".into());
+            return Err(("capacity", "must hold at least 5 segments".into()));
         }
         if self.capacity > u64::from(u32::MAX) {
-            return Err("storage.capacity must be below 4 GiB".into());
+            return Err(("capacity", "must be below 4 GiB".into()));
         }
         if self.queue_capacity == 0 {
-            return Err("storage.queue_capacity must be at least 1".into());
+            return Err(("queue_capacity", "must be at least 1".into()));
+        }
+        if self.sync_interval_ms == 0 {
+            return Err(("sync_interval_ms", "must be at least 1".into()));
         }
         Ok(())
     }

@@ -57,7 +57,9 @@ impl StoreHandle {
     /// Opens (or creates) `dir/store.img`, recovers it and starts the store
     /// thread. Not for `Durability::Memory`, which needs no store.
     pub fn open(config: &StorageConfig) -> Result<(StoreHandle, RecoveryReport), StoreError> {
-        config.validate().map_err(StoreError::Config)?;
+        config
+            .validate()
+            .map_err(|(key, m)| StoreError::Config(format!("storage.{key} {m}")))?;
         std::fs::create_dir_all(&config.dir).map_err(|e| {
             StoreError::Config(format!("cannot create {}: {e}", config.dir.display()))
         })?;
