@@ -81,6 +81,36 @@ pub struct Message {
     pub user_properties: Vec<(String, String)>,
 }
 
+impl Message {
+    /// What this message adds to an uncompressed envelope in `encoding`: an
+    /// upper bound for postcard, and for JSON whenever topic, payload and
+    /// properties need no escaping (the usual telemetry case). Lets the
+    /// bridge cut batches at `max_bytes` without encoding twice.
+    pub fn size_hint(&self, encoding: Encoding) -> usize {
+        let props: usize = self
+            .user_properties
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        let n_props = self.user_properties.len();
+        match encoding {
+            // Varints: at most 10 bytes each for lengths, counts and the timestamp.
+            Encoding::Postcard => {
+                10 + self.topic.len() + 10 + 2 + 10 + self.payload.len() + 10 + props + 20 * n_props
+            }
+            Encoding::Json => {
+                let payload = if std::str::from_utf8(&self.payload).is_ok() {
+                    self.payload.len()
+                } else {
+                    self.payload.len().div_ceil(3) * 4
+                };
+                // Field names, quotes, punctuation and a 20-digit timestamp.
+                120 + self.topic.len() + payload + props + 8 * n_props
+            }
+        }
+    }
+}
+
 /// Serialisation of the message list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -64,6 +64,22 @@ pub trait Persistence: Send + Sync + 'static {
     fn save_session(&self, record: &SessionRecord);
     /// A session ended: forget it and everything queued for it.
     fn remove_session(&self, client_id: &str);
+    /// True when QoS 1/2 overflow of persistent sessions can wait in the
+    /// store instead of being dropped (see `session::mailbox`).
+    fn spills(&self) -> bool {
+        false
+    }
+    /// Up to `max` messages still owed to `client_id` with ids `>= from`,
+    /// in order (pages a spilled backlog back in).
+    fn fetch(
+        &self,
+        client_id: &str,
+        from: u64,
+        max: usize,
+    ) -> BoxFuture<'static, Result<Vec<Message>, PersistError>> {
+        let _ = (client_id, from, max);
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
     /// An incoming QoS 2 packet id is awaiting PUBREL (`true`) or released.
     fn incoming_qos2(&self, client_id: &str, pkid: u16, pending: bool);
 }

@@ -44,7 +44,7 @@ pub struct ConnArgs {
     /// Broker port (default 1883, or 8883 with --cafile).
     #[arg(short = 'p', long = "port")]
     pub port: Option<u16>,
-    /// Client id (default: edgemq-<pid>-<nanos>).
+    /// Client id (default: edgemq-PID-NANOS).
     #[arg(short = 'i', long = "id")]
     pub id: Option<String>,
     /// User name.
@@ -154,46 +154,101 @@ pub async fn wait_connected(events: &mut Events) -> Result<(), (u8, String)> {
     }
 }
 
+/// Sends DISCONNECT and waits (at most 5 s) until it is written: the
+/// connection task ends and closes the event stream then.
+pub async fn close(client: &crate::Client, events: &mut Events) {
+    if client.disconnect().await.is_err() {
+        return;
+    }
+    let drained = async { while events.recv().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!("DISCONNECT not sent within 5 s");
+    }
+}
+
 /// Prints `error: message` to stderr and returns the code.
 pub fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(code)
 }
 
-/// One JSON object per message, for `--json`: payload as text when it is
-/// UTF-8, else `payload_b64` (the envelope's JSON convention).
-pub fn json_line(
-    topic: &str,
-    qos: u8,
-    retain: bool,
-    payload: &[u8],
-    timestamp_ms: Option<u64>,
-    user_properties: &[(String, String)],
-) -> String {
-    let mut obj = serde_json::Map::new();
-    obj.insert("topic".into(), topic.into());
-    obj.insert("qos".into(), qos.into());
-    obj.insert("retain".into(), retain.into());
-    if let Some(ts) = timestamp_ms {
-        obj.insert("timestamp_ms".into(), ts.into());
+/// One message as `edgemq-sub` prints it: a received message or one
+/// message unpacked from an envelope (which adds its timestamp).
+#[derive(Debug, Clone, Copy)]
+pub struct Line<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// QoS.
+    pub qos: u8,
+    /// Retain flag.
+    pub retain: bool,
+    /// Payload.
+    pub payload: &'a [u8],
+    /// Gateway receive time, for envelope contents.
+    pub timestamp_ms: Option<u64>,
+    /// v5 user properties.
+    pub user_properties: &'a [(String, String)],
+}
+
+impl<'a> From<&'a crate::Received> for Line<'a> {
+    fn from(m: &'a crate::Received) -> Self {
+        Line {
+            topic: &m.topic,
+            qos: m.qos,
+            retain: m.retain,
+            payload: &m.payload,
+            timestamp_ms: None,
+            user_properties: &m.user_properties,
+        }
     }
-    match std::str::from_utf8(payload) {
-        Ok(text) => obj.insert("payload".into(), text.into()),
-        Err(_) => obj.insert(
-            "payload_b64".into(),
-            base64::engine::general_purpose::STANDARD
-                .encode(payload)
-                .into(),
-        ),
-    };
-    if !user_properties.is_empty() {
-        let props: Vec<serde_json::Value> = user_properties
-            .iter()
-            .map(|(k, v)| serde_json::json!([k, v]))
-            .collect();
-        obj.insert("user_properties".into(), props.into());
+}
+
+impl<'a> From<&'a crate::envelope::Message> for Line<'a> {
+    fn from(m: &'a crate::envelope::Message) -> Self {
+        Line {
+            topic: &m.topic,
+            qos: m.qos,
+            retain: m.retain,
+            payload: &m.payload,
+            timestamp_ms: Some(m.timestamp_ms),
+            user_properties: &m.user_properties,
+        }
     }
-    serde_json::Value::Object(obj).to_string()
+}
+
+impl Line<'_> {
+    /// One JSON object, for `--json`: payload as text when it is UTF-8,
+    /// else `payload_b64` (the envelope's JSON convention).
+    pub fn json(&self) -> String {
+        let mut obj = serde_json::Map::new();
+        obj.insert("topic".into(), self.topic.into());
+        obj.insert("qos".into(), self.qos.into());
+        obj.insert("retain".into(), self.retain.into());
+        if let Some(ts) = self.timestamp_ms {
+            obj.insert("timestamp_ms".into(), ts.into());
+        }
+        match std::str::from_utf8(self.payload) {
+            Ok(text) => obj.insert("payload".into(), text.into()),
+            Err(_) => obj.insert(
+                "payload_b64".into(),
+                base64::engine::general_purpose::STANDARD
+                    .encode(self.payload)
+                    .into(),
+            ),
+        };
+        if !self.user_properties.is_empty() {
+            let props: Vec<serde_json::Value> = self
+                .user_properties
+                .iter()
+                .map(|(k, v)| serde_json::json!([k, v]))
+                .collect();
+            obj.insert("user_properties".into(), props.into());
+        }
+        serde_json::Value::Object(obj).to_string()
+    }
 }
 
 #[cfg(test)]
@@ -203,12 +258,21 @@ mod tests {
 
     #[test]
     fn json_line_uses_text_or_base64() {
-        let text = json_line("a/b", 1, false, b"hi", None, &[]);
+        let line = |payload, timestamp_ms, user_properties| Line {
+            topic: "a/b",
+            qos: 1,
+            retain: false,
+            payload,
+            timestamp_ms,
+            user_properties,
+        };
+        let text = line(b"hi", None, &[]).json();
         assert_eq!(
             text,
             r#"{"payload":"hi","qos":1,"retain":false,"topic":"a/b"}"#
         );
-        let bin = json_line("a", 0, true, &[0xff], Some(5), &[("k".into(), "v".into())]);
+        let props = [("k".to_string(), "v".to_string())];
+        let bin = line(&[0xff], Some(5), &props).json();
         let v: serde_json::Value = serde_json::from_str(&bin).unwrap();
         assert_eq!(v["payload_b64"], "/w==");
         assert_eq!(v["timestamp_ms"], 5);

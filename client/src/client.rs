@@ -262,8 +262,16 @@ async fn run(
                 handle(event, &link, &shared, &events).await;
             }
             Err(failure) => {
-                event_loop.settle();
-                shared.lock().outbox.on_disconnect();
+                {
+                    // Under the lock, so no publish is handed between moving
+                    // rumqttc's channel into its pending list and marking the
+                    // outbox offline: every handed message is then in that
+                    // list, which rumqttc resends or (no session) drops and
+                    // the outbox hands again, each exactly once.
+                    let mut state = shared.lock();
+                    event_loop.settle();
+                    state.outbox.on_disconnect();
+                }
                 tracing::debug!(%failure, "mqtt connection");
                 connected = false;
                 let _ = events.try_send(Event::Disconnected(failure));
@@ -305,12 +313,16 @@ async fn handle(event: LinkEvent, link: &Link, shared: &Shared, events: &mpsc::S
             let acked = {
                 let mut state = shared.lock();
                 let acked = state.outbox.on_ack(pkid);
+                if acked.is_some() {
+                    // Room first, then the count `flush` watches: a caller
+                    // woken by `flush` must find the slot free.
+                    shared.room.add_permits(1);
+                }
                 state.outbox.hand(|m| link.try_publish(m));
                 shared.pending.send_replace(state.outbox.len());
                 acked
             };
             if let Some(message) = acked {
-                shared.room.add_permits(1);
                 if let Some(reason) = rejected {
                     tracing::warn!(topic = %message.topic, %reason, "broker rejected message");
                     let _ = events.try_send(Event::Rejected {

@@ -231,24 +231,20 @@ fn event_v5(event: rumqttc::v5::Event) -> LinkEvent {
         Event::Incoming(Packet::ConnAck(c)) => LinkEvent::ConnAck {
             session_present: c.session_present,
         },
-        Event::Incoming(Packet::PubAck(a)) => LinkEvent::Ack {
-            pkid: a.pkid,
-            rejected: matches!(
+        Event::Incoming(Packet::PubAck(a)) => {
+            let ok = matches!(
                 a.reason,
                 m5::PubAckReason::Success | m5::PubAckReason::NoMatchingSubscribers
-            )
-            .then_some(None)
-            .unwrap_or_else(|| Some(format!("{:?}", a.reason))),
-        },
-        Event::Incoming(Packet::PubRec(a)) => LinkEvent::Ack {
-            pkid: a.pkid,
-            rejected: matches!(
+            );
+            ack(a.pkid, ok, &a.reason)
+        }
+        Event::Incoming(Packet::PubRec(a)) => {
+            let ok = matches!(
                 a.reason,
                 m5::PubRecReason::Success | m5::PubRecReason::NoMatchingSubscribers
-            )
-            .then_some(None)
-            .unwrap_or_else(|| Some(format!("{:?}", a.reason))),
-        },
+            );
+            ack(a.pkid, ok, &a.reason)
+        }
         Event::Incoming(Packet::Publish(p)) => {
             let (content_type, user_properties) = match p.properties {
                 Some(props) => (props.content_type, props.user_properties),
@@ -274,6 +270,14 @@ fn event_v5(event: rumqttc::v5::Event) -> LinkEvent {
         Event::Outgoing(Outgoing::AwaitAck(pkid)) => LinkEvent::AwaitAck(pkid),
         Event::Outgoing(Outgoing::Disconnect) => LinkEvent::DisconnectSent,
         _ => LinkEvent::Other,
+    }
+}
+
+/// A v5 acknowledgement; a failure reason code is kept for the application.
+fn ack(pkid: u16, ok: bool, reason: &impl std::fmt::Debug) -> LinkEvent {
+    LinkEvent::Ack {
+        pkid,
+        rejected: (!ok).then(|| format!("{reason:?}")),
     }
 }
 

@@ -195,3 +195,64 @@ pub(crate) fn qos_v4(qos: u8) -> Result<rumqttc::QoS, ClientError> {
 pub(crate) fn qos_v5(qos: u8) -> Result<rumqttc::v5::mqttbytes::QoS, ClientError> {
     rumqttc::v5::mqttbytes::qos(qos).ok_or(ClientError::InvalidQos(qos))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v311_options_follow_the_settings() {
+        let mut o = ConnectOptions::new("gw", 1883);
+        o.clean_session = false;
+        o.password = Some("pw".into());
+        o.inflight = 0;
+        o.will = Some(Will {
+            topic: "status/gw".into(),
+            payload: Bytes::from_static(b"offline"),
+            qos: 1,
+            retain: true,
+        });
+        let m = o.v311("id").unwrap();
+        assert!(!m.clean_session());
+        assert_eq!(m.client_id(), "id");
+        assert_eq!(m.inflight(), 1, "at least one in flight");
+        let login = m.credentials().unwrap();
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("", "pw")
+        );
+        assert_eq!(m.last_will().unwrap().topic, "status/gw");
+    }
+
+    #[test]
+    fn v5_persistent_sessions_get_an_expiry() {
+        let mut o = ConnectOptions::new("gw", 1883);
+        assert_eq!(o.v5("id").unwrap().session_expiry_interval(), None);
+        o.clean_session = false;
+        let m = o.v5("id").unwrap();
+        assert!(!m.clean_start());
+        assert_eq!(m.session_expiry_interval(), Some(3600));
+    }
+
+    #[test]
+    fn invalid_will_qos_is_refused() {
+        let mut o = ConnectOptions::new("gw", 1883);
+        o.will = Some(Will {
+            topic: "t".into(),
+            payload: Bytes::new(),
+            qos: 3,
+            retain: false,
+        });
+        assert!(matches!(o.v311("id"), Err(ClientError::InvalidQos(3))));
+        assert!(matches!(o.v5("id"), Err(ClientError::InvalidQos(3))));
+    }
+
+    #[test]
+    fn generated_client_ids_are_distinct_from_explicit_ones() {
+        let mut o = ConnectOptions::new("gw", 1883);
+        assert!(o.effective_client_id().starts_with("edgemq-"));
+        o.client_id = "mine".into();
+        assert_eq!(o.effective_client_id(), "mine");
+    }
+}

@@ -259,144 +259,222 @@ fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
+/// A running device: firmware RAM, the "flash" boot counter, the network.
+struct Device {
+    cfg: DeviceConfig,
+    counters: Arc<Counters>,
+    acks: Option<Arc<AckLog>>,
+    rng: Rng,
+    sensor: Sensor,
+    boot: u16,
+    fw: Firmware,
+    conn: Option<Conn>,
+    retry_at: Instant,
+    backoff: Duration,
+    next_reading: Instant,
+    faults: FaultPlan,
+    next_fault: Option<(Instant, Fault)>,
+    ping_at: Instant,
+}
+
+const KEEPALIVE: Duration = Duration::from_secs(60);
+
 /// Runs one device until its readings are drained or `stop_at`.
 pub async fn run(cfg: DeviceConfig, counters: Arc<Counters>, acks: Option<Arc<AckLog>>) {
     let mut rng = Rng::new(u64::from(cfg.id).wrapping_mul(0x2545_F491_4F6C_DD1D));
-    let mut sensor = Sensor::new(cfg.group.sensor, &mut rng);
-    let mut boot: u16 = 0;
-    let mut fw = Firmware::boot(boot);
-    let mut conn: Option<Conn> = None;
-    let mut retry_at = Instant::now();
-    let mut backoff = Duration::from_millis(cfg.group.reconnect_min_ms);
-    let mut next_reading = Instant::now() + jitter(&cfg.group, &mut rng);
+    let sensor = Sensor::new(cfg.group.sensor, &mut rng);
     let mut faults = cfg.faults.clone();
-    let mut next_fault = faults.next(&mut rng);
-    let keepalive = Duration::from_secs(60);
-    let mut ping_at = Instant::now() + keepalive / 2;
-
-    loop {
-        let now = Instant::now();
-        if now >= cfg.stop_at || (now >= cfg.produce_until && fw.is_empty() && conn.is_some()) {
-            break;
-        }
-        let producing = now < cfg.produce_until;
-        let fault_at = next_fault.map(|(at, _)| at).unwrap_or(cfg.stop_at);
-        tokio::select! {
-            _ = sleep_until(next_reading.into()), if producing => {
-                counters.readings.fetch_add(1, Relaxed);
-                if fw.record(cfg.id, now_ms(), sensor.read(&mut rng)) {
-                    counters.ring_overflow.fetch_add(1, Relaxed);
-                }
-                next_reading += Duration::from_millis(cfg.group.interval_ms) + jitter(&cfg.group, &mut rng);
-            }
-            _ = sleep_until(fault_at.into()), if next_fault.is_some() && producing => {
-                let fault = next_fault.map(|(_, f)| f);
-                next_fault = faults.next(&mut rng);
-                if conn.take().is_some() {
-                    counters.connected.fetch_sub(1, Relaxed);
-                }
-                match fault {
-                    Some(Fault::PowerLoss { off }) => {
-                        counters.power_cuts.fetch_add(1, Relaxed);
-                        counters.lost_in_power_cut.fetch_add(fw.len() as u64, Relaxed);
-                        boot = boot.wrapping_add(1);
-                        fw = Firmware::boot(boot);
-                        retry_at = Instant::now() + off;
-                        next_reading = retry_at + jitter(&cfg.group, &mut rng);
-                    }
-                    Some(Fault::NetworkFlap { down }) => {
-                        counters.flaps.fetch_add(1, Relaxed);
-                        fw.link_lost();
-                        retry_at = Instant::now() + down;
-                    }
-                    None => {}
-                }
-            }
-            _ = sleep_until(retry_at.into()), if conn.is_none() => {
-                match mqtt::connect(&cfg.addr, connect_packet(&cfg), Duration::from_secs(10)).await {
-                    Ok((c, _session_present)) => {
-                        counters.connects.fetch_add(1, Relaxed);
-                        counters.connected.fetch_add(1, Relaxed);
-                        fw.link_lost();
-                        conn = Some(c);
-                        backoff = Duration::from_millis(cfg.group.reconnect_min_ms);
-                        ping_at = Instant::now() + keepalive / 2;
-                    }
-                    Err(e) => {
-                        tracing::debug!(device = cfg.id, error = %e, "connect failed");
-                        counters.connect_failures.fetch_add(1, Relaxed);
-                        retry_at = Instant::now() + backoff + Duration::from_millis(rng.up_to(backoff.as_millis() as u64 / 2));
-                        backoff = (backoff * 2).min(Duration::from_millis(cfg.group.reconnect_max_ms));
-                    }
-                }
-            }
-            packet = mqtt::next_on(&mut conn) => match packet {
-                Ok(Packet::PubAck(ack)) => fw.ack(ack.pkid, &mut |r| {
-                    counters.acked.fetch_add(1, Relaxed);
-                    if let Some(log) = &acks {
-                        log.acked(r);
-                    }
-                }),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(device = cfg.id, error = %e, "connection lost");
-                    counters.disconnects.fetch_add(1, Relaxed);
-                    counters.connected.fetch_sub(1, Relaxed);
-                    conn = None;
-                    fw.link_lost();
-                    retry_at = Instant::now() + backoff;
-                }
-            },
-            _ = sleep_until(ping_at.into()), if conn.is_some() => {
-                ping_at = Instant::now() + keepalive / 2;
-                if let Some(c) = conn.as_mut() {
-                    let _ = c.send(&Packet::PingReq).await;
-                }
-            }
-        }
-        if let Some(c) = conn.as_mut() {
-            if send_ready(c, &mut fw, &cfg, &counters).await.is_err() {
-                counters.disconnects.fetch_add(1, Relaxed);
-                counters.connected.fetch_sub(1, Relaxed);
-                conn = None;
-                fw.link_lost();
-                retry_at = Instant::now() + backoff;
-            }
-        }
-    }
-    counters.unsent_at_end.fetch_add(fw.len() as u64, Relaxed);
-    if let Some(mut c) = conn {
-        let _ = c.send(&Packet::Disconnect(Default::default())).await;
-        counters.connected.fetch_sub(1, Relaxed);
-    }
+    let next_fault = faults.next(&mut rng);
+    let now = Instant::now();
+    let mut device = Device {
+        next_reading: now + jitter(&cfg.group, &mut rng),
+        backoff: Duration::from_millis(cfg.group.reconnect_min_ms),
+        cfg,
+        counters,
+        acks,
+        rng,
+        sensor,
+        boot: 0,
+        fw: Firmware::boot(0),
+        conn: None,
+        retry_at: now,
+        faults,
+        next_fault,
+        ping_at: now + KEEPALIVE / 2,
+    };
+    device.main_loop().await;
+    device.shut_down().await;
 }
 
-/// Sends what the window allows.
-async fn send_ready(
-    c: &mut Conn,
-    fw: &mut Firmware,
-    cfg: &DeviceConfig,
-    counters: &Counters,
-) -> anyhow::Result<()> {
-    let g = &cfg.group;
-    while let Some((reading, pkid, dup)) = fw.next_to_send(g.qos, g.inflight) {
-        let publish = Publish {
-            dup,
-            qos: if g.qos == 0 {
-                QoS::AtMostOnce
-            } else {
-                QoS::AtLeastOnce
-            },
-            retain: false,
-            topic: cfg.topic.clone(),
-            pkid,
-            properties: Default::default(),
-            payload: encode(reading, g.format, g.payload_size),
-        };
-        c.send(&Packet::Publish(publish)).await?;
-        counters.sent.fetch_add(1, Relaxed);
+impl Device {
+    /// One event at a time: a reading, a fault, a connect attempt, a packet
+    /// or a keepalive; after each, send what the window allows.
+    async fn main_loop(&mut self) {
+        loop {
+            let now = Instant::now();
+            let drained =
+                now >= self.cfg.produce_until && self.fw.is_empty() && self.conn.is_some();
+            if now >= self.cfg.stop_at || drained {
+                return;
+            }
+            let producing = now < self.cfg.produce_until;
+            let fault_at = self.next_fault.map_or(self.cfg.stop_at, |(at, _)| at);
+            tokio::select! {
+                _ = sleep_until(self.next_reading.into()), if producing => self.take_reading(),
+                _ = sleep_until(fault_at.into()), if self.next_fault.is_some() && producing => self.inject_fault(),
+                _ = sleep_until(self.retry_at.into()), if self.conn.is_none() => self.try_connect().await,
+                packet = mqtt::next_on(&mut self.conn) => match packet {
+                    Ok(packet) => self.on_packet(packet),
+                    Err(e) => self.link_down(&e),
+                },
+                _ = sleep_until(self.ping_at.into()), if self.conn.is_some() => self.ping().await,
+            }
+            if let Err(e) = self.send_ready().await {
+                self.link_down(&e);
+            }
+        }
     }
-    Ok(())
+
+    fn take_reading(&mut self) {
+        self.counters.readings.fetch_add(1, Relaxed);
+        if self
+            .fw
+            .record(self.cfg.id, now_ms(), self.sensor.read(&mut self.rng))
+        {
+            self.counters.ring_overflow.fetch_add(1, Relaxed);
+        }
+        let interval = Duration::from_millis(self.cfg.group.interval_ms);
+        self.next_reading += interval + jitter(&self.cfg.group, &mut self.rng);
+    }
+
+    /// Drops the socket without DISCONNECT; a power cut also loses RAM.
+    fn inject_fault(&mut self) {
+        let fault = self.next_fault.map(|(_, f)| f);
+        self.next_fault = self.faults.next(&mut self.rng);
+        if self.conn.take().is_some() {
+            self.counters.connected.fetch_sub(1, Relaxed);
+        }
+        match fault {
+            Some(Fault::PowerLoss { off }) => {
+                self.counters.power_cuts.fetch_add(1, Relaxed);
+                self.counters
+                    .lost_in_power_cut
+                    .fetch_add(self.fw.len() as u64, Relaxed);
+                self.boot = self.boot.wrapping_add(1);
+                self.fw = Firmware::boot(self.boot);
+                self.retry_at = Instant::now() + off;
+                self.next_reading = self.retry_at + jitter(&self.cfg.group, &mut self.rng);
+            }
+            Some(Fault::NetworkFlap { down }) => {
+                self.counters.flaps.fetch_add(1, Relaxed);
+                self.fw.link_lost();
+                self.retry_at = Instant::now() + down;
+            }
+            None => {}
+        }
+    }
+
+    async fn try_connect(&mut self) {
+        match mqtt::connect(
+            &self.cfg.addr,
+            connect_packet(&self.cfg),
+            Duration::from_secs(10),
+        )
+        .await
+        {
+            Ok((conn, _session_present)) => {
+                // Resent either way: with a session as DUP with the same
+                // packet id, without one as new publishes.
+                self.fw.link_lost();
+                self.conn = Some(conn);
+                self.counters.connects.fetch_add(1, Relaxed);
+                self.counters.connected.fetch_add(1, Relaxed);
+                self.backoff = Duration::from_millis(self.cfg.group.reconnect_min_ms);
+                self.ping_at = Instant::now() + KEEPALIVE / 2;
+            }
+            Err(e) => {
+                tracing::debug!(device = self.cfg.id, error = %e, "connect failed");
+                self.counters.connect_failures.fetch_add(1, Relaxed);
+                self.schedule_retry();
+            }
+        }
+    }
+
+    /// Next attempt after the backoff plus up to 50% jitter; the backoff doubles.
+    fn schedule_retry(&mut self) {
+        let spread = self.rng.up_to(self.backoff.as_millis() as u64 / 2);
+        self.retry_at = Instant::now() + self.backoff + Duration::from_millis(spread);
+        let max = Duration::from_millis(self.cfg.group.reconnect_max_ms);
+        self.backoff = (self.backoff * 2).min(max);
+    }
+
+    fn on_packet(&mut self, packet: Packet) {
+        if let Packet::PubAck(ack) = packet {
+            let (counters, acks) = (&self.counters, &self.acks);
+            self.fw.ack(ack.pkid, &mut |r| {
+                counters.acked.fetch_add(1, Relaxed);
+                if let Some(log) = acks {
+                    log.acked(r);
+                }
+            });
+        }
+    }
+
+    fn link_down(&mut self, error: &anyhow::Error) {
+        tracing::debug!(device = self.cfg.id, %error, "connection lost");
+        if self.conn.take().is_some() {
+            self.counters.disconnects.fetch_add(1, Relaxed);
+            self.counters.connected.fetch_sub(1, Relaxed);
+        }
+        self.fw.link_lost();
+        self.schedule_retry();
+    }
+
+    async fn ping(&mut self) {
+        self.ping_at = Instant::now() + KEEPALIVE / 2;
+        if let Some(conn) = self.conn.as_mut() {
+            if let Err(e) = conn.send(&Packet::PingReq).await {
+                self.link_down(&e);
+            }
+        }
+    }
+
+    /// Publishes what the in-flight window allows.
+    async fn send_ready(&mut self) -> anyhow::Result<()> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        let g = &self.cfg.group;
+        while let Some((reading, pkid, dup)) = self.fw.next_to_send(g.qos, g.inflight) {
+            let publish = Publish {
+                dup,
+                qos: if g.qos == 0 {
+                    QoS::AtMostOnce
+                } else {
+                    QoS::AtLeastOnce
+                },
+                retain: false,
+                topic: self.cfg.topic.clone(),
+                pkid,
+                properties: Default::default(),
+                payload: encode(reading, g.format, g.payload_size),
+            };
+            conn.send(&Packet::Publish(publish)).await?;
+            self.counters.sent.fetch_add(1, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// End of the run: count what is left, say goodbye if connected.
+    async fn shut_down(mut self) {
+        self.counters
+            .unsent_at_end
+            .fetch_add(self.fw.len() as u64, Relaxed);
+        if let Some(mut conn) = self.conn.take() {
+            let _ = conn.send(&Packet::Disconnect(Default::default())).await;
+            self.counters.connected.fetch_sub(1, Relaxed);
+        }
+    }
 }
 
 fn connect_packet(cfg: &DeviceConfig) -> Connect {

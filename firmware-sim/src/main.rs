@@ -6,7 +6,7 @@
 //! injected per device (`faults.rs`); `--verify` subscribes and checks that
 //! every QoS 1 reading the broker acknowledged was delivered (`verify.rs`).
 //! Exit codes: 0 ok, 1 acknowledged readings lost (with --verify), 2 usage,
-//! 3 broker unreachable for the verifier.
+//! 3 broker unreachable (for the verifier, or for every device).
 
 mod device;
 mod faults;
@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use tracing::Instrument;
 
 use crate::device::DeviceConfig;
 use crate::faults::FaultPlan;
@@ -181,7 +182,8 @@ async fn run(args: Args, scenario: Scenario) -> ExitCode {
                 produce_until,
                 stop_at,
             };
-            tasks.spawn(device::run(cfg, counters.clone(), acks.clone()));
+            let span = tracing::debug_span!("device", id, client_id = %cfg.client_id);
+            tasks.spawn(device::run(cfg, counters.clone(), acks.clone()).instrument(span));
             id += 1;
             // Staggered start: a real site does not power up in one instant.
             tokio::time::sleep_until((started + gap * id).into()).await;
@@ -230,6 +232,10 @@ async fn run(args: Args, scenario: Scenario) -> ExitCode {
     }
     match &report.verify {
         Some(v) if v.lost > 0 => ExitCode::from(1),
+        _ if report.connects == 0 => {
+            eprintln!("error: no device could connect to {addr}");
+            ExitCode::from(3)
+        }
         _ => ExitCode::SUCCESS,
     }
 }

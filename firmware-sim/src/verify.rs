@@ -18,6 +18,10 @@ use crate::report::{Latency, Verification};
 
 type Key = (u32, u16, u32);
 
+/// Latency samples kept (4 bytes each); later deliveries are still checked
+/// but no longer sampled, so a long run cannot grow this without bound.
+const MAX_LATENCY_SAMPLES: usize = 4 * 1024 * 1024;
+
 fn key(r: &Reading) -> Key {
     (r.device, r.boot, r.seq)
 }
@@ -59,8 +63,10 @@ impl Seen {
             self.out_of_order += 1;
         }
         *highest = (*highest).max(r.seq);
-        self.latencies
-            .push(now_ms.saturating_sub(r.ts_ms).min(u64::from(u32::MAX)) as u32);
+        if self.latencies.len() < MAX_LATENCY_SAMPLES {
+            let age = now_ms.saturating_sub(r.ts_ms).min(u64::from(u32::MAX));
+            self.latencies.push(age as u32);
+        }
     }
 }
 

@@ -16,7 +16,8 @@ fn scenario(dir: &std::path::Path) -> std::path::PathBuf {
         "duration_secs = 4\nconnect_rate = 400\n\
          [[group]]\nname = \"meter\"\ndevices = 150\nsensor = \"power\"\ninterval_ms = 100\njitter_ms = 20\nqos = 1\n\
          [[group]]\nname = \"hum\"\ndevices = 50\nsensor = \"humidity\"\ninterval_ms = 150\nformat = \"json\"\nqos = 1\nwill = true\n\
-         [faults]\npower_loss_per_min = 12.0\npower_off_ms = 300\nnetwork_flap_per_min = 6.0\nflap_down_ms = 300\n",
+         [faults]\npower_loss_per_min = 12.0\npower_off_ms = 300\nnetwork_flap_per_min = 6.0\nflap_down_ms = 300\n\
+         slow_consumers = 1\nslow_consumer_delay_ms = 2\n",
     )
     .unwrap();
     path
@@ -89,4 +90,61 @@ fn verify_fails_when_the_broker_is_unreachable() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let out = Command::new(binary("firmware-sim", "firmware-sim"))
+        .args([
+            "--port",
+            &port,
+            "--devices",
+            "2",
+            "--duration",
+            "1",
+            "--drain-secs",
+            "0",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "no device connected");
+}
+
+/// `--verify-host/--verify-port`: devices publish to an edge broker that
+/// bridges to a second ("cloud") broker, where the verifier subscribes.
+/// Mosquitto's own bridge stands in until edgemq's bridge lands.
+#[test]
+fn verify_on_a_second_broker_through_a_bridge() {
+    let cloud = client_support::Mosquitto::start(free_port());
+    let extra = format!(
+        "allow_anonymous true\nconnection cloud\naddress 127.0.0.1:{}\ntopic sensors/# out 1\n\
+         cleansession false\nclientid edge-bridge\n",
+        cloud.port
+    );
+    let edge =
+        client_support::Mosquitto::start_with(free_port(), &extra, tempfile::tempdir().unwrap());
+    let out = Command::new(binary("firmware-sim", "firmware-sim"))
+        .args([
+            "--port",
+            &edge.port.to_string(),
+            "--verify-port",
+            &cloud.port.to_string(),
+        ])
+        .args([
+            "--devices",
+            "50",
+            "--duration",
+            "2",
+            "--qos",
+            "1",
+            "--verify",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}); stderr: {stderr}"));
+    assert!(report["acked"].as_u64().unwrap() >= 50, "{report}");
+    assert_eq!(report["verify"]["lost"], 0, "{report}");
+    let delivered = report["verify"]["delivered"].as_u64().unwrap();
+    assert!(delivered >= report["acked"].as_u64().unwrap(), "{report}");
+    assert!(out.status.success(), "{stderr}");
 }

@@ -124,6 +124,7 @@ impl Broker {
             outbound_capacity: l.outbound_capacity,
             max_queued_messages: l.max_queued_messages,
             max_queued_bytes: l.max_queued_bytes,
+            spill: self.persistence.spills(),
         }
     }
 

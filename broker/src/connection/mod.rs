@@ -289,6 +289,18 @@ impl Conn {
             let spare = rbuf.capacity() - rbuf.len();
             let more = self.can_send_more() && (!self.pending.is_empty() || !mailbox.is_empty());
             let wake_on_mail = self.can_send_more() && self.pending.is_empty();
+            // A spilled backlog is paged back in from the store once the
+            // queue has run empty (see session::mailbox).
+            let spill = match wake_on_mail && mailbox.is_empty() {
+                true => mailbox.spill_state(),
+                false => None,
+            };
+            let page_size = self.broker.config.limits.max_queued_messages.clamp(1, 1000);
+            let fetch = spill.map(|(from, _)| {
+                self.broker
+                    .persistence
+                    .fetch(&self.session.client_id, from, page_size)
+            });
             let can_read = self.waiting_acks.len() < max_waiting;
             tokio::select! {
                 biased;
@@ -311,6 +323,26 @@ impl Conn {
                     deadline = Instant::now() + grace;
                 }
                 _ = std::future::ready(()), if more => {}
+                page = async {
+                    match fetch {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                }, if spill.is_some() => match page {
+                    Ok(messages) => {
+                        let complete = messages.len() < page_size;
+                        let seq = spill.map_or(0, |(_, seq)| seq);
+                        let page = messages
+                            .into_iter()
+                            .map(|m| crate::storage::durable::delivery_for(&self.session, Arc::new(m)))
+                            .collect();
+                        mailbox.refill(page, seq, complete);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the spilled backlog");
+                        return Exit::Protocol(reason::UNSPECIFIED_ERROR, "persistence failure");
+                    }
+                },
                 _ = mailbox.notified(), if wake_on_mail => {}
                 _ = sleep_until(deadline), if keep_alive > 0 => return Exit::KeepAlive,
             }

@@ -263,3 +263,21 @@ fn garbage_and_truncation_give_errors_not_panics() {
         }
     }
 }
+
+#[test]
+fn size_hint_bounds_each_message() {
+    for encoding in ENCODINGS {
+        let format = Format {
+            encoding,
+            compression: Compression::None,
+        };
+        let empty = encode(&[], format).unwrap().len();
+        for m in sample() {
+            let alone = encode(std::slice::from_ref(&m), format).unwrap().len();
+            assert!(m.size_hint(encoding) >= alone - empty, "{encoding}: {m:?}");
+        }
+        let all = encode(&sample(), format).unwrap().len();
+        let hinted: usize = sample().iter().map(|m| m.size_hint(encoding)).sum();
+        assert!(hinted + empty >= all, "{encoding}");
+    }
+}

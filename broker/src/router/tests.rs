@@ -12,6 +12,7 @@ use crate::session::MailboxLimits;
 const LIMITS: MailboxLimits = MailboxLimits {
     outbound_capacity: 16,
     max_queued_messages: 16,
+    spill: false,
     max_queued_bytes: 1 << 20,
 };
 

@@ -14,6 +14,13 @@
 //!   does not queue QoS 0 (as Mosquitto's default).
 //!
 //! Every drop is returned to the caller as a [`DropReason`] to be counted.
+//!
+//! With a durable store (`MailboxLimits::spill`), a persistent session's
+//! QoS 1/2 overflow is not dropped but *spilled*: the message is only in the
+//! store (its publisher's PUBACK waits for that), and from then on every
+//! QoS 1/2 delivery for the session goes to the store only, so order is
+//! kept. The connection pages spilled messages back in with [`Mailbox::refill`]
+//! when the queue runs empty; RAM stays bounded by the limits above.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +50,9 @@ pub struct MailboxLimits {
     pub outbound_capacity: usize,
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
+    /// Spill QoS 1/2 overflow of persistent sessions to the durable store
+    /// instead of dropping it.
+    pub spill: bool,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +60,11 @@ struct Queue {
     items: VecDeque<Delivery>,
     bytes: usize,
     persistent: bool,
+    /// Lowest message id that is only in the store (spill mode), if any.
+    spilled_from: Option<u64>,
+    /// Counts spilled deliveries, so a refill knows whether more spilled
+    /// while it was reading the store.
+    spill_seq: u64,
 }
 
 /// A session's bounded delivery queue.
@@ -111,7 +126,16 @@ impl Mailbox {
             (false, false, _) => l.max_queued_messages,
         };
         let over_bytes = !qos0 && q.bytes + weight > l.max_queued_bytes;
-        if q.items.len() >= limit || over_bytes {
+        let full = q.items.len() >= limit || over_bytes;
+        if !qos0 && q.persistent && l.spill && (full || q.spilled_from.is_some()) {
+            let id = delivery.message.id;
+            q.spilled_from = Some(q.spilled_from.map_or(id, |from| from.min(id)));
+            q.spill_seq += 1;
+            drop(q);
+            self.notify.notify_one();
+            return Ok(true);
+        }
+        if full {
             return Err(match (qos0, q.persistent) {
                 (true, _) => DropReason::QueueFullQos0,
                 (false, true) => DropReason::SessionQueueFull,
@@ -147,6 +171,43 @@ impl Mailbox {
             q.bytes += d.message.weight();
             q.items.push_front(d);
         }
+    }
+
+    /// `(lowest spilled id, spill counter)` while messages wait in the store.
+    pub fn spill_state(&self) -> Option<(u64, u64)> {
+        let q = self.lock();
+        q.spilled_from.map(|from| (from, q.spill_seq))
+    }
+
+    /// Marks messages from `from` on as waiting in the store (a restored
+    /// session whose backlog is larger than the queue).
+    pub fn start_spill(&self, from: u64) {
+        let mut q = self.lock();
+        q.spilled_from = Some(q.spilled_from.map_or(from, |f| f.min(from)));
+        q.spill_seq += 1;
+    }
+
+    /// Appends a page read from the store (ids from the spill point on, in
+    /// order). `complete` says the store had nothing more; spill mode ends
+    /// only if nothing spilled since `seq` (the counter the read started at).
+    pub fn refill(&self, page: Vec<Delivery>, seq: u64, complete: bool) {
+        let mut q = self.lock();
+        let Some(from) = q.spilled_from else {
+            return;
+        };
+        let mut next = from;
+        for d in page.into_iter().filter(|d| d.message.id >= from) {
+            next = next.max(d.message.id + 1);
+            q.bytes += d.message.weight();
+            q.items.push_back(d);
+        }
+        q.spilled_from = if complete && q.spill_seq == seq {
+            None
+        } else {
+            Some(next)
+        };
+        drop(q);
+        self.notify.notify_one();
     }
 
     /// Number of queued deliveries.

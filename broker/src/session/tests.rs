@@ -13,6 +13,7 @@ use crate::router::{Delivery, Message};
 const LIMITS: MailboxLimits = MailboxLimits {
     outbound_capacity: 2,
     max_queued_messages: 3,
+    spill: false,
     max_queued_bytes: 1 << 20,
 };
 
@@ -271,4 +272,44 @@ fn outbound_aliases_assign_reuse_and_replace() {
     assert_eq!(a.assign("a"), AliasUse::Assign(2));
     assert_eq!(a.assign("c"), AliasUse::Reuse(1));
     assert_eq!(OutboundAliases::new(0).assign("a"), AliasUse::None);
+}
+
+#[test]
+fn persistent_overflow_spills_in_order_and_refills() {
+    let limits = MailboxLimits {
+        max_queued_messages: 2,
+        spill: true,
+        ..LIMITS
+    };
+    let m = Mailbox::new(Arc::from("c"), true, limits);
+    let ds: Vec<Delivery> = (0..5).map(|_| delivery(QoS::AtLeastOnce)).collect();
+    for d in &ds {
+        assert_eq!(
+            m.push(d.clone()),
+            Ok(true),
+            "spilled messages are persisted, not dropped"
+        );
+    }
+    assert_eq!(m.len(), 2);
+    let (from, seq) = m.spill_state().expect("spilling");
+    assert_eq!(from, ds[2].message.id);
+    // While spilling, later messages go to the store too (order is kept).
+    let late = delivery(QoS::AtLeastOnce);
+    assert_eq!(m.push(late.clone()), Ok(true));
+    assert_eq!(m.len(), 2);
+    let mut out = Vec::new();
+    m.drain(10, &mut out);
+    // A page read before `late` spilled does not end spill mode.
+    m.refill(ds[2..].to_vec(), seq, true);
+    assert_eq!(m.len(), 3);
+    let (from, seq) = m.spill_state().expect("still spilling");
+    assert_eq!(from, ds[4].message.id + 1);
+    m.drain(10, &mut out);
+    m.refill(vec![late.clone()], seq, true);
+    assert!(m.spill_state().is_none());
+    m.drain(10, &mut out);
+    let ids: Vec<u64> = out.iter().map(|d| d.message.id).collect();
+    let mut want: Vec<u64> = ds.iter().map(|d| d.message.id).collect();
+    want.push(late.message.id);
+    assert_eq!(ids, want);
 }

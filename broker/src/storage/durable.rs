@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::broker::Broker;
-use crate::hooks::{Durability, PersistError, Persistence};
+use crate::hooks::{BoxFuture, Durability, PersistError, Persistence};
 use crate::protocol::topic::matches;
 use crate::protocol::{PublishProperties, QoS, RetainHandling};
 use crate::router::{split_shared, Delivery, Message, SubscriptionOptions};
@@ -83,6 +83,27 @@ impl Persistence for DurableStore {
     fn remove_session(&self, client_id: &str) {
         self.handle
             .submit_session_end(client_id.to_string(), session_destination(client_id));
+    }
+
+    fn spills(&self) -> bool {
+        true
+    }
+
+    fn fetch(
+        &self,
+        client_id: &str,
+        from: u64,
+        max: usize,
+    ) -> BoxFuture<'static, Result<Vec<Message>, PersistError>> {
+        let handle = self.handle.clone();
+        let destination = session_destination(client_id);
+        Box::pin(async move {
+            let page = handle
+                .read(&destination, from.checked_sub(1), max)
+                .await
+                .map_err(persist_error)?;
+            Ok(page.into_iter().map(from_stored).collect())
+        })
     }
 
     fn incoming_qos2(&self, _client_id: &str, _pkid: u16, _pending: bool) {
@@ -211,8 +232,14 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
                 .subscribe(&session.mailbox, &sub.filter, opts.clone());
             session.subscriptions.insert(sub.filter.clone(), opts);
         }
+        // One queue's worth plus one: if the backlog is larger, the last push
+        // spills and the connection pages the rest in from the store.
         let owed = handle
-            .read(&session_destination(&client_id), None, usize::MAX)
+            .read(
+                &session_destination(&client_id),
+                None,
+                limits.max_queued_messages.saturating_add(1),
+            )
             .await?;
         for m in owed {
             let message = Arc::new(from_stored(m));
@@ -230,9 +257,9 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
     Ok(restored)
 }
 
-/// The delivery a restored message makes to a session: the highest QoS
+/// The delivery a stored message makes to a session: the highest QoS
 /// granted by its matching subscriptions, with their identifiers.
-fn delivery_for(session: &Session, message: Arc<Message>) -> Delivery {
+pub fn delivery_for(session: &Session, message: Arc<Message>) -> Delivery {
     let mut qos = None;
     let mut subscription_ids = Vec::new();
     for (filter, opts) in &session.subscriptions {

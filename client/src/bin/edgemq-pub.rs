@@ -132,12 +132,7 @@ async fn finish(client: &Client, events: &mut edgemq_client::Events) -> Result<(
             }
         }
     }
-    client
-        .disconnect()
-        .await
-        .map_err(|e| (cli::error_code(&e), e.to_string()))?;
-    // The connection task ends once DISCONNECT is written; drain until then.
-    while events.recv().await.is_some() {}
+    cli::close(client, events).await;
     match rejected {
         Some(reason) => Err((cli::EXIT_ERROR, reason)),
         None => Ok(()),

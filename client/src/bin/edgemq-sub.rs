@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use edgemq_client::cli::{self, ConnArgs};
+use edgemq_client::cli::{self, ConnArgs, Line};
 use edgemq_client::envelope::{self, Format};
 use edgemq_client::{Client, Event, Received};
 
@@ -114,7 +114,7 @@ async fn run(args: &Args) -> Result<(), (u8, String)> {
             None => return Err((cli::EXIT_LOST, "client closed".into())),
         }
     }
-    let _ = client.disconnect().await;
+    cli::close(&client, &mut events).await;
     Ok(())
 }
 
@@ -134,78 +134,35 @@ fn print(
         _ => None,
     };
     let Some(format) = format else {
-        line(
-            args,
-            &m.topic,
-            m.qos,
-            m.retain,
-            &m.payload,
-            None,
-            &m.user_properties,
-            out,
-        )
-        .map_err(io)?;
+        write_line(args, Line::from(m), out).map_err(io)?;
         return Ok(1);
     };
     let messages = match envelope::decode(&m.payload, format) {
         Ok(messages) => messages,
         Err(e) => {
             tracing::warn!(topic = %m.topic, error = %e, "not a valid envelope, printed as is");
-            line(
-                args,
-                &m.topic,
-                m.qos,
-                m.retain,
-                &m.payload,
-                None,
-                &m.user_properties,
-                out,
-            )
-            .map_err(io)?;
+            write_line(args, Line::from(m), out).map_err(io)?;
             return Ok(1);
         }
     };
+    let take = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
     let mut n = 0;
-    for inner in messages
-        .iter()
-        .take(limit.map_or(usize::MAX, |l| l as usize))
-    {
-        let ts = Some(inner.timestamp_ms);
-        line(
-            args,
-            &inner.topic,
-            inner.qos,
-            inner.retain,
-            &inner.payload,
-            ts,
-            &inner.user_properties,
-            out,
-        )
-        .map_err(io)?;
+    for inner in messages.iter().take(take) {
+        write_line(args, Line::from(inner), out).map_err(io)?;
         n += 1;
     }
     Ok(n)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn line(
-    args: &Args,
-    topic: &str,
-    qos: u8,
-    retain: bool,
-    payload: &[u8],
-    timestamp_ms: Option<u64>,
-    user_properties: &[(String, String)],
-    out: &mut impl Write,
-) -> std::io::Result<()> {
+/// Writes a line: JSON, `topic payload` (-v) or the payload alone.
+fn write_line(args: &Args, line: Line<'_>, out: &mut impl Write) -> std::io::Result<()> {
     if args.json {
-        let json = cli::json_line(topic, qos, retain, payload, timestamp_ms, user_properties);
-        writeln!(out, "{json}")?;
+        writeln!(out, "{}", line.json())?;
     } else {
         if args.verbose {
-            write!(out, "{topic} ")?;
+            write!(out, "{} ", line.topic)?;
         }
-        out.write_all(payload)?;
+        out.write_all(line.payload)?;
         writeln!(out)?;
     }
     out.flush()

@@ -61,14 +61,24 @@ impl Mosquitto {
             ),
         )
         .unwrap();
+        let log_path = dir.path().join("mosquitto.log");
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new("/usr/sbin/mosquitto")
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start /usr/sbin/mosquitto");
-        wait_listening(port);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while StdStream::connect(("127.0.0.1", port)).is_err() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto not listening on {port}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Mosquitto {
             child,
             port,
@@ -205,7 +215,10 @@ pub enum TestBroker {
 impl TestBroker {
     /// The real edgemq binary on a free port, with a fresh data directory.
     pub fn edgemq() -> TestBroker {
-        binary("edgemq", "edgemq");
+        // EDGEMQ_BIN (e.g. the aarch64 build under qemu) is used as given.
+        if std::env::var_os("EDGEMQ_BIN").is_none() {
+            binary("edgemq", "edgemq");
+        }
         TestBroker::Edgemq(edgemq_tests::Broker::start())
     }
 

@@ -53,6 +53,16 @@ pub fn version(v5: bool) -> ProtocolVersion {
 
 /// Connects with a clean session and waits for a successful CONNACK.
 pub async fn connect(addr: &str, client_id: &str, v5: bool) -> anyhow::Result<Conn> {
+    connect_with(addr, client_id, v5, true).await
+}
+
+/// Connects (clean or persistent session) and waits for a successful CONNACK.
+pub async fn connect_with(
+    addr: &str,
+    client_id: &str,
+    v5: bool,
+    clean: bool,
+) -> anyhow::Result<Conn> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
@@ -61,7 +71,7 @@ pub async fn connect(addr: &str, client_id: &str, v5: bool) -> anyhow::Result<Co
     let (read, mut writer) = stream.into_split();
     let connect = Packet::Connect(Box::new(Connect {
         protocol: version,
-        clean_start: true,
+        clean_start: clean,
         keep_alive: 600,
         client_id: client_id.to_string(),
         will: None,
@@ -69,6 +79,7 @@ pub async fn connect(addr: &str, client_id: &str, v5: bool) -> anyhow::Result<Co
         password: None,
         properties: ConnectProperties {
             receive_maximum: v5.then_some(u16::MAX),
+            session_expiry_interval: (v5 && !clean).then_some(u32::MAX),
             ..Default::default()
         },
     }));
@@ -92,6 +103,19 @@ pub async fn connect(addr: &str, client_id: &str, v5: bool) -> anyhow::Result<Co
 }
 
 impl Conn {
+    /// Sends DISCONNECT and closes.
+    pub async fn disconnect(mut self) -> anyhow::Result<()> {
+        let mut out = BytesMut::new();
+        protocol::encode(
+            &Packet::Disconnect(Default::default()),
+            self.version,
+            &mut out,
+        )?;
+        self.writer.write_all(&out).await?;
+        self.writer.shutdown().await?;
+        Ok(())
+    }
+
     /// Subscribes to one filter and waits for the SUBACK.
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> anyhow::Result<()> {
         let sub = Packet::Subscribe(Subscribe {

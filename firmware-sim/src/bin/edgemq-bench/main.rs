@@ -8,7 +8,9 @@
 //!
 //! Scenarios: `fan-in` (N publishers to M subscribers on a wildcard),
 //! `fan-out` (1 publisher to M subscribers), `latency` (fixed rate, p50/p99),
-//! `idle` (N idle connections: memory per connection, connect time).
+//! `idle` (N idle connections: memory per connection, connect time),
+//! `durable` (QoS 1 into an offline persistent session: PUBACKs per second,
+//! which with edgemq's `sync` durability means messages on stable storage).
 //! Output: one JSON object on stdout, consumed by `scripts/bench.py`.
 
 mod conn;
@@ -26,6 +28,8 @@ pub enum Scenario {
     FanOut,
     Latency,
     Idle,
+    /// QoS 1 into an offline persistent session: PUBACKs per second.
+    Durable,
 }
 
 #[derive(Debug, Parser, Clone)]

@@ -47,6 +47,8 @@ pub struct Report {
 struct Shared {
     epoch: Instant,
     delivered: AtomicU64,
+    /// PUBACKs received by publishers.
+    acked: AtomicU64,
     stop: AtomicBool,
     latencies: std::sync::Mutex<Vec<u32>>,
     record_latency: bool,
@@ -58,6 +60,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         Scenario::FanIn => flood(args, args.publishers, false).await,
         Scenario::FanOut => flood(args, 1, false).await,
         Scenario::Latency => flood(args, 1, true).await,
+        Scenario::Durable => durable(args).await,
     }
 }
 
@@ -69,6 +72,7 @@ async fn flood(args: &Args, publishers: usize, fixed_rate: bool) -> anyhow::Resu
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
         delivered: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         latencies: std::sync::Mutex::new(Vec::new()),
         record_latency: fixed_rate,
@@ -180,10 +184,12 @@ async fn publisher(
     // Acknowledgements return permits to the window.
     let permits = window.clone();
     let mut reader = conn.reader;
+    let counter = shared.clone();
     tokio::spawn(async move {
         while let Ok(packet) = reader.next().await {
             if let Packet::PubAck(_) = packet {
                 permits.add_permits(1);
+                counter.acked.fetch_add(1, Ordering::Relaxed);
             }
         }
     });
@@ -248,6 +254,55 @@ async fn subscriber(mut conn: Conn, shared: Arc<Shared>) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// QoS 1 publishers into one offline persistent session; counts PUBACKs.
+async fn durable(args: &Args) -> anyhow::Result<Report> {
+    let shared = Arc::new(Shared {
+        epoch: Instant::now(),
+        delivered: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        latencies: std::sync::Mutex::new(Vec::new()),
+        record_latency: false,
+    });
+    let mut offline =
+        crate::conn::connect_with(&addr(args), "bench-durable-sub", args.v5, false).await?;
+    offline.subscribe("bench/#", QoS::AtLeastOnce).await?;
+    offline.disconnect().await?;
+    let mut tasks = Vec::new();
+    for i in 0..args.publishers {
+        let conn = connect(&addr(args), &format!("bench-pub-{i}"), args.v5).await?;
+        tasks.push(tokio::spawn(publisher(
+            conn,
+            i,
+            QoS::AtLeastOnce,
+            args.clone(),
+            None,
+            shared.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let broker0 = sample(args.broker_pid);
+    let gen0 = sample(None);
+    let acked0 = shared.acked.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(args.duration()).await;
+    let acked = shared.acked.load(Ordering::Relaxed) - acked0;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let broker1 = sample(args.broker_pid);
+    let gen1 = sample(None);
+    shared.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    let mut report = base_report(args, args.publishers, elapsed, broker0, broker1, gen0, gen1);
+    report.delivered_total = acked;
+    report.delivered_per_sec = acked as f64 / elapsed;
+    if acked > 0 {
+        report.broker_cpu_secs_per_million = Some(report.broker_cpu_secs / acked as f64 * 1e6);
+    }
+    Ok(report)
 }
 
 async fn idle(args: &Args) -> anyhow::Result<Report> {
