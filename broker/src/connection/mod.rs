@@ -462,3 +462,44 @@ fn next_read_hint(hint: usize, read: usize, spare: usize) -> usize {
         hint
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The read-buffer policy: small when idle, sized to the packet being
+    //! read, growing only while reads keep filling it.
+
+    use super::*;
+
+    #[test]
+    fn read_hint_grows_when_reads_fill_the_buffer_and_shrinks_back() {
+        let mut hint = MIN_READ;
+        for _ in 0..20 {
+            hint = next_read_hint(hint, hint, hint);
+        }
+        assert_eq!(hint, MAX_READ);
+        for _ in 0..20 {
+            hint = next_read_hint(hint, 2, hint);
+        }
+        assert_eq!(hint, MIN_READ);
+        assert_eq!(
+            next_read_hint(1024, 600, 1024),
+            1024,
+            "steady reads keep the size"
+        );
+    }
+
+    #[test]
+    fn read_buffer_fits_the_packet_being_read() {
+        let mut buf = BytesMut::new();
+        prepare_read_buffer(&mut buf, 1 << 20, MIN_READ);
+        assert!(buf.capacity() >= MIN_READ);
+        // Fixed header of a PUBLISH with 10,000 bytes remaining.
+        buf.extend_from_slice(&[0x30, 0x90, 0x4e]);
+        prepare_read_buffer(&mut buf, 1 << 20, MIN_READ);
+        assert!(buf.capacity() >= 10_003);
+        // Consumed: a large empty buffer is released.
+        buf.clear();
+        prepare_read_buffer(&mut buf, 1 << 20, MIN_READ);
+        assert!(buf.capacity() < 10_000);
+    }
+}
