@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
 
 use crate::broker::Broker;
@@ -58,19 +58,34 @@ pub async fn bind(listeners: &[ListenerConfig]) -> Result<Vec<BoundListener>, Se
         match config.protocol {
             ListenerProtocol::Mqtt => {}
         }
-        let listener =
-            TcpListener::bind(config.address)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    address: config.address,
-                    source,
-                })?;
+        let listener = listen(config.address).map_err(|source| ServerError::Bind {
+            address: config.address,
+            source,
+        })?;
         bound.push(BoundListener {
             listener,
             config: config.clone(),
         });
     }
     Ok(bound)
+}
+
+/// Pending connections the kernel may hold for us. A connection burst
+/// (thousands of devices reconnecting after a network flap) must not see
+/// SYNs dropped, and retried a second later, because the accept loop was
+/// briefly descheduled; std's default of 128 is too small for that.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket with SO_REUSEADDR (restarts do not wait for
+/// TIME_WAIT) and a deep accept backlog.
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The running server: the broker plus connection accounting.
