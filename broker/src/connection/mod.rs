@@ -265,6 +265,10 @@ impl Conn {
                         if let Err(exit) = self.handle(packet) {
                             return exit;
                         }
+                        // Each packet costs a unit of the task's cooperative
+                        // budget: a flooding publisher yields regularly, so
+                        // the subscribers it feeds get their turn to drain.
+                        tokio::task::consume_budget().await;
                     }
                     Ok(None) => break,
                     Err(e) => return Exit::Decode(e),
