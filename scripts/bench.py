@@ -67,8 +67,12 @@ def wait_port(port, proc, timeout=20.0):
 def start_edgemq(port, workdir, durable=False):
     cfg = os.path.join(workdir, "edgemq.toml")
     with open(cfg, "w") as f:
-        f.write("[limits]\nmax_queued_messages = 10000000\nmax_queued_bytes = 4294967295\n")
-        f.write("[storage]\ndurability = \"%s\"\n" % ("sync" if durable else "memory"))
+        if durable:
+            # Default queue bounds: the backlog of the offline session spills to the store.
+            f.write("[storage]\ndurability = \"sync\"\ncapacity = 268435456\n")
+        else:
+            f.write("[limits]\nmax_queued_messages = 10000000\nmax_queued_bytes = 4294967295\n")
+            f.write("[storage]\ndurability = \"memory\"\n")
     return subprocess.Popen([EDGEMQ, "--config", cfg, "--listen", f"127.0.0.1:{port}", "--data-dir",
                              os.path.join(workdir, "data"), "--log-level", "warn"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -176,7 +180,8 @@ def write_report(opts, brokers, results):
              "edgemq's codec (firmware-sim/src/bin/edgemq-bench). Brokers run one at a time on 127.0.0.1, "
              "alternating A B A B per round; figures are medians over rounds. Mosquitto: `persistence false`, "
              "`max_queued_messages 10000000`; edgemq: `durability = \"memory\"` and the same queue bound. "
-             "Durable scenario: edgemq `durability = \"sync\"` (PUBACK after fdatasync, group commit) vs Mosquitto "
+             "Durable scenario: edgemq `durability = \"sync\"` (PUBACK after fdatasync, group commit; default queue "
+             "bounds, the backlog spills to a 256 MiB store) vs Mosquitto "
              "`persistence true` + `autosave_on_changes true` (its only setting that keeps acknowledged messages "
              "across kill -9); rumqttd has no persistence.",
              "",

@@ -62,6 +62,20 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// A `Command` running the broker binary, through `$EDGEMQ_RUNNER` (for
+/// example qemu-user for an ARM build) when that is set.
+pub fn edgemq_command() -> Command {
+    match std::env::var("EDGEMQ_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut parts = runner.split_whitespace();
+            let mut c = Command::new(parts.next().unwrap_or("env"));
+            c.args(parts).arg(binary("edgemq"));
+            c
+        }
+        _ => Command::new(binary("edgemq")),
+    }
+}
+
 /// Checks an external tool is installed; the tests never skip silently.
 pub fn require_tool(tool: &str) {
     let found = Command::new("sh")
@@ -119,15 +133,7 @@ impl Broker {
 
     fn spawn(&mut self) {
         self.starts += 1;
-        let mut cmd = match std::env::var("EDGEMQ_RUNNER") {
-            Ok(runner) if !runner.trim().is_empty() => {
-                let mut parts = runner.split_whitespace();
-                let mut c = Command::new(parts.next().unwrap());
-                c.args(parts).arg(binary("edgemq"));
-                c
-            }
-            _ => Command::new(binary("edgemq")),
-        };
+        let mut cmd = edgemq_command();
         if let Some(cfg) = &self.config {
             let path = self.dir.path().join("edgemq.toml");
             std::fs::write(&path, cfg).expect("write config");

@@ -3,17 +3,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
-use edgemq_tests::{binary, run};
+use edgemq_tests::{edgemq_command, run};
 
 fn edgemq(args: &[&str]) -> std::process::Output {
-    run(
-        Command::new(binary("edgemq")).args(args),
-        Duration::from_secs(30),
-    )
-    .unwrap()
+    run(edgemq_command().args(args), Duration::from_secs(60)).unwrap()
 }
 
 #[test]

@@ -24,6 +24,11 @@ pub struct PacketReader {
 }
 
 impl PacketReader {
+    /// The next packet already buffered, without reading the socket.
+    pub fn try_next(&mut self) -> anyhow::Result<Option<Packet>> {
+        Ok(protocol::decode(&mut self.buf, self.version, MAX_PACKET)?)
+    }
+
     pub async fn next(&mut self) -> anyhow::Result<Packet> {
         loop {
             if let Some(packet) = protocol::decode(&mut self.buf, self.version, MAX_PACKET)? {

@@ -233,25 +233,36 @@ async fn publisher(
 async fn subscriber(mut conn: Conn, shared: Arc<Shared>) -> anyhow::Result<()> {
     let mut out = BytesMut::new();
     loop {
-        let packet = conn.reader.next().await?;
-        if let Packet::Publish(p) = packet {
-            shared.delivered.fetch_add(1, Ordering::Relaxed);
-            if shared.record_latency && p.payload.len() >= 8 {
-                let sent = u64::from_be_bytes(p.payload[..8].try_into().unwrap_or_default());
-                let now = shared.epoch.elapsed().as_micros() as u64;
-                if let Ok(mut l) = shared.latencies.lock() {
-                    l.push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+        // One blocking read, then everything already buffered; the PUBACKs
+        // for the whole batch go out in one write.
+        let mut packet = Some(conn.reader.next().await?);
+        while let Some(p) = packet {
+            if let Packet::Publish(p) = p {
+                record_delivery(&shared, &p);
+                if p.qos == QoS::AtLeastOnce {
+                    let ack = Packet::PubAck(PubAck {
+                        pkid: p.pkid,
+                        ..Default::default()
+                    });
+                    protocol::encode(&ack, conn.version, &mut out)?;
                 }
             }
-            if p.qos == QoS::AtLeastOnce {
-                let ack = Packet::PubAck(PubAck {
-                    pkid: p.pkid,
-                    ..Default::default()
-                });
-                protocol::encode(&ack, conn.version, &mut out)?;
-                conn.writer.write_all(&out).await?;
-                out.clear();
-            }
+            packet = conn.reader.try_next()?;
+        }
+        if !out.is_empty() {
+            conn.writer.write_all(&out).await?;
+            out.clear();
+        }
+    }
+}
+
+fn record_delivery(shared: &Shared, p: &Publish) {
+    shared.delivered.fetch_add(1, Ordering::Relaxed);
+    if shared.record_latency && p.payload.len() >= 8 {
+        let sent = u64::from_be_bytes(p.payload[..8].try_into().unwrap_or_default());
+        let now = shared.epoch.elapsed().as_micros() as u64;
+        if let Ok(mut l) = shared.latencies.lock() {
+            l.push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
         }
     }
 }

@@ -1,0 +1,105 @@
+//! Golden files pin the store's on-flash format: the encoding of each record
+//! variant and of a segment header must never change silently (a stored
+//! image must stay readable after an upgrade). If a change is intended, it
+//! needs a new format version and a migration, not a new golden file.
+//! To create the file for a *new* variant only: EDGEMQ_WRITE_GOLDEN=1.
+
+use bytes::Bytes;
+use edgemq::storage::record::{
+    encode_frame, Record, StoredMessage, StoredSession, StoredSubscription,
+};
+use edgemq::storage::segment::Header;
+
+fn records() -> Vec<Record> {
+    let message = StoredMessage {
+        id: 42,
+        topic: "site/line-1/temp".into(),
+        qos: 1,
+        retain: false,
+        received_at_ms: 1_790_000_000_000,
+        expires_at_ms: Some(1_790_000_060_000),
+        payload_format_indicator: Some(1),
+        content_type: Some("application/json".into()),
+        response_topic: Some("reply/1".into()),
+        correlation_data: Some(Bytes::from_static(&[1, 2, 3])),
+        user_properties: vec![("unit".into(), "C".into())],
+        payload: Bytes::from_static(br#"{"t":21.5}"#),
+        destinations: vec!["session/dev-1".into(), "bridge/cloud/0".into()],
+    };
+    vec![
+        Record::Message(message.clone()),
+        Record::Ack {
+            id: 42,
+            destination: "session/dev-1".into(),
+        },
+        Record::RetainedSet(StoredMessage {
+            destinations: vec![],
+            retain: true,
+            ..message
+        }),
+        Record::RetainedClear {
+            topic: "site/line-1/temp".into(),
+        },
+        Record::SessionSave(StoredSession {
+            client_id: "dev-1".into(),
+            v5: true,
+            expiry_interval_secs: 3600,
+            disconnected_at_ms: Some(1_790_000_000_500),
+            subscriptions: vec![StoredSubscription {
+                filter: "cmd/#".into(),
+                qos: 1,
+                no_local: true,
+                retain_as_published: false,
+                retain_handling: 2,
+                subscription_identifier: Some(7),
+            }],
+            inbound_qos2: vec![9],
+        }),
+        Record::SessionRemove {
+            client_id: "dev-1".into(),
+        },
+        Record::DestinationClear {
+            destination: "session/dev-1".into(),
+        },
+    ]
+}
+
+fn encoded() -> Vec<u8> {
+    let mut out = Header {
+        seq: 7,
+        erase_count: 3,
+    }
+    .encode()
+    .to_vec();
+    for r in records() {
+        out.extend(encode_frame(&r, 4).expect("encodable"));
+    }
+    out
+}
+
+#[test]
+fn record_format_is_pinned() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/records-v1.bin");
+    let now = encoded();
+    if std::env::var_os("EDGEMQ_WRITE_GOLDEN").is_some() {
+        std::fs::write(path, &now).expect("write golden file");
+    }
+    let golden = std::fs::read(path).expect("golden file missing: it is part of the repository");
+    assert_eq!(
+        now, golden,
+        "the on-flash format changed: bump segment::FORMAT_VERSION and migrate"
+    );
+}
+
+#[test]
+fn golden_records_decode_back() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/records-v1.bin");
+    let golden = std::fs::read(path).expect("golden file");
+    let mut off = edgemq::storage::segment::HEADER_LEN;
+    for want in records() {
+        let len = u32::from_le_bytes(golden[off..off + 4].try_into().expect("4 bytes")) as usize;
+        let body = &golden[off + 8..off + 8 + len];
+        assert_eq!(edgemq::storage::record::decode_body(body), Some(want));
+        off += edgemq::storage::record::frame_len(len, 4);
+    }
+}
