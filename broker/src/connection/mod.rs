@@ -262,12 +262,10 @@ impl Conn {
         // TCP back-pressure on a publisher that outruns the store.
         let max_waiting = usize::from(self.broker.config.limits.max_inflight);
         loop {
-            let mut handled = 0usize;
             while self.waiting_acks.len() < max_waiting {
                 match protocol::decode(rbuf, self.version, max_packet) {
                     Ok(Some(packet)) => {
                         deadline = Instant::now() + grace;
-                        handled += 1;
                         if let Err(exit) = self.handle(packet) {
                             return exit;
                         }
@@ -279,13 +277,6 @@ impl Conn {
                     Ok(None) => break,
                     Err(e) => return Exit::Decode(e),
                 }
-            }
-            if handled > 0 {
-                // Fairness: after routing a read's worth of packets, let the
-                // subscribers' tasks drain what we queued for them before we
-                // read more (a flooding publisher otherwise starves them and
-                // their QoS 0 queues overflow).
-                tokio::task::yield_now().await;
             }
             self.pump();
             if !self.wbuf.is_empty() {
