@@ -120,9 +120,13 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
             "restored durable state"
         );
     }
+    if !config.bridges.is_empty() && store.is_none() {
+        tracing::warn!("bridges with durability = \"memory\": their lanes are not persisted");
+    }
+    let bridges = edgemq::bridge::start(&broker, &config.bridges).await;
     if config.sys.interval_secs > 0 {
         let interval = std::time::Duration::from_secs(config.sys.interval_secs);
-        tokio::spawn(sys::run(broker.clone(), interval));
+        tokio::spawn(sys::run(broker.clone(), interval, bridges.clone()));
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "edgemq started");
     server::Server::run(broker, listeners, shutdown).await;

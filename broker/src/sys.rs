@@ -197,12 +197,21 @@ pub fn sys_values(broker: &Broker) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Publishes the `$SYS` topics as retained messages every `interval`.
-pub async fn run(broker: Arc<Broker>, interval: Duration) {
+/// Publishes the `$SYS` topics as retained messages every `interval`,
+/// with each bridge's `$SYS/broker/bridge/<name>/...` topics.
+pub async fn run(
+    broker: Arc<Broker>,
+    interval: Duration,
+    bridges: Vec<Arc<crate::bridge::BridgeStats>>,
+) {
     let mut ticker = tokio::time::interval(interval);
     loop {
         ticker.tick().await;
-        for (topic, value) in sys_values(&broker) {
+        let core = sys_values(&broker)
+            .into_iter()
+            .map(|(t, v)| (t.to_string(), v));
+        let bridge = bridges.iter().flat_map(|b| b.sys_topics());
+        for (topic, value) in core.chain(bridge) {
             let message = Message::new(
                 topic.to_string(),
                 Bytes::from(value),

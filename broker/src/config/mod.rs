@@ -40,6 +40,9 @@ pub struct Config {
     pub log: LogConfig,
     /// `[storage]`: the durable store (owned by the storage module).
     pub storage: StorageConfig,
+    /// `[[bridge]]`: cloud uplinks (see `bridge::config`).
+    #[serde(rename = "bridge")]
+    pub bridges: Vec<crate::bridge::BridgeConfig>,
 }
 
 /// `[server]`: runtime and connection admission.
@@ -145,6 +148,7 @@ impl Default for Config {
             acl: SimpleAcl::default(),
             log: LogConfig::default(),
             storage: StorageConfig::default(),
+            bridges: Vec::new(),
         }
     }
 }
@@ -261,7 +265,17 @@ impl Config {
             .map_err(|(s, k, m)| (s.to_string(), k.to_string(), m))?;
         self.storage
             .validate()
-            .map_err(|(key, message)| ("storage".to_string(), key.to_string(), message))
+            .map_err(|(key, message)| ("storage".to_string(), key.to_string(), message))?;
+        for b in &self.bridges {
+            b.validate().map_err(|(key, message)| {
+                (
+                    "bridge".to_string(),
+                    key.to_string(),
+                    format!("bridge {:?}: {message}", b.name),
+                )
+            })?;
+        }
+        Ok(())
     }
 
     fn validate_core(&self) -> Result<(), (&'static str, &'static str, String)> {

@@ -83,7 +83,11 @@ pub async fn accept(
         client_id = format!("edgemq-{:016x}", broker.next_id() ^ rand_seed());
         assigned_id = v5;
     }
-    if client_id.len() > limits.max_client_id_len {
+    // Over the length limit, or the reserved prefix of the bridge's
+    // internal sessions (a client must not take a bridge lane over).
+    if client_id.len() > limits.max_client_id_len
+        || client_id.starts_with(crate::bridge::CLIENT_ID_PREFIX)
+    {
         return Err(reason::CLIENT_IDENTIFIER_NOT_VALID);
     }
     if let Some(will) = &connect.will {

@@ -1,0 +1,181 @@
+//! The `[[bridge]]` configuration blocks (keys fixed by issue 5).
+
+use serde::Deserialize;
+
+use crate::protocol::topic::valid_topic_filter;
+
+/// One cloud uplink.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    pub name: String,
+    /// `host:port` of the cloud broker; resolved on every connection attempt.
+    pub address: String,
+    #[serde(default)]
+    pub protocol: BridgeProtocol,
+    pub client_id: String,
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u16,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default, rename = "forward")]
+    pub forwards: Vec<ForwardRule>,
+    #[serde(default, rename = "downlink")]
+    pub downlinks: Vec<DownlinkRule>,
+    /// Reconnect backoff bounds in milliseconds (exponential, with jitter).
+    #[serde(default = "default_backoff_min")]
+    pub reconnect_min_ms: u64,
+    #[serde(default = "default_backoff_max")]
+    pub reconnect_max_ms: u64,
+    /// QoS 1 messages in flight towards the cloud (capped by its Receive Maximum).
+    #[serde(default = "default_window")]
+    pub max_inflight: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BridgeProtocol {
+    #[default]
+    V5,
+    V311,
+}
+
+/// `[bridge.batch]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    pub mode: BatchMode,
+    pub max_messages: usize,
+    pub max_bytes: usize,
+    pub linger_ms: u64,
+    pub envelope_topic: Option<String>,
+    pub encoding: crate::envelope::Encoding,
+    pub compression: crate::envelope::Compression,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            mode: BatchMode::Mirror,
+            max_messages: 500,
+            max_bytes: 262_144,
+            linger_ms: 20,
+            envelope_topic: None,
+            encoding: crate::envelope::Encoding::Postcard,
+            compression: crate::envelope::Compression::None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchMode {
+    /// One cloud PUBLISH per message, pipelined.
+    #[default]
+    Mirror,
+    /// Many messages per cloud PUBLISH (see `envelope`).
+    Envelope,
+}
+
+/// `[[bridge.forward]]`: local messages to the cloud.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardRule {
+    pub filter: String,
+    #[serde(default)]
+    pub remote_prefix: String,
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// Also keep QoS 0 messages in the durable lane while the link is down.
+    #[serde(default)]
+    pub store_qos0: bool,
+}
+
+/// `[[bridge.downlink]]`: cloud messages (commands) to local topics.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownlinkRule {
+    pub filter: String,
+    #[serde(default)]
+    pub strip_prefix: String,
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+}
+
+fn default_keepalive() -> u16 {
+    30
+}
+fn default_backoff_min() -> u64 {
+    200
+}
+fn default_backoff_max() -> u64 {
+    30_000
+}
+fn default_window() -> u16 {
+    100
+}
+fn default_qos() -> u8 {
+    1
+}
+fn default_priority() -> u8 {
+    5
+}
+
+impl BridgeConfig {
+    /// Checks what serde cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.name.is_empty() || self.name.contains(['/', '+', '#']) {
+            return Err(("name", "must be non-empty without '/', '+' or '#'".into()));
+        }
+        if self.client_id.is_empty() {
+            return Err(("client_id", "must not be empty".into()));
+        }
+        if self.forwards.is_empty() && self.downlinks.is_empty() {
+            return Err((
+                "forward",
+                "a bridge needs at least one forward or downlink rule".into(),
+            ));
+        }
+        for f in &self.forwards {
+            if !valid_topic_filter(&f.filter) {
+                return Err((
+                    "forward.filter",
+                    format!("invalid topic filter {:?}", f.filter),
+                ));
+            }
+            if f.qos > 2 {
+                return Err(("forward.qos", "must be 0, 1 or 2".into()));
+            }
+            if f.priority > 9 {
+                return Err(("forward.priority", "must be between 0 and 9".into()));
+            }
+        }
+        for d in &self.downlinks {
+            if !valid_topic_filter(&d.filter) {
+                return Err((
+                    "downlink.filter",
+                    format!("invalid topic filter {:?}", d.filter),
+                ));
+            }
+            if d.qos > 2 {
+                return Err(("downlink.qos", "must be 0, 1 or 2".into()));
+            }
+        }
+        if self.batch.mode == BatchMode::Envelope && self.batch.envelope_topic.is_none() {
+            return Err((
+                "batch.envelope_topic",
+                "is required in envelope mode".into(),
+            ));
+        }
+        if self.batch.max_messages == 0 || self.max_inflight == 0 {
+            return Err(("batch.max_messages", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
