@@ -369,6 +369,15 @@ impl Bridge {
                     }
                 }
             }
+            let linger = Duration::from_millis(self.config.batch.linger_ms);
+            if self.config.batch.mode == BatchMode::Envelope
+                && !mailbox.is_empty()
+                && mailbox.len() < max
+                && !linger.is_zero()
+            {
+                // A batch goes out when full or after linger_ms.
+                tokio::time::sleep(linger).await;
+            }
             let mut batch = Vec::new();
             mailbox.drain(max, &mut batch);
             if self.config.batch.mode == BatchMode::Envelope {
