@@ -268,6 +268,22 @@ impl Mosquitto {
         self.stop();
         self.spawn();
     }
+
+    /// Starts again without stopping first (after `terminate`).
+    pub fn spawn_again(&mut self) {
+        self.spawn();
+    }
+
+    /// SIGTERM: Mosquitto saves its persistence database, then exits.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
 }
 
 impl Drop for Mosquitto {

@@ -304,3 +304,36 @@ fn envelope_batches_decode_with_every_encoding_and_compression() {
         );
     }
 }
+
+#[test]
+fn high_priority_lane_drains_first_after_an_outage() {
+    // The cloud keeps an offline consumer's session across its own restart,
+    // so the consumer sees the cloud's arrival order of everything.
+    let mut cloud = Mosquitto::start(&format!("{CLOUD}\npersistence true"));
+    let consumer = ["-q", "1", "-t", "gw-0001/#", "-c", "-i", "consumer"];
+    let mut sub = Sub::spawn(cloud.port, &consumer);
+    sub.wait_subscribed();
+    sub.interrupt();
+    let extra = "\n[[bridge.forward]]\nfilter = \"alerts/#\"\nremote_prefix = \"gw-0001/\"\nqos = 1\npriority = 9\n";
+    // The alerts rule (priority 9) is listed after the sensors rule (5).
+    let config = format!("{}{extra}", bridge_config(cloud.port, ""));
+    let edge = Broker::start_with(Some(&config));
+    cloud.terminate();
+    publish_lines(edge.port, "sensors/p0", &lines(0, 500));
+    publish_lines(edge.port, "alerts/fire", &lines(1, 500));
+    cloud.spawn_again();
+    let mut sub = Sub::spawn(cloud.port, &consumer);
+    let got = sub.messages(1000, Duration::from_secs(60));
+    assert_eq!(got.len(), 1000, "log:\n{}", edge.log());
+    let first_sensor = got
+        .iter()
+        .position(|l| l.starts_with("gw-0001/sensors/"))
+        .unwrap();
+    assert_eq!(
+        first_sensor, 500,
+        "the high-priority backlog did not drain first"
+    );
+    assert!(got[first_sensor..]
+        .iter()
+        .all(|l| l.starts_with("gw-0001/sensors/")));
+}

@@ -92,9 +92,6 @@ pub struct ForwardRule {
     pub qos: u8,
     #[serde(default = "default_priority")]
     pub priority: u8,
-    /// Also keep QoS 0 messages in the durable lane while the link is down.
-    #[serde(default)]
-    pub store_qos0: bool,
 }
 
 /// `[[bridge.downlink]]`: cloud messages (commands) to local topics.
