@@ -7,6 +7,7 @@
 //! `protocol`, tracked by `session`, fanned out by `router`, made durable by
 //! `storage` and forwarded to the cloud by `bridge`.
 
+pub mod auth;
 pub mod bridge;
 pub mod broker;
 pub mod config;

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 
 use edgemq::broker::Broker;
 use edgemq::config::{Config, ListenerConfig, DEFAULT_CONFIG};
-use edgemq::hooks::{ListenerPolicy, MemoryOnly, Persistence};
+use edgemq::hooks::{MemoryOnly, Persistence};
 use edgemq::storage::durable::{self, DurableStore};
 use edgemq::storage::{Durability as StorageDurability, StorageConfig, StoreHandle};
 use edgemq::{server, sys};
@@ -51,6 +51,14 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Create or update USER in a mosquitto_passwd-compatible password file;
+    /// the password is read from the first line of standard input.
+    Passwd {
+        /// The password file (created if missing).
+        file: PathBuf,
+        /// The user name.
+        user: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,8 +77,20 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(Command::CheckConfig { file }) = &cli.command {
-        Config::from_file(file)?;
+        let config = Config::from_file(file)?;
+        edgemq::auth::FileAuth::load(&config.auth)?;
         println!("{}: OK", file.display());
+        return Ok(());
+    }
+    if let Some(Command::Passwd { file, user }) = &cli.command {
+        let mut password = String::new();
+        std::io::stdin()
+            .read_line(&mut password)
+            .context("cannot read the password from standard input")?;
+        let password = password.trim_end_matches(['\r', '\n']);
+        anyhow::ensure!(!password.is_empty(), "empty password");
+        edgemq::auth::passwd::set_password(file, user, password.as_bytes())?;
+        println!("{}: password set for {user}", file.display());
         return Ok(());
     }
     let mut config = match &cli.config {
@@ -108,7 +128,9 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
         Some(handle) => Arc::new(DurableStore::new(handle.clone())),
         None => Arc::new(MemoryOnly),
     };
-    let broker = Broker::new(config.clone(), persistence, Arc::new(ListenerPolicy));
+    let auth = Arc::new(edgemq::auth::FileAuth::load(&config.auth)?);
+    spawn_reload_on_sighup(auth.clone());
+    let broker = Broker::new(config.clone(), persistence, auth);
     if let Some(handle) = &store {
         let restored = durable::restore(&broker, handle)
             .await
@@ -132,6 +154,27 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
     server::Server::run(broker, listeners, shutdown).await;
     tracing::info!("edgemq stopped");
     Ok(())
+}
+
+/// SIGHUP re-reads the password and ACL files (a failed reload keeps the
+/// previous ones).
+fn spawn_reload_on_sighup(auth: Arc<edgemq::auth::FileAuth>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    match auth.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: password and ACL files reloaded"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "SIGHUP: reload failed; keeping the previous files")
+                        }
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+    }
 }
 
 /// Opens and recovers the durable store, unless `durability = "memory"`.

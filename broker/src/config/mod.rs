@@ -40,6 +40,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[storage]`: the durable store (owned by the storage module).
     pub storage: StorageConfig,
+    /// `[auth]`: password and ACL files (see `auth`).
+    pub auth: crate::auth::AuthConfig,
     /// `[[bridge]]`: cloud uplinks (see `bridge::config`).
     #[serde(rename = "bridge")]
     pub bridges: Vec<crate::bridge::BridgeConfig>,
@@ -149,6 +151,7 @@ impl Default for Config {
             log: LogConfig::default(),
             storage: StorageConfig::default(),
             bridges: Vec::new(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
