@@ -14,6 +14,7 @@ pub mod config;
 pub mod connection;
 pub mod envelope;
 pub mod hooks;
+pub mod metrics;
 pub mod protocol;
 pub mod router;
 pub mod server;

@@ -123,6 +123,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 async fn run(config: Arc<Config>) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let listeners = server::bind(&config.listeners).await?;
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind the metrics listener {addr}"))?,
+        ),
+        None => None,
+    };
     let store = open_store(&config.storage)?;
     let persistence: Arc<dyn Persistence> = match &store {
         Some(handle) => Arc::new(DurableStore::new(handle.clone())),
@@ -146,9 +154,22 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
         tracing::warn!("bridges with durability = \"memory\": their lanes are not persisted");
     }
     let bridges = edgemq::bridge::start(&broker, &config.bridges).await;
+    let store_for_sys = store.clone();
+    let extra: sys::ExtraTopics = Arc::new(move || {
+        let mut topics = store_for_sys
+            .as_ref()
+            .map(|s| s.stats().sys_topics())
+            .unwrap_or_default();
+        topics.extend(bridges.iter().flat_map(|b| b.sys_topics()));
+        topics
+    });
     if config.sys.interval_secs > 0 {
         let interval = std::time::Duration::from_secs(config.sys.interval_secs);
-        tokio::spawn(sys::run(broker.clone(), interval, bridges.clone()));
+        tokio::spawn(sys::run(broker.clone(), interval, extra.clone()));
+    }
+    if let Some(listener) = metrics_listener {
+        // Served only now: /healthz answers once the store is recovered.
+        tokio::spawn(edgemq::metrics::serve(listener, broker.clone(), extra));
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "edgemq started");
     server::Server::run(broker, listeners, shutdown).await;

@@ -197,21 +197,25 @@ pub fn sys_values(broker: &Broker) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Publishes the `$SYS` topics as retained messages every `interval`,
-/// with each bridge's `$SYS/broker/bridge/<name>/...` topics.
-pub async fn run(
-    broker: Arc<Broker>,
-    interval: Duration,
-    bridges: Vec<Arc<crate::bridge::BridgeStats>>,
-) {
+/// `$SYS` topics contributed by other parts (the store, the bridges).
+pub type ExtraTopics = Arc<dyn Fn() -> Vec<(String, String)> + Send + Sync>;
+
+/// Every `$SYS` topic and value now: the core's plus the extras.
+pub fn all_values(broker: &Broker, extra: &ExtraTopics) -> Vec<(String, String)> {
+    let mut values: Vec<(String, String)> = sys_values(broker)
+        .into_iter()
+        .map(|(t, v)| (t.to_string(), v))
+        .collect();
+    values.extend(extra());
+    values
+}
+
+/// Publishes the `$SYS` topics as retained messages every `interval`.
+pub async fn run(broker: Arc<Broker>, interval: Duration, extra: ExtraTopics) {
     let mut ticker = tokio::time::interval(interval);
     loop {
         ticker.tick().await;
-        let core = sys_values(&broker)
-            .into_iter()
-            .map(|(t, v)| (t.to_string(), v));
-        let bridge = bridges.iter().flat_map(|b| b.sys_topics());
-        for (topic, value) in core.chain(bridge) {
+        for (topic, value) in all_values(&broker, &extra) {
             let message = Message::new(
                 topic.to_string(),
                 Bytes::from(value),

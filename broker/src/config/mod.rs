@@ -40,6 +40,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[storage]`: the durable store (owned by the storage module).
     pub storage: StorageConfig,
+    /// `[metrics]`: the Prometheus endpoint (see `metrics`).
+    pub metrics: crate::metrics::MetricsConfig,
     /// `[auth]`: password and ACL files (see `auth`).
     pub auth: crate::auth::AuthConfig,
     /// `[[bridge]]`: cloud uplinks (see `bridge::config`).
@@ -152,6 +154,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             bridges: Vec::new(),
             auth: crate::auth::AuthConfig::default(),
+            metrics: crate::metrics::MetricsConfig::default(),
         }
     }
 }

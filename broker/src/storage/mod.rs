@@ -86,6 +86,33 @@ pub struct StoreStats {
 }
 
 impl StoreStats {
+    /// `$SYS/broker/store/...` topics and values.
+    pub fn sys_topics(&self) -> Vec<(String, String)> {
+        let min = self.erase_counts.iter().min().copied().unwrap_or(0);
+        let max = self.erase_counts.iter().max().copied().unwrap_or(0);
+        [
+            ("capacity_bytes", self.capacity_bytes.to_string()),
+            ("live_bytes", self.live_bytes.to_string()),
+            ("queued_messages", self.queued_messages.to_string()),
+            ("appended", self.appended.to_string()),
+            ("bytes_written", self.bytes_written.to_string()),
+            ("syncs", self.syncs.to_string()),
+            ("erases", self.erases.to_string()),
+            ("rejected", self.rejected.to_string()),
+            ("dropped_oldest", self.dropped_oldest.to_string()),
+            (
+                "write_amplification",
+                format!("{:.3}", self.write_amplification()),
+            ),
+            ("erase_count/min", min.to_string()),
+            ("erase_count/max", max.to_string()),
+            ("recovery_ms", self.recovery_millis.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("$SYS/broker/store/{k}"), v))
+        .collect()
+    }
+
     /// Bytes written to flash per payload byte stored.
     pub fn write_amplification(&self) -> f64 {
         if self.payload_bytes == 0 {

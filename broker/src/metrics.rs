@@ -1,0 +1,132 @@
+//! Prometheus metrics over HTTP, and `/healthz`.
+//!
+//! The same figures as `$SYS` (core counters, store, bridges), renamed to
+//! Prometheus conventions: `$SYS/broker/messages/received` becomes
+//! `edgemq_messages_received`. The HTTP side is deliberately tiny: one
+//! request per connection, bounded request size, GET only; a scraper is the
+//! only client. `/healthz` answers 200 once the server runs, which is after
+//! the store was recovered and the listeners were bound.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::broker::Broker;
+use crate::sys::{all_values, ExtraTopics};
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the HTTP endpoint; absent: off.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Largest request head we read.
+const MAX_REQUEST: usize = 8192;
+
+/// Serves `/metrics` and `/healthz` until the broker shuts down.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, extra: ExtraTopics) {
+    let mut shutdown = broker.shutdown_signal();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let (broker, extra) = (broker.clone(), extra.clone());
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        handle(stream, &broker, &extra),
+                    )
+                    .await;
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics accept failed"),
+        }
+    }
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    broker: &Broker,
+    extra: &ExtraTopics,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let path = head.split_whitespace().nth(1).unwrap_or("");
+    let (status, body) = match (head.starts_with("GET "), path) {
+        (true, "/metrics") => ("200 OK", render(broker, extra)),
+        (true, "/healthz") => ("200 OK", "ok\n".to_string()),
+        (true, _) => ("404 Not Found", "not found\n".to_string()),
+        (false, _) => ("405 Method Not Allowed", "GET only\n".to_string()),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// The Prometheus text exposition of every numeric `$SYS` value.
+pub fn render(broker: &Broker, extra: &ExtraTopics) -> String {
+    let mut out = String::new();
+    for (topic, value) in all_values(broker, extra) {
+        if value.parse::<f64>().is_err() {
+            continue;
+        }
+        let name = metric_name(&topic);
+        out.push_str(&format!("# TYPE {name} gauge\n{name} {value}\n"));
+    }
+    out
+}
+
+/// `$SYS/broker/retained messages/count` -> `edgemq_retained_messages_count`.
+pub fn metric_name(topic: &str) -> String {
+    let rest = topic.strip_prefix("$SYS/broker/").unwrap_or(topic);
+    let mut name = String::from("edgemq_");
+    for c in rest.chars() {
+        name.push(if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            '_'
+        });
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_name;
+
+    #[test]
+    fn names_follow_prometheus_rules() {
+        assert_eq!(
+            metric_name("$SYS/broker/retained messages/count"),
+            "edgemq_retained_messages_count"
+        );
+        assert_eq!(
+            metric_name("$SYS/broker/bridge/cloud/lanes/depth"),
+            "edgemq_bridge_cloud_lanes_depth"
+        );
+        assert_eq!(
+            metric_name("$SYS/broker/store/erase_count/max"),
+            "edgemq_store_erase_count_max"
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! The Prometheus endpoint and /healthz (issue 8), scraped over HTTP.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use edgemq_tests::{free_port, mosquitto_pub, Broker};
+
+fn get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn value(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn metrics_endpoint_reports_core_and_store_figures() {
+    let port = free_port();
+    let broker = Broker::start_with(Some(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n")));
+    let health = get(port, "/healthz");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
+        "{health}"
+    );
+    for i in 0..5 {
+        let out = mosquitto_pub(
+            broker.port,
+            &["-q", "1", "-r", "-t", &format!("m/{i}"), "-m", "x"],
+        );
+        assert!(out.status.success());
+    }
+    let body = get(port, "/metrics");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(value(&body, "edgemq_messages_received") >= 5.0);
+    assert!(value(&body, "edgemq_publish_messages_received") >= 5.0);
+    // $SYS topics are retained too, as in Mosquitto.
+    assert!(value(&body, "edgemq_retained_messages_count") >= 5.0);
+    // Five retained messages went through the durable store.
+    assert!(value(&body, "edgemq_store_syncs") >= 1.0);
+    assert!(value(&body, "edgemq_store_bytes_written") > 0.0);
+    assert!(body.contains("# TYPE edgemq_store_write_amplification gauge"));
+    assert!(get(port, "/nope").starts_with("HTTP/1.1 404"));
+}
