@@ -106,10 +106,11 @@ impl Persistence for DurableStore {
         })
     }
 
-    fn incoming_qos2(&self, _client_id: &str, _pkid: u16, _pending: bool) {
-        // Incoming QoS 2 state is not persisted yet: after a crash a QoS 2
-        // PUBLISH the client resends with the same packet id is delivered
-        // again (at least once). Noted in the store issue.
+    fn incoming_qos2(&self, client_id: &str, pkid: u16, pending: bool) {
+        // Queued before the message's own append (program order), so the
+        // PUBREC that waits for that append also covers this record.
+        self.handle
+            .submit_qos2(client_id.to_string(), pkid, pending);
     }
 }
 
@@ -222,6 +223,7 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
         restored.retained += 1;
     }
     let limits = broker.mailbox_limits();
+    let mut qos2 = handle.qos2_pending().await?;
     for stored in handle.sessions().await? {
         let client_id: Arc<str> = Arc::from(stored.client_id.as_str());
         let mut session = Session::new(client_id.clone(), stored.expiry_interval_secs, limits);
@@ -250,6 +252,9 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
             {
                 restored.messages += 1;
             }
+        }
+        for pkid in qos2.remove(stored.client_id.as_str()).unwrap_or_default() {
+            session.incoming.on_publish_qos2(pkid);
         }
         broker.restore_session(session);
         restored.sessions += 1;

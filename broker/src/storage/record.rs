@@ -39,6 +39,14 @@ pub enum Record {
     /// `destination` needs none of its queued messages any more (a session
     /// ended): one record instead of an ack per message.
     DestinationClear { destination: String },
+    /// A persistent session's incoming QoS 2 packet id awaits PUBREL
+    /// (`pending`) or was released, so a resent PUBLISH is not delivered twice
+    /// after a restart.
+    Qos2Incoming {
+        client_id: String,
+        pkid: u16,
+        pending: bool,
+    },
 }
 
 /// A message as stored: what is needed to deliver it again after a restart.

@@ -82,6 +82,8 @@ pub struct Store<F: Durable> {
     queues: HashMap<u32, BTreeSet<u64>>,
     retained: HashMap<String, Loc>,
     sessions: HashMap<String, Loc>,
+    /// Pending incoming QoS 2 packet ids by client.
+    qos2: HashMap<(String, u16), Loc>,
     overflow: Overflow,
     dirty: bool,
     stats: StoreStats,
@@ -116,6 +118,7 @@ impl<F: Durable> Store<F> {
             queues: HashMap::new(),
             retained: HashMap::new(),
             sessions: HashMap::new(),
+            qos2: HashMap::new(),
             overflow,
             dirty: false,
             stats: StoreStats::default(),
@@ -192,6 +195,7 @@ impl<F: Durable> Store<F> {
             .map(|m| m.loc)
             .chain(self.retained.values().copied())
             .chain(self.sessions.values().copied())
+            .chain(self.qos2.values().copied())
             .collect();
         for loc in locs {
             self.segs[loc.seg as usize].live_bytes += loc.len;
@@ -319,6 +323,33 @@ impl<F: Durable> Store<F> {
             }
             Record::SessionRemove { client_id } => {
                 if let Some(old) = self.sessions.remove(&client_id) {
+                    self.unlive(old);
+                }
+                let gone: Vec<(String, u16)> = self
+                    .qos2
+                    .keys()
+                    .filter(|(c, _)| *c == client_id)
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    if let Some(old) = self.qos2.remove(&key) {
+                        self.unlive(old);
+                    }
+                }
+            }
+            Record::Qos2Incoming {
+                client_id,
+                pkid,
+                pending,
+            } => {
+                if pending {
+                    self.segs[loc.seg as usize].live_bytes += loc.len;
+                }
+                let old = match pending {
+                    true => self.qos2.insert((client_id, pkid), loc),
+                    false => self.qos2.remove(&(client_id, pkid)),
+                };
+                if let Some(old) = old {
                     self.unlive(old);
                 }
             }
@@ -568,6 +599,7 @@ impl<F: Durable> Store<F> {
             .retained
             .values()
             .chain(self.sessions.values())
+            .chain(self.qos2.values())
             .filter(|l| l.seg == seg)
             .copied()
             .collect();
@@ -814,7 +846,8 @@ impl<F: Durable> Store<F> {
 
     /// Forgets a session's state (its queued messages are acked separately).
     pub fn remove_session(&mut self, client_id: &str) -> Result<(), StoreError> {
-        if !self.sessions.contains_key(client_id) {
+        let has_qos2 = self.qos2.keys().any(|(c, _)| c == client_id);
+        if !self.sessions.contains_key(client_id) && !has_qos2 {
             return Ok(());
         }
         let rec = Record::SessionRemove {
@@ -823,6 +856,36 @@ impl<F: Durable> Store<F> {
         let loc = self.write_record(&rec)?;
         self.apply(rec, loc);
         Ok(())
+    }
+
+    /// Records an incoming QoS 2 packet id as pending or released.
+    pub fn set_qos2(
+        &mut self,
+        client_id: &str,
+        pkid: u16,
+        pending: bool,
+    ) -> Result<(), StoreError> {
+        let known = self.qos2.contains_key(&(client_id.to_string(), pkid));
+        if known == pending {
+            return Ok(());
+        }
+        let rec = Record::Qos2Incoming {
+            client_id: client_id.to_string(),
+            pkid,
+            pending,
+        };
+        let loc = self.write_record(&rec)?;
+        self.apply(rec, loc);
+        Ok(())
+    }
+
+    /// Pending incoming QoS 2 packet ids by client.
+    pub fn qos2_pending(&self) -> HashMap<String, Vec<u16>> {
+        let mut out: HashMap<String, Vec<u16>> = HashMap::new();
+        for (client, pkid) in self.qos2.keys() {
+            out.entry(client.clone()).or_default().push(*pkid);
+        }
+        out
     }
 
     /// Every saved session.

@@ -36,6 +36,8 @@ enum Request {
     Destinations(Reply<Vec<String>>),
     Flush(Reply<()>),
     ClearDestination(String),
+    Qos2(String, u16, bool),
+    Qos2Pending(Reply<std::collections::HashMap<String, Vec<u16>>>),
 }
 
 /// A cloneable handle to the store thread.
@@ -164,6 +166,18 @@ impl StoreHandle {
             Some(m) => self.submit(|r| Request::SetRetained(m, r)),
             None => self.submit(|r| Request::ClearRetained(topic, r)),
         }
+    }
+
+    /// Queues an incoming QoS 2 state change (fire and forget).
+    pub fn submit_qos2(&self, client_id: String, pkid: u16, pending: bool) {
+        let _ = self.tx.send(Request::Qos2(client_id, pkid, pending));
+    }
+
+    /// Pending incoming QoS 2 packet ids by client (for restore).
+    pub async fn qos2_pending(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Vec<u16>>, StoreError> {
+        self.call(Request::Qos2Pending).await
     }
 
     /// Queues a session save.
@@ -360,6 +374,14 @@ impl<F: Durable> Worker<F> {
                 self.unit(failure, tx, pending, |s| s.remove_session(&id))
             }
             Request::Flush(tx) => self.unit(failure, tx, pending, |_| Ok(())),
+            Request::Qos2(client, pkid, pending) => {
+                if failure.is_none() {
+                    if let Err(e) = self.store.set_qos2(&client, pkid, pending) {
+                        self.fail(&e);
+                    }
+                }
+            }
+            Request::Qos2Pending(tx) => drop(tx.send(Ok(self.store.qos2_pending()))),
             Request::ClearDestination(dest) => {
                 if failure.is_none() {
                     if let Err(e) = self.store.clear_destination(&dest) {

@@ -516,3 +516,57 @@ fn file_flash_survives_reopen() {
         assert_eq!(handle.sessions().await.unwrap()[0].expiry_interval_secs, 60);
     });
 }
+
+#[test]
+fn incoming_qos2_state_survives_reopen_and_is_cleared_with_the_session() {
+    let (mut store, _) =
+        Store::open(RamFlash::new(16 * BLOCK), 2 * BLOCK, Overflow::Reject).unwrap();
+    store.save_session(session("c1", 60)).unwrap();
+    store.set_qos2("c1", 7, true).unwrap();
+    store.set_qos2("c1", 8, true).unwrap();
+    store.set_qos2("c1", 7, false).unwrap();
+    store.commit().unwrap();
+    let (mut store, _) = Store::open(store.into_flash(), 2 * BLOCK, Overflow::Reject).unwrap();
+    assert_eq!(store.qos2_pending().get("c1"), Some(&vec![8]));
+    store.remove_session("c1").unwrap();
+    store.commit().unwrap();
+    let (store, _) = Store::open(store.into_flash(), 2 * BLOCK, Overflow::Reject).unwrap();
+    assert!(store.qos2_pending().is_empty());
+}
+
+#[test]
+fn interval_mode_answers_before_syncing_and_syncs_within_the_interval() {
+    let (store, _) = Store::open(RamFlash::new(16 * BLOCK), 2 * BLOCK, Overflow::Reject).unwrap();
+    let config = StorageConfig {
+        durability: Durability::Interval,
+        sync_interval_ms: 50,
+        ..StorageConfig::default()
+    };
+    let handle = StoreHandle::spawn(store, &config);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for i in 0..20 {
+            let msg = StoredMessage {
+                topic: format!("t/{i}"),
+                ..Default::default()
+            };
+            handle.append(msg, vec!["d".into()]).await.unwrap();
+        }
+        // All 20 were answered; the periodic sync covers them (poll the
+        // figures until it has happened, without assuming when).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while handle.stats().syncs == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let stats = handle.stats();
+        assert_eq!(stats.appended, 20);
+        assert!(
+            stats.syncs >= 1 && stats.syncs < 20,
+            "{} syncs",
+            stats.syncs
+        );
+    });
+}
