@@ -231,7 +231,9 @@ impl Mosquitto {
         let mut f = std::fs::File::create(&conf).expect("mosquitto.conf");
         writeln!(
             f,
-            "listener {} 127.0.0.1\nallow_anonymous true\npersistence_location {}/\n{}",
+            // `user root`: started as root (CI), Mosquitto would otherwise
+            // switch to its own user and lose access to our temp files.
+            "listener {} 127.0.0.1\nallow_anonymous true\nuser root\npersistence_location {}/\n{}",
             self.port,
             self.dir.path().display(),
             self.extra
@@ -472,4 +474,75 @@ impl Drop for Sub {
 
 fn is_debug_line(line: &str) -> bool {
     line.starts_with("Client ") || line.starts_with("Subscribed (mid")
+}
+
+/// Makes a throw-away PKI with the real openssl tool in `dir`: `ca.pem`,
+/// and `server.pem`/`server.key` for localhost and 127.0.0.1.
+pub fn make_pki(dir: &Path) {
+    require_tool("openssl");
+    let run_openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("ext.cnf");
+    run_openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=edgemq test CA",
+    ]);
+    run_openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run_openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
 }

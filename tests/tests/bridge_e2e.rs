@@ -337,3 +337,38 @@ fn high_priority_lane_drains_first_after_an_outage() {
         .iter()
         .all(|l| l.starts_with("gw-0001/sensors/")));
 }
+
+#[test]
+fn bridge_over_tls_checks_the_server_name() {
+    let pki = tempfile::tempdir().unwrap();
+    edgemq_tests::make_pki(pki.path());
+    let p = |f: &str| pki.path().join(f).to_str().unwrap().to_string();
+    let cloud = Mosquitto::start(&format!(
+        "{CLOUD}\ncafile {}\ncertfile {}\nkeyfile {}",
+        p("ca.pem"),
+        p("server.pem"),
+        p("server.key")
+    ));
+    let tls = format!("\n[bridge.tls]\nca_file = {:?}\n", p("ca.pem"));
+    // `localhost` is resolved on connect and checked against the certificate.
+    let config = bridge_config(cloud.port, &tls).replace("127.0.0.1:", "localhost:");
+    let edge = Broker::start_with(Some(&config));
+    let mut sub = Sub::spawn(
+        cloud.port,
+        &[
+            "--cafile",
+            &p("ca.pem"),
+            "-h",
+            "localhost",
+            "-q",
+            "1",
+            "-t",
+            "gw-0001/sensors/#",
+        ],
+    );
+    sub.wait_subscribed();
+    publish_lines(edge.port, "sensors/p0", &lines(0, 100));
+    let got = sub.messages(100, Duration::from_secs(30));
+    assert_eq!(got.len(), 100, "log:\n{}", edge.log());
+    assert_eq!(check_in_order(&got, 1, 100), 0);
+}

@@ -20,6 +20,9 @@ pub struct BridgeConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// `[bridge.tls]`: connect with TLS (rustls, ring).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub batch: BatchConfig,
     #[serde(default, rename = "forward")]
@@ -42,6 +45,22 @@ pub enum BridgeProtocol {
     #[default]
     V5,
     V311,
+}
+
+/// `[bridge.tls]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA certificates that may sign the cloud's certificate.
+    pub ca_file: std::path::PathBuf,
+    /// Client certificate chain and key (PEM) for mutual TLS.
+    #[serde(default)]
+    pub cert_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
+    /// Name checked against the cloud's certificate; default: the host of `address`.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 /// `[bridge.batch]`.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::config::{BatchMode, BridgeConfig, BridgeProtocol};
@@ -26,6 +26,11 @@ use crate::protocol::{
 use crate::router::{Delivery, Message};
 
 const MAX_PACKET: u32 = 16 * 1024 * 1024;
+
+/// A plain or TLS connection to the cloud.
+trait Link: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Link for T {}
+type Stream = Box<dyn Link>;
 
 /// Why a connection to the cloud ended.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +49,8 @@ enum LinkError {
     Timeout,
     #[error("shutting down")]
     Shutdown,
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// One PUBLISH to the cloud waiting for its acknowledgement.
@@ -178,8 +185,30 @@ impl Bridge {
         }
     }
 
-    /// Resolves the address (DNS on every attempt) and connects.
-    async fn connect(&self) -> Result<TcpStream, LinkError> {
+    /// Resolves the address (DNS on every attempt), connects, and wraps the
+    /// socket in TLS when `[bridge.tls]` is set.
+    async fn connect(&self) -> Result<Stream, LinkError> {
+        let tcp = self.connect_tcp().await?;
+        let Some(tls) = &self.config.tls else {
+            return Ok(Box::new(tcp));
+        };
+        let host = self
+            .config
+            .address
+            .rsplit_once(':')
+            .map_or(self.config.address.as_str(), |(h, _)| h);
+        let tls = super::tls::build(tls, host).map_err(LinkError::Tls)?;
+        let stream = tokio::time::timeout(
+            Duration::from_secs(10),
+            tls.connector.connect(tls.server_name, tcp),
+        )
+        .await
+        .map_err(|_| LinkError::Timeout)?
+        .map_err(|e| LinkError::Tls(e.to_string()))?;
+        Ok(Box::new(stream))
+    }
+
+    async fn connect_tcp(&self) -> Result<TcpStream, LinkError> {
         let addr = self.config.address.clone();
         let connect = async {
             let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
@@ -202,7 +231,7 @@ impl Bridge {
     /// CONNECT/CONNACK and the downlink subscriptions; returns the window.
     async fn handshake(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut Stream,
         rbuf: &mut BytesMut,
     ) -> Result<usize, LinkError> {
         let version = self.version();

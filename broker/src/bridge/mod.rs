@@ -19,6 +19,7 @@
 pub mod config;
 mod link;
 mod stats;
+mod tls;
 
 use std::sync::Arc;
 
