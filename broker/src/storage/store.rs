@@ -129,8 +129,7 @@ impl<F: Durable> Store<F> {
         Ok((store, report))
     }
 
-    /// The flash, for fault injection in tests.
-    #[cfg(test)]
+    /// The flash, for fault injection (tests turn failures on with it).
     pub fn flash_mut(&mut self) -> &mut F {
         &mut self.flash
     }
