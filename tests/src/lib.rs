@@ -546,3 +546,25 @@ pub fn make_pki(dir: &Path) {
         "ext.cnf",
     ]);
 }
+
+/// Reads the next MQTT packet from a raw socket with edgemq's codec; `None`
+/// when the connection closed or sent something undecodable.
+pub fn read_packet(
+    s: &mut TcpStream,
+    buf: &mut bytes::BytesMut,
+    version: edgemq::protocol::ProtocolVersion,
+) -> Option<edgemq::protocol::Packet> {
+    use std::io::Read;
+    loop {
+        match edgemq::protocol::decode(buf, version, 1 << 24) {
+            Ok(Some(p)) => return Some(p),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}

@@ -137,7 +137,7 @@ fn outage_then_crash_during_drain_loses_nothing() {
     let mut edge = Broker::start_with(Some(&bridge_config(cloud.port, "")));
     cloud.stop();
     // Cloud down: messages are PUBACKed locally and wait on flash.
-    let each = 5000;
+    let each = 10_000;
     publish_lines(edge.port, "sensors/p0", &lines(0, each));
     cloud.start_again();
     let mut sub = Sub::spawn(cloud.port, &["-q", "1", "-t", "gw-0001/sensors/#"]);

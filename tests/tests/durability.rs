@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -43,16 +43,7 @@ fn connect_raw(port: u16, client_id: &str) -> std::net::TcpStream {
 }
 
 fn read_packet(s: &mut std::net::TcpStream, buf: &mut BytesMut) -> Option<Packet> {
-    loop {
-        if let Ok(Some(p)) = protocol::decode(buf, V, 1 << 20) {
-            return Some(p);
-        }
-        let mut chunk = [0u8; 4096];
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
+    edgemq_tests::read_packet(s, buf, V)
 }
 
 /// Subscribes `client_id` persistently (clean session off) and disconnects.

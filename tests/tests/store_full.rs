@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -20,16 +20,7 @@ fn send(s: &mut std::net::TcpStream, p: Packet) {
 }
 
 fn recv(s: &mut std::net::TcpStream, buf: &mut BytesMut) -> Option<Packet> {
-    loop {
-        if let Ok(Some(p)) = protocol::decode(buf, V, 1 << 20) {
-            return Some(p);
-        }
-        let mut chunk = [0u8; 4096];
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
+    edgemq_tests::read_packet(s, buf, V)
 }
 
 #[test]
