@@ -536,10 +536,16 @@ fn incoming_qos2_state_survives_reopen_and_is_cleared_with_the_session() {
 
 #[test]
 fn interval_mode_answers_before_syncing_and_syncs_within_the_interval() {
-    let (store, _) = Store::open(RamFlash::new(16 * BLOCK), 2 * BLOCK, Overflow::Reject).unwrap();
+    // A flash whose sync always fails tells the two modes apart without any
+    // timing assumption: in interval mode appends are answered before the
+    // sync (so they succeed), and the periodic sync then fails and makes
+    // the failure sticky.
+    let (mut store, _) =
+        Store::open(RamFlash::new(16 * BLOCK), 2 * BLOCK, Overflow::Reject).unwrap();
+    store.flash_mut().set_fail_sync(true);
     let config = StorageConfig {
         durability: Durability::Interval,
-        sync_interval_ms: 50,
+        sync_interval_ms: 20,
         ..StorageConfig::default()
     };
     let handle = StoreHandle::spawn(store, &config);
@@ -548,25 +554,26 @@ fn interval_mode_answers_before_syncing_and_syncs_within_the_interval() {
         .build()
         .unwrap();
     rt.block_on(async {
-        for i in 0..20 {
-            let msg = StoredMessage {
-                topic: format!("t/{i}"),
-                ..Default::default()
-            };
-            handle.append(msg, vec!["d".into()]).await.unwrap();
-        }
-        // All 20 were answered; the periodic sync covers them (poll the
-        // figures until it has happened, without assuming when).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while handle.stats().syncs == 0 && std::time::Instant::now() < deadline {
+        let msg = StoredMessage {
+            topic: "t".into(),
+            ..Default::default()
+        };
+        handle
+            .append(msg, vec!["d".into()])
+            .await
+            .expect("answered before the sync");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while handle.failure().is_none() && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let stats = handle.stats();
-        assert_eq!(stats.appended, 20);
-        assert!(
-            stats.syncs >= 1 && stats.syncs < 20,
-            "{} syncs",
-            stats.syncs
-        );
+        assert!(handle.failure().is_some(), "the periodic sync never ran");
+        let msg = StoredMessage {
+            topic: "t".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            handle.append(msg, vec!["d".into()]).await,
+            Err(StoreError::Failed(_))
+        ));
     });
 }
