@@ -53,6 +53,18 @@ pub struct StoreHandle {
 enum Pending {
     Id(Reply<u64>, u64),
     Unit(Reply<()>),
+    /// A flush: waits for a sync in every mode.
+    Flush(Reply<()>),
+    /// Already answered.
+    Done,
+}
+
+fn answer(p: Pending, result: Result<(), StoreError>) {
+    match p {
+        Pending::Id(tx, id) => drop(tx.send(result.map(|()| id))),
+        Pending::Unit(tx) | Pending::Flush(tx) => drop(tx.send(result)),
+        Pending::Done => {}
+    }
 }
 
 impl StoreHandle {
@@ -295,8 +307,19 @@ impl<F: Durable> Worker<F> {
                     }
                 }
             }
-            let due =
-                self.durability != Durability::Interval || last_sync.elapsed() >= self.interval;
+            let interval = self.durability == Durability::Interval;
+            if interval {
+                // Interval mode answers before the sync (the documented
+                // risk); only a flush waits for one.
+                pending.retain_mut(|p| match p {
+                    Pending::Flush(_) => true,
+                    _ => {
+                        answer(std::mem::replace(p, Pending::Done), Ok(()));
+                        false
+                    }
+                });
+            }
+            let due = !interval || !pending.is_empty() || last_sync.elapsed() >= self.interval;
             if due {
                 let result = self.store.commit();
                 last_sync = Instant::now();
@@ -304,19 +327,7 @@ impl<F: Durable> Worker<F> {
                     self.fail(e);
                 }
                 for p in pending {
-                    let r = result.clone();
-                    match p {
-                        Pending::Id(tx, id) => drop(tx.send(r.map(|()| id))),
-                        Pending::Unit(tx) => drop(tx.send(r)),
-                    }
-                }
-            } else {
-                // Interval mode answers before the sync (documented risk).
-                for p in pending {
-                    match p {
-                        Pending::Id(tx, id) => drop(tx.send(Ok(id))),
-                        Pending::Unit(tx) => drop(tx.send(Ok(()))),
-                    }
+                    answer(p, result.clone());
                 }
             }
             if let Ok(mut s) = self.stats.lock() {
@@ -373,7 +384,10 @@ impl<F: Durable> Worker<F> {
             Request::RemoveSession(id, tx) => {
                 self.unit(failure, tx, pending, |s| s.remove_session(&id))
             }
-            Request::Flush(tx) => self.unit(failure, tx, pending, |_| Ok(())),
+            Request::Flush(tx) => match failure {
+                Some(f) => drop(tx.send(Err(f))),
+                None => pending.push(Pending::Flush(tx)),
+            },
             Request::Qos2(client, pkid, pending) => {
                 if failure.is_none() {
                     if let Err(e) = self.store.set_qos2(&client, pkid, pending) {
