@@ -372,3 +372,58 @@ fn bridge_over_tls_checks_the_server_name() {
     assert_eq!(got.len(), 100, "log:\n{}", edge.log());
     assert_eq!(check_in_order(&got, 1, 100), 0);
 }
+
+#[test]
+fn store_qos0_keeps_qos0_readings_through_an_outage_in_order() {
+    let mut cloud = Mosquitto::start(CLOUD);
+    // A slow first reconnect gives the test's cloud subscriber time to be in
+    // place before the backlog drains.
+    let config = bridge_config(cloud.port, "")
+        .replace(
+            "filter = \"sensors/#\"",
+            "filter = \"sensors/#\"\nstore_qos0 = true",
+        )
+        .replace("reconnect_min_ms = 50", "reconnect_min_ms = 3000")
+        .replace("reconnect_max_ms = 500", "reconnect_max_ms = 3000");
+    let edge = Broker::start_with(Some(&config));
+    cloud.stop();
+    // More QoS 0 readings than a memory buffer holds (outbound_capacity 1024).
+    let each = 3000;
+    let mut child = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &edge.port.to_string(),
+            "-q",
+            "0",
+            "-t",
+            "sensors/p0",
+            "-l",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for l in lines(0, each) {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    cloud.start_again();
+    let mut sub = Sub::spawn(cloud.port, &["-q", "1", "-t", "gw-0001/#"]);
+    sub.wait_subscribed();
+    let got = sub.messages(each, Duration::from_secs(60));
+    let seqs: Vec<usize> = got
+        .iter()
+        .map(|l| l.rsplit('-').next().unwrap().parse().unwrap())
+        .collect();
+    let first = seqs.first().copied().expect("nothing arrived");
+    assert_eq!(
+        seqs,
+        (first..each).collect::<Vec<_>>(),
+        "log:\n{}",
+        edge.log()
+    );
+    assert_eq!(first, 0, "the subscriber missed the start of the backlog");
+}

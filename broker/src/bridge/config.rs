@@ -111,6 +111,11 @@ pub struct ForwardRule {
     pub qos: u8,
     #[serde(default = "default_priority")]
     pub priority: u8,
+    /// Keep QoS 0 messages in the durable lane too (sent to the cloud at
+    /// QoS 1); otherwise they wait in a bounded memory buffer and are
+    /// dropped (counted) when it is full.
+    #[serde(default)]
+    pub store_qos0: bool,
 }
 
 /// `[[bridge.downlink]]`: cloud messages (commands) to local topics.

@@ -438,11 +438,13 @@ impl Bridge {
     ) -> Result<Publish, LinkError> {
         let rule = &self.lanes[lane].rule;
         let prefix = rule.remote_prefix.clone();
-        let rule_qos = QoS::from_u8(rule.qos).unwrap_or(QoS::AtLeastOnce);
         match self.config.batch.mode {
             BatchMode::Mirror => {
                 let d = &deliveries[0];
-                let qos = d.qos.min(rule_qos);
+                // The router granted min(published, rule QoS) already;
+                // stored QoS 0 (store_qos0) arrives as QoS 1 so its lane
+                // entry is acknowledged by the cloud.
+                let qos = d.qos;
                 let pkid = if qos == QoS::AtMostOnce {
                     0
                 } else {

@@ -72,6 +72,17 @@ async fn open_lane(broker: &Arc<Broker>, name: &str, index: usize, rule: &Forwar
         .open_session(client_id, false, NEVER_EXPIRES, conn_id)
         .await;
     let mut session = opened.session;
+    session.mailbox.set_store_qos0(rule.store_qos0);
+    if rule.store_qos0 {
+        // Deliveries restored from the store were made before the flag was
+        // set: stored QoS 0 messages travel (and are acknowledged) as QoS 1.
+        let mut restored = Vec::new();
+        session.mailbox.drain(usize::MAX, &mut restored);
+        for d in &mut restored {
+            d.qos = d.qos.max(QoS::AtLeastOnce);
+        }
+        session.mailbox.requeue_front(restored);
+    }
     let options = SubscriptionOptions {
         qos: QoS::from_u8(rule.qos).unwrap_or(QoS::AtLeastOnce),
         no_local: false,

@@ -144,20 +144,35 @@ impl Broker {
             }
         }
         let mut persistent: Vec<Arc<str>> = Vec::new();
-        for (mailbox, delivery) in self.router.route(&message) {
+        let mut spilled = Vec::new();
+        for (mailbox, mut delivery) in self.router.route(&message) {
+            if delivery.qos == crate::protocol::QoS::AtMostOnce && mailbox.stores_qos0() {
+                // A bridge lane with `store_qos0`: keep QoS 0 durably too.
+                delivery.qos = crate::protocol::QoS::AtLeastOnce;
+            }
             let qos = delivery.qos;
-            match mailbox.push(delivery) {
-                Ok(true) if qos != crate::protocol::QoS::AtMostOnce => {
-                    persistent.push(mailbox.client_id().clone())
+            match mailbox.push_reporting(delivery) {
+                Ok(pushed) => {
+                    if pushed.persistent && qos != crate::protocol::QoS::AtMostOnce {
+                        persistent.push(mailbox.client_id().clone());
+                    }
+                    if pushed.spilled {
+                        spilled.push(mailbox);
+                    }
                 }
-                Ok(_) => {}
                 Err(reason) => self.metrics.count_drop(reason),
             }
         }
         if persistent.is_empty() {
             return durable;
         }
-        join(durable, self.persistence.enqueue(&message, &persistent))
+        let stored = join(durable, self.persistence.enqueue(&message, &persistent));
+        // The append is now queued to the store ahead of any later page
+        // fetch: a spilled session may end its spill mode again.
+        for mailbox in spilled {
+            mailbox.spill_submitted();
+        }
+        stored
     }
 
     /// Attaches a connection to the session of `client_id`: resumes a parked

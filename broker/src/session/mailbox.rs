@@ -44,6 +44,15 @@ pub enum DropReason {
     Offline,
 }
 
+/// What `push_reporting` did with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// The session outlives its connection (its QoS 1/2 copies are stored).
+    pub persistent: bool,
+    /// The delivery went to the store only (spill mode).
+    pub spilled: bool,
+}
+
 /// Queue bounds, from `[limits]`.
 #[derive(Debug, Clone, Copy)]
 pub struct MailboxLimits {
@@ -62,6 +71,9 @@ struct Queue {
     persistent: bool,
     /// Lowest message id that is only in the store (spill mode), if any.
     spilled_from: Option<u64>,
+    /// Spilled deliveries whose append the caller has not yet submitted to
+    /// the store (see `spill_submitted`).
+    unsubmitted: u32,
     /// Counts spilled deliveries, so a refill knows whether more spilled
     /// while it was reading the store.
     spill_seq: u64,
@@ -72,6 +84,8 @@ struct Queue {
 pub struct Mailbox {
     client_id: Arc<str>,
     online: AtomicBool,
+    /// Deliver QoS 0 messages as QoS 1 (bridge lanes with `store_qos0`).
+    store_qos0: AtomicBool,
     queue: Mutex<Queue>,
     notify: Notify,
     limits: MailboxLimits,
@@ -82,6 +96,7 @@ impl Mailbox {
         Arc::new(Mailbox {
             client_id,
             online: AtomicBool::new(false),
+            store_qos0: AtomicBool::new(false),
             queue: Mutex::new(Queue {
                 persistent,
                 ..Queue::default()
@@ -94,6 +109,16 @@ impl Mailbox {
     /// The owning session's client id.
     pub fn client_id(&self) -> &Arc<str> {
         &self.client_id
+    }
+
+    /// True when QoS 0 deliveries are upgraded to QoS 1 (and so stored).
+    pub fn stores_qos0(&self) -> bool {
+        self.store_qos0.load(Ordering::Relaxed)
+    }
+
+    /// Upgrades this session's QoS 0 deliveries to QoS 1 (bridge lanes).
+    pub fn set_store_qos0(&self, on: bool) {
+        self.store_qos0.store(on, Ordering::Relaxed);
     }
 
     /// True while a connection serves this session.
@@ -113,7 +138,19 @@ impl Mailbox {
 
     /// Queues a delivery according to the policy in the module doc.
     /// `Ok(persistent)` tells whether the session outlives its connection.
+    /// For callers whose message is already in the store (restore,
+    /// redistribution): a spill is settled at once.
     pub fn push(&self, delivery: Delivery) -> Result<bool, DropReason> {
+        let pushed = self.push_reporting(delivery)?;
+        if pushed.spilled {
+            self.spill_submitted();
+        }
+        Ok(pushed.persistent)
+    }
+
+    /// Like `push`, reporting a spill: the caller must submit the message's
+    /// append to the store and then call [`Mailbox::spill_submitted`].
+    pub fn push_reporting(&self, delivery: Delivery) -> Result<Pushed, DropReason> {
         let online = self.is_online();
         let weight = delivery.message.weight();
         let mut q = self.lock();
@@ -130,10 +167,11 @@ impl Mailbox {
         if !qos0 && q.persistent && l.spill && (full || q.spilled_from.is_some()) {
             let id = delivery.message.id;
             q.spilled_from = Some(q.spilled_from.map_or(id, |from| from.min(id)));
-            q.spill_seq += 1;
-            drop(q);
-            self.notify.notify_one();
-            return Ok(true);
+            q.unsubmitted += 1;
+            return Ok(Pushed {
+                persistent: true,
+                spilled: true,
+            });
         }
         if full {
             return Err(match (qos0, q.persistent) {
@@ -147,7 +185,20 @@ impl Mailbox {
         let persistent = q.persistent;
         drop(q);
         self.notify.notify_one();
-        Ok(persistent)
+        Ok(Pushed {
+            persistent,
+            spilled: false,
+        })
+    }
+
+    /// A spilled delivery's append has been submitted to the store: a page
+    /// fetched from now on contains it (the store serves requests in order).
+    pub fn spill_submitted(&self) {
+        let mut q = self.lock();
+        q.unsubmitted = q.unsubmitted.saturating_sub(1);
+        q.spill_seq += 1;
+        drop(q);
+        self.notify.notify_one();
     }
 
     /// Moves up to `max` deliveries into `out`, oldest first.
@@ -201,7 +252,9 @@ impl Mailbox {
             q.bytes += d.message.weight();
             q.items.push_back(d);
         }
-        q.spilled_from = if complete && q.spill_seq == seq {
+        // Spill mode ends only if the page was read after every spilled
+        // append was submitted (nothing unsubmitted, nothing new since).
+        q.spilled_from = if complete && q.spill_seq == seq && q.unsubmitted == 0 {
             None
         } else {
             Some(next)

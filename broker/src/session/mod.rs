@@ -18,7 +18,7 @@ mod outgoing;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-pub use mailbox::{DropReason, Mailbox, MailboxLimits};
+pub use mailbox::{DropReason, Mailbox, MailboxLimits, Pushed};
 pub use outgoing::{Inflight, Outgoing, PubRecOutcome, Stage, UnknownPacketId};
 
 use crate::router::SubscriptionOptions;

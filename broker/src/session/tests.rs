@@ -313,3 +313,32 @@ fn persistent_overflow_spills_in_order_and_refills() {
     want.push(late.message.id);
     assert_eq!(ids, want);
 }
+
+#[test]
+fn spill_mode_waits_for_appends_not_yet_submitted() {
+    let limits = MailboxLimits {
+        max_queued_messages: 1,
+        spill: true,
+        ..LIMITS
+    };
+    let m = Mailbox::new(Arc::from("c"), true, limits);
+    m.push(delivery(QoS::AtLeastOnce)).unwrap();
+    let late = delivery(QoS::AtLeastOnce);
+    // Spilled, but its append is not in the store yet (the publisher has
+    // not submitted it): a page read now cannot contain it.
+    let pushed = m.push_reporting(late.clone()).unwrap();
+    assert!(pushed.spilled);
+    let (_, seq) = m.spill_state().expect("spilling");
+    m.refill(Vec::new(), seq, true);
+    assert!(
+        m.spill_state().is_some(),
+        "spill mode ended before the append was submitted"
+    );
+    m.spill_submitted();
+    let (_, seq) = m.spill_state().expect("still spilling");
+    m.refill(vec![late.clone()], seq, true);
+    assert!(m.spill_state().is_none());
+    let mut out = Vec::new();
+    m.drain(10, &mut out);
+    assert_eq!(out.last().map(|d| d.message.id), Some(late.message.id));
+}

@@ -276,7 +276,11 @@ pub fn delivery_for(session: &Session, message: Arc<Message>) -> Delivery {
     }
     // A message owed to a session whose matching subscription is gone is
     // still delivered: it was queued (and PUBACKed) while it matched.
-    let qos = qos.unwrap_or(message.qos).min(message.qos);
+    let mut qos = qos.unwrap_or(message.qos).min(message.qos);
+    if qos == QoS::AtMostOnce && session.mailbox.stores_qos0() {
+        // A bridge lane with `store_qos0`: as when it was first routed.
+        qos = QoS::AtLeastOnce;
+    }
     Delivery {
         qos,
         retain: false,
