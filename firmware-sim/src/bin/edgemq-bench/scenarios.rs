@@ -54,6 +54,19 @@ struct Shared {
     record_latency: bool,
 }
 
+impl Shared {
+    fn new(record_latency: bool) -> Arc<Shared> {
+        Arc::new(Shared {
+            epoch: Instant::now(),
+            delivered: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            latencies: std::sync::Mutex::new(Vec::new()),
+            record_latency,
+        })
+    }
+}
+
 pub async fn run(args: &Args) -> anyhow::Result<Report> {
     match args.scenario {
         Scenario::Idle => idle(args).await,
@@ -69,14 +82,7 @@ fn addr(args: &Args) -> String {
 }
 
 async fn flood(args: &Args, publishers: usize, fixed_rate: bool) -> anyhow::Result<Report> {
-    let shared = Arc::new(Shared {
-        epoch: Instant::now(),
-        delivered: AtomicU64::new(0),
-        acked: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-        latencies: std::sync::Mutex::new(Vec::new()),
-        record_latency: fixed_rate,
-    });
+    let shared = Shared::new(fixed_rate);
     let qos = QoS::from_u8(args.qos).context("bad QoS")?;
     let mut tasks = Vec::new();
     for i in 0..args.subscribers {
@@ -269,14 +275,7 @@ fn record_delivery(shared: &Shared, p: &Publish) {
 
 /// QoS 1 publishers into one offline persistent session; counts PUBACKs.
 async fn durable(args: &Args) -> anyhow::Result<Report> {
-    let shared = Arc::new(Shared {
-        epoch: Instant::now(),
-        delivered: AtomicU64::new(0),
-        acked: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-        latencies: std::sync::Mutex::new(Vec::new()),
-        record_latency: false,
-    });
+    let shared = Shared::new(false);
     let mut offline =
         crate::conn::connect_with(&addr(args), "bench-durable-sub", args.v5, false).await?;
     offline.subscribe("bench/#", QoS::AtLeastOnce).await?;
