@@ -22,7 +22,13 @@ for t in "${TARGETS[@]}"; do
   cargo build --locked -p edgemq --bin edgemq --target "$t"
 done
 
+# Absolute: cargo runs each test binary in its package's directory, so a
+# relative EDGEMQ_BIN would point nowhere.
 target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in
+  /*) ;;
+  *) target_dir="$PWD/$target_dir" ;;
+esac
 echo "== arm-test: end-to-end suite against the aarch64 broker under qemu-aarch64"
 EDGEMQ_BIN="$target_dir/aarch64-unknown-linux-gnu/debug/edgemq" \
 EDGEMQ_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu" \

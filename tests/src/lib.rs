@@ -50,7 +50,14 @@ fn target_dir_binary(name: &str) -> PathBuf {
 pub fn binary(name: &str) -> PathBuf {
     if name == "edgemq" {
         if let Ok(p) = std::env::var("EDGEMQ_BIN") {
-            return PathBuf::from(p);
+            let path = PathBuf::from(p);
+            assert!(
+                path.is_absolute() && path.exists(),
+                "EDGEMQ_BIN={} must be an absolute path to an existing binary \
+                 (cargo runs tests in the package directory)",
+                path.display()
+            );
+            return path;
         }
     }
     let path = target_dir_binary(name);

@@ -30,10 +30,16 @@ fn setup() -> (tempfile::TempDir, String) {
         .args(["passwd", pw.to_str().unwrap(), "bob"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(b"hunter2\n").unwrap();
-    assert!(child.wait().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "edgemq passwd failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let acl = dir.path().join("acl");
     std::fs::write(
         &acl,
