@@ -93,6 +93,13 @@ impl Acl {
         topic: &str,
         access: Access,
     ) -> bool {
+        // A client id or user name holding a wildcard would turn every
+        // `pattern` line into a wildcard grant (`%c` = `#`): refuse such
+        // clients everything while patterns are in force, as Mosquitto does.
+        let dangerous = |s: &str| s.contains(['+', '#']);
+        if !self.patterns.is_empty() && (dangerous(client_id) || username.is_some_and(dangerous)) {
+            return false;
+        }
         let own = match username {
             Some(u) => self.users.get(u).map(Vec::as_slice).unwrap_or(&[]),
             None => &self.anonymous,
@@ -180,6 +187,9 @@ mod tests {
             ("c", Some("alice"), "public/x", Access::Read, false),
             ("dev7", Some("bob"), "devices/dev7/up", Access::Write, true),
             ("dev7", Some("bob"), "devices/dev8/up", Access::Write, false),
+            ("+", Some("bob"), "devices/dev8/up", Access::Write, false),
+            ("#", Some("bob"), "devices/dev8/up", Access::Write, false),
+            ("x", Some("+"), "users/bob/inbox", Access::Read, false),
             ("x", Some("bob"), "users/bob/inbox", Access::Read, true),
             ("x", None, "users//inbox", Access::Read, false),
             ("c", Some("alice"), "alice/+/temp", Access::Subscribe, true),
