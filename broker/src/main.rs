@@ -51,9 +51,13 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
-    /// Create or update USER in a mosquitto_passwd-compatible password file;
-    /// the password is read from the first line of standard input.
+    /// Create or update USER in a mosquitto_passwd-compatible password file
+    /// (argon2id entries); the password is read from the first line of
+    /// standard input.
     Passwd {
+        /// Write a `$7$` PBKDF2-SHA512 entry, which Mosquitto 2.0 can read too.
+        #[arg(long)]
+        pbkdf2: bool,
         /// The password file (created if missing).
         file: PathBuf,
         /// The user name.
@@ -82,14 +86,18 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         println!("{}: OK", file.display());
         return Ok(());
     }
-    if let Some(Command::Passwd { file, user }) = &cli.command {
+    if let Some(Command::Passwd { pbkdf2, file, user }) = &cli.command {
         let mut password = String::new();
         std::io::stdin()
             .read_line(&mut password)
             .context("cannot read the password from standard input")?;
         let password = password.trim_end_matches(['\r', '\n']);
         anyhow::ensure!(!password.is_empty(), "empty password");
-        edgemq::auth::passwd::set_password(file, user, password.as_bytes())?;
+        let format = match pbkdf2 {
+            true => edgemq::auth::NewHash::Pbkdf2,
+            false => edgemq::auth::NewHash::Argon2id,
+        };
+        edgemq::auth::passwd::set_password(file, user, password.as_bytes(), format)?;
         println!("{}: password set for {user}", file.display());
         return Ok(());
     }

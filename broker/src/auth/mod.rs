@@ -6,10 +6,13 @@
 //! policy decides (as Mosquitto does); with one, a client must present a
 //! known user name and its password, or be anonymous on a listener that
 //! allows it. Both files are reloaded on SIGHUP; a reload that fails keeps
-//! the previous state and logs why. Password hashing runs off the reactor.
+//! the previous state and logs why. Password hashing runs off the reactor,
+//! a few at a time, and failed logins slow their address down
+//! ([`throttle`]).
 
 pub mod acl;
 pub mod passwd;
+pub mod throttle;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -17,7 +20,7 @@ use std::sync::{Arc, RwLock};
 use serde::Deserialize;
 
 pub use acl::{Access, Acl};
-pub use passwd::PasswordFile;
+pub use passwd::{NewHash, PasswordFile};
 
 use crate::hooks::{AuthDecision, AuthRequest, Authenticator, BoxFuture, ClientIdentity};
 use crate::protocol::reason;
@@ -26,6 +29,8 @@ use crate::protocol::reason;
 pub enum AuthError {
     #[error("cannot read {0}: {1}")]
     Read(String, String),
+    #[error("cannot write {0}: {1}")]
+    Write(String, String),
     #[error("{0}:{1}: {2}")]
     Parse(String, usize, String),
     #[error("no secure random numbers available")]
@@ -52,14 +57,20 @@ struct State {
 pub struct FileAuth {
     config: AuthConfig,
     state: RwLock<State>,
+    throttle: throttle::LoginThrottle,
+    /// Password checks running at once (they are CPU-bound by design).
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl FileAuth {
     /// Loads the configured files; errors name the file and line.
     pub fn load(config: &AuthConfig) -> Result<FileAuth, AuthError> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let auth = FileAuth {
             config: config.clone(),
             state: RwLock::new(State::default()),
+            throttle: throttle::LoginThrottle::default(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(cores)),
         };
         auth.reload()?;
         Ok(auth)
@@ -114,15 +125,29 @@ impl Authenticator for FileAuth {
                 };
             };
             let password = password.unwrap_or_default();
+            let delay = self.throttle.delay(peer.ip());
+            if !delay.is_zero() {
+                tracing::debug!(%peer, ?delay, "slowing down a login after failures");
+                tokio::time::sleep(delay).await;
+            }
             let check_user = user.clone();
-            let ok = tokio::task::spawn_blocking(move || passwords.verify(&check_user, &password))
+            let ok = match self.hashing.clone().acquire_owned().await {
+                Ok(permit) => tokio::task::spawn_blocking(move || {
+                    let ok = passwords.verify(&check_user, &password);
+                    drop(permit);
+                    ok
+                })
                 .await
-                .unwrap_or(false);
+                .unwrap_or(false),
+                Err(_) => false,
+            };
             if ok {
+                self.throttle.succeeded(peer.ip());
                 AuthDecision::Allow {
                     username: Some(user),
                 }
             } else {
+                self.throttle.failed(peer.ip());
                 // Never log the password; the user name and peer are enough.
                 tracing::warn!(%peer, user = %user, "login failed");
                 AuthDecision::Deny(reason::BAD_USER_NAME_OR_PASSWORD)
@@ -163,15 +188,37 @@ mod tests {
     }
 
     #[test]
+    fn verifies_argon2id_entries_from_another_implementation() {
+        // Written by Python's argon2-cffi 23 (PasswordHasher(time_cost=2,
+        // memory_cost=8192, parallelism=1).hash("s3cret")).
+        let file = "carol:$argon2id$v=19$m=8192,t=2,p=1$Md3TkxnpW6oinYZsy7zRMg$7RejpExx+X6HdrHDLk2w2/yX793k545eA7l7cJ5hy/M\n";
+        let p = PasswordFile::parse(file, "pw").unwrap();
+        assert!(p.verify("carol", b"s3cret"));
+        assert!(!p.verify("carol", b"s3cre"));
+        let err = PasswordFile::parse("x:$argon2id$v=19$m=oops\n", "pw").unwrap_err();
+        assert_eq!(err.to_string(), "pw:1: unsupported or malformed hash");
+    }
+
+    #[test]
     fn new_entries_verify_and_replace_old_ones() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pw");
-        passwd::set_password(&path, "dev", b"one").unwrap();
-        passwd::set_password(&path, "op", b"two").unwrap();
-        passwd::set_password(&path, "dev", b"three").unwrap();
+        passwd::set_password(&path, "dev", b"one", NewHash::Argon2id).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600, "a new file is private");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        passwd::set_password(&path, "op", b"two", NewHash::Pbkdf2).unwrap();
+        passwd::set_password(&path, "dev", b"three", NewHash::Argon2id).unwrap();
+        assert_eq!(mode(&path), 0o640, "an existing file keeps its mode");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("dev:$argon2id$v=19$"), "{text}");
+        assert!(text.contains("\nop:$7$10000$"), "{text}");
         let p = PasswordFile::load(&path).unwrap();
         assert_eq!(p.len(), 2);
         assert!(p.verify("dev", b"three") && !p.verify("dev", b"one") && p.verify("op", b"two"));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file left behind");
     }
 
     #[test]

@@ -1,15 +1,22 @@
 //! Password files compatible with `mosquitto_passwd`.
 //!
 //! Lines are `user:hash`. Verified formats: `$7$ITER$SALT$HASH`
-//! (PBKDF2-HMAC-SHA512, Mosquitto 2's default) and `$6$SALT$HASH`
-//! (SHA-512 of password then salt, Mosquitto 1.x), base64 encoded. New
-//! entries (`edgemq passwd`) are written as `$7$` so the same file also
-//! works with Mosquitto. Comparisons are constant-time (ring).
+//! (PBKDF2-HMAC-SHA512, Mosquitto 2's default), `$6$SALT$HASH` (SHA-512 of
+//! password then salt, Mosquitto 1.x), both base64 encoded, and argon2id
+//! PHC strings (`$argon2id$v=19$m=...,t=...,p=...$SALT$HASH`). New entries
+//! (`edgemq passwd`) are argon2id, memory-hard and the current OWASP
+//! recommendation; `edgemq passwd --pbkdf2` writes `$7$` entries for files
+//! that Mosquitto 2.0 must read too. Comparisons are constant-time, and an
+//! unknown user costs as much as a wrong password, so response times do not
+//! tell which user names exist.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::Path;
 
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::Argon2;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ring::{digest, pbkdf2, rand::SecureRandom};
@@ -30,6 +37,17 @@ enum Hash {
         salt: Vec<u8>,
         hash: Vec<u8>,
     },
+    /// A PHC string, checked by the argon2 crate with its own parameters.
+    Argon2(String),
+}
+
+/// The hash format for new entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewHash {
+    /// argon2id with the argon2 crate's defaults (19 MiB, 2 passes).
+    Argon2id,
+    /// `$7$` PBKDF2-SHA512, readable by Mosquitto 2.0.
+    Pbkdf2,
 }
 
 /// A loaded password file.
@@ -86,7 +104,22 @@ impl PasswordFile {
                 ctx.update(salt);
                 constant_time_eq(ctx.finish().as_ref(), hash)
             }
-            None => false,
+            Some(Hash::Argon2(phc)) => verify_argon2(phc, password),
+            None => {
+                // Same work as a wrong password for a known user.
+                let salt = [0u8; 12];
+                let mut out = [0u8; 64];
+                if let Some(iterations) = NonZeroU32::new(NEW_ITERATIONS) {
+                    pbkdf2::derive(
+                        pbkdf2::PBKDF2_HMAC_SHA512,
+                        iterations,
+                        &salt,
+                        password,
+                        &mut out,
+                    );
+                }
+                false
+            }
         }
     }
 
@@ -118,16 +151,40 @@ fn parse_hash(s: &str) -> Option<Hash> {
             let hash = STANDARD.decode(parts.next()?).ok()?;
             Some(Hash::Sha512 { salt, hash })
         }
+        "argon2id" | "argon2i" | "argon2d" => {
+            // Checked once here, so a bad entry is reported at load time.
+            let parsed = PasswordHash::new(s).ok()?;
+            parsed.hash?;
+            argon2::Params::try_from(&parsed).ok()?;
+            Some(Hash::Argon2(s.to_string()))
+        }
         _ => None,
     }
+}
+
+fn verify_argon2(phc: &str, password: &[u8]) -> bool {
+    PasswordHash::new(phc)
+        .map(|hash| Argon2::default().verify_password(password, &hash).is_ok())
+        .unwrap_or(false)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A new entry's hash for `password` in `format`.
+pub fn hash_password(password: &[u8], format: NewHash) -> Result<String, AuthError> {
+    match format {
+        NewHash::Argon2id => Argon2::default()
+            .hash_password(password)
+            .map(|h| h.to_string())
+            .map_err(|_| AuthError::Random),
+        NewHash::Pbkdf2 => hash_pbkdf2(password),
+    }
+}
+
 /// A new `$7$` entry for `password`.
-pub fn hash_password(password: &[u8]) -> Result<String, AuthError> {
+fn hash_pbkdf2(password: &[u8]) -> Result<String, AuthError> {
     let mut salt = [0u8; 12];
     ring::rand::SystemRandom::new()
         .fill(&mut salt)
@@ -148,9 +205,15 @@ pub fn hash_password(password: &[u8]) -> Result<String, AuthError> {
     ))
 }
 
-/// Creates or updates `user` in the file at `path` (written atomically,
-/// mode 0600).
-pub fn set_password(path: &Path, user: &str, password: &[u8]) -> Result<(), AuthError> {
+/// Creates or updates `user` in the file at `path`. The file is replaced
+/// atomically (temporary file, fsync, rename, directory fsync); a new file
+/// gets mode 0600, an existing one keeps its permissions.
+pub fn set_password(
+    path: &Path,
+    user: &str,
+    password: &[u8],
+    format: NewHash,
+) -> Result<(), AuthError> {
     if user.is_empty() || user.contains(':') {
         return Err(AuthError::Parse(
             path.display().to_string(),
@@ -158,16 +221,15 @@ pub fn set_password(path: &Path, user: &str, password: &[u8]) -> Result<(), Auth
             "user names cannot be empty or contain ':'".into(),
         ));
     }
-    let existing = if path.exists() {
-        std::fs::read_to_string(path)
-            .map_err(|e| AuthError::Read(path.display().to_string(), e.to_string()))?
-    } else {
-        String::new()
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(AuthError::Read(path.display().to_string(), e.to_string())),
     };
-    let entry = format!("{user}:{}", hash_password(password)?);
+    let entry = format!("{user}:{}", hash_password(password, format)?);
     let mut lines: Vec<String> = Vec::new();
     let mut replaced = false;
-    for line in existing.lines() {
+    for line in existing.as_deref().unwrap_or("").lines() {
         if line.split_once(':').is_some_and(|(u, _)| u == user) {
             lines.push(entry.clone());
             replaced = true;
@@ -178,19 +240,37 @@ pub fn set_password(path: &Path, user: &str, password: &[u8]) -> Result<(), Auth
     if !replaced {
         lines.push(entry);
     }
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
+    replace_file(path, (lines.join("\n") + "\n").as_bytes())
+        .map_err(|e| AuthError::Write(path.display().to_string(), e.to_string()))
+}
+
+/// Writes `contents` to `path` atomically and durably.
+fn replace_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map_or_else(|| "passwd".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mode = std::fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o7777);
+    let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all((lines.join("\n") + "\n").as_bytes())?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(contents)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| AuthError::Read(path.display().to_string(), e.to_string()))
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
