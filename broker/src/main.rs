@@ -145,7 +145,7 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
         None => Arc::new(MemoryOnly),
     };
     let auth = Arc::new(edgemq::auth::FileAuth::load(&config.auth)?);
-    spawn_reload_on_sighup(auth.clone());
+    spawn_reload_on_sighup(auth.clone(), server::tls_acceptors(&listeners));
     let broker = Broker::new(config.clone(), persistence, auth);
     if let Some(handle) = &store {
         let restored = durable::restore(&broker, handle)
@@ -185,9 +185,13 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGHUP re-reads the password and ACL files (a failed reload keeps the
-/// previous ones).
-fn spawn_reload_on_sighup(auth: Arc<edgemq::auth::FileAuth>) {
+/// SIGHUP re-reads the password and ACL files and the TLS listeners'
+/// certificates (a failed reload keeps the previous ones; open connections
+/// are not touched).
+fn spawn_reload_on_sighup(
+    auth: Arc<edgemq::auth::FileAuth>,
+    tls: Vec<Arc<server::tls::TlsAcceptorCell>>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::hangup()) {
         Ok(mut hup) => {
@@ -197,6 +201,16 @@ fn spawn_reload_on_sighup(auth: Arc<edgemq::auth::FileAuth>) {
                         Ok(()) => tracing::info!("SIGHUP: password and ACL files reloaded"),
                         Err(e) => {
                             tracing::error!(error = %e, "SIGHUP: reload failed; keeping the previous files")
+                        }
+                    }
+                    for cell in &tls {
+                        let address = cell.listener().address;
+                        match cell.reload() {
+                            Ok(()) => tracing::info!(%address, "SIGHUP: TLS certificate reloaded"),
+                            Err(e) => tracing::error!(
+                                error = %e,
+                                "SIGHUP: TLS reload failed; keeping the previous certificate"
+                            ),
                         }
                     }
                 }
@@ -253,7 +267,13 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 }
 
 fn init_logging(level: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    // rustls warns about every client that sends an IP address as SNI
+    // (Mosquitto's clients do): keep that out of the log unless asked for.
+    let directives = match level.contains("rustls") {
+        true => level.to_string(),
+        false => format!("{level},rustls=error"),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .with_context(|| format!("invalid log level {level:?}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

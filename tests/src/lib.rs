@@ -141,15 +141,26 @@ impl Broker {
     fn spawn(&mut self) {
         self.starts += 1;
         let mut cmd = edgemq_command();
+        // A config with its own listeners gets the harness's plain listener
+        // added to them; otherwise --listen sets it.
+        let own_listeners = self
+            .config
+            .as_deref()
+            .is_some_and(|c| c.contains("[[listener]]"));
         if let Some(cfg) = &self.config {
             let path = self.dir.path().join("edgemq.toml");
+            let cfg = match own_listeners {
+                true => format!("{cfg}\n[[listener]]\naddress = \"{}\"\n", self.addr()),
+                false => cfg.clone(),
+            };
             std::fs::write(&path, cfg).expect("write config");
             cmd.arg("--config").arg(path);
         }
+        if !own_listeners {
+            cmd.arg("--listen").arg(self.addr().to_string());
+        }
         let log = std::fs::File::create(self.log_path()).expect("log file");
-        cmd.arg("--listen")
-            .arg(self.addr().to_string())
-            .arg("--data-dir")
+        cmd.arg("--data-dir")
             .arg(self.data_dir())
             .arg("--log-level")
             .arg("info")
@@ -551,6 +562,67 @@ pub fn make_pki(dir: &Path) {
         "2",
         "-extfile",
         "ext.cnf",
+    ]);
+}
+
+/// Makes a client certificate `NAME.pem`/`NAME.key` with Common Name
+/// `name`, signed by the CA [`make_pki`] made in `dir`.
+pub fn make_client_cert(dir: &Path, name: &str) {
+    let run_openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    let subject = format!("/CN={name}");
+    // Extensions make it an X.509 v3 certificate, which webpki requires.
+    let ext = format!("{name}.cnf");
+    std::fs::write(
+        dir.join(&ext),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .expect("client ext");
+    run_openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        &subject,
+    ]);
+    run_openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        &pem,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
     ]);
 }
 

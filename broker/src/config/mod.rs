@@ -15,7 +15,10 @@
 //!   `FILE:LINE: key `section.key`: message`. Semantic checks (zero limits,
 //!   bad addresses) are located the same way.
 
+mod listener;
 mod locate;
+
+pub use listener::{ListenerConfig, ListenerProtocol};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -56,46 +59,6 @@ pub struct ServerConfig {
     pub worker_threads: usize,
     pub max_connections: usize,
     pub connect_timeout_ms: u64,
-}
-
-/// Listener transports. TLS and WebSocket are added by the security module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ListenerProtocol {
-    Mqtt,
-}
-
-/// One `[[listener]]` block.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerConfig {
-    pub address: SocketAddr,
-    #[serde(default = "default_protocol")]
-    pub protocol: ListenerProtocol,
-    #[serde(default)]
-    pub allow_anonymous: Option<bool>,
-}
-
-fn default_protocol() -> ListenerProtocol {
-    ListenerProtocol::Mqtt
-}
-
-impl ListenerConfig {
-    /// A plain MQTT listener on `address` with the default anonymous policy.
-    pub fn mqtt(address: SocketAddr) -> Self {
-        ListenerConfig {
-            address,
-            protocol: ListenerProtocol::Mqtt,
-            allow_anonymous: None,
-        }
-    }
-
-    /// Anonymous clients are accepted when configured so, or by default on
-    /// loopback addresses only (the Mosquitto 2 rule).
-    pub fn anonymous_allowed(&self) -> bool {
-        self.allow_anonymous
-            .unwrap_or_else(|| self.address.ip().is_loopback())
-    }
 }
 
 /// `[limits]`: every queue and size bound of the broker.
@@ -331,6 +294,10 @@ impl Config {
                 "address",
                 "at least one listener is required".to_string(),
             ));
+        }
+        for l in &self.listeners {
+            l.validate()
+                .map_err(|(key, m)| ("listener", key, format!("listener {}: {m}", l.address)))?;
         }
         for (key, filters) in [
             ("deny_publish", &self.acl.deny_publish),

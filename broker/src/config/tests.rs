@@ -120,3 +120,37 @@ fn syntax_error_names_line() {
         .to_string();
     assert!(err.starts_with("edge.toml:2:"), "{err}");
 }
+
+#[test]
+fn tls_listener_keys_are_checked_and_located() {
+    let err = |text: &str| {
+        Config::from_toml(text, "edge.toml")
+            .unwrap_err()
+            .to_string()
+    };
+    let e =
+        err("[[listener]]\naddress = \"0.0.0.0:8883\"\nprotocol = \"mqtts\"\nkey_file = \"k\"\n");
+    // A missing key is located at its table's header.
+    assert!(
+        e.starts_with("edge.toml:1: key `listener.cert_file`"),
+        "{e}"
+    );
+    assert!(e.contains("protocol \"mqtts\" needs cert_file"), "{e}");
+    let e = err("[[listener]]\naddress = \"0.0.0.0:1883\"\nca_file = \"ca.pem\"\n");
+    assert!(e.starts_with("edge.toml:3: key `listener.ca_file`"), "{e}");
+    assert!(e.contains("only for TLS listeners"), "{e}");
+    let e = err("[[listener]]\naddress = \"0.0.0.0:8883\"\nprotocol = \"wss\"\ncert_file = \"c\"\nkey_file = \"k\"\nrequire_certificate = true\n");
+    assert!(
+        e.starts_with("edge.toml:6: key `listener.require_certificate`"),
+        "{e}"
+    );
+    assert!(e.contains("needs ca_file"), "{e}");
+    let e = err("[[listener]]\naddress = \"0.0.0.0:8883\"\nprotocol = \"quic\"\n");
+    assert!(e.starts_with("edge.toml:3: key `listener.protocol`"), "{e}");
+    let ok = Config::from_toml(
+        "[[listener]]\naddress = \"0.0.0.0:8883\"\nprotocol = \"mqtts\"\ncert_file = \"c\"\nkey_file = \"k\"\nca_file = \"ca\"\nuse_identity_as_username = true\n",
+        "edge.toml",
+    )
+    .unwrap();
+    assert!(ok.listeners[0].protocol.is_tls());
+}

@@ -17,7 +17,7 @@ use crate::protocol::{
     self, reason, topic, ConnAck, Connect, DecodeError, Packet, ProtocolVersion,
 };
 
-use super::ConnectionInfo;
+use super::{CertificateUser, ConnectionInfo};
 
 /// Why the handshake did not produce a session.
 #[derive(Debug, thiserror::Error)]
@@ -99,16 +99,27 @@ pub async fn accept(
         // Enhanced (AUTH packet) authentication is not offered.
         return Err(reason::BAD_AUTHENTICATION_METHOD);
     }
-    let request = AuthRequest {
-        peer: info.peer,
-        anonymous_allowed: info.anonymous_allowed,
-        client_id: &client_id,
-        username: connect.username.as_deref(),
-        password: connect.password.as_deref(),
-    };
-    let username = match broker.auth.authenticate(request).await {
-        AuthDecision::Allow { username } => username,
-        AuthDecision::Deny(code) => return Err(code),
+    let username = match &info.certificate_user {
+        // The certificate was verified in the TLS handshake: it is the
+        // credential, and CONNECT's user name and password are ignored.
+        CertificateUser::Name(name) => Some(name.to_string()),
+        CertificateUser::Missing => {
+            tracing::warn!(peer = %info.peer, "login refused: no client certificate name");
+            return Err(reason::NOT_AUTHORIZED);
+        }
+        CertificateUser::NotUsed => {
+            let request = AuthRequest {
+                peer: info.peer,
+                anonymous_allowed: info.anonymous_allowed,
+                client_id: &client_id,
+                username: connect.username.as_deref(),
+                password: connect.password.as_deref(),
+            };
+            match broker.auth.authenticate(request).await {
+                AuthDecision::Allow { username } => username,
+                AuthDecision::Deny(code) => return Err(code),
+            }
+        }
     };
     if let Some(will) = &connect.will {
         let identity = ClientIdentity {

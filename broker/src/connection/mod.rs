@@ -52,10 +52,26 @@ const MIN_READ: usize = 256;
 const MAX_READ: usize = 64 * 1024;
 
 /// Facts about the socket, from the listener.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     pub peer: SocketAddr,
     pub anonymous_allowed: bool,
+    /// The user name a TLS client certificate gives, on listeners with
+    /// `use_identity_as_username`.
+    pub certificate_user: CertificateUser,
+}
+
+/// What a listener with `use_identity_as_username` learnt from the TLS
+/// handshake.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CertificateUser {
+    /// The listener takes user names from CONNECT.
+    #[default]
+    NotUsed,
+    /// The listener wants a certificate name, and there is none.
+    Missing,
+    /// The verified certificate's Common Name.
+    Name(Arc<str>),
 }
 
 /// The client's own limits, from its CONNECT (v5) or the protocol maxima.
@@ -529,6 +545,7 @@ mod task_size {
         let info = super::ConnectionInfo {
             peer: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
             anonymous_allowed: true,
+            certificate_user: super::CertificateUser::NotUsed,
         };
         let future = super::serve(stream, info, broker, false);
         let size = std::mem::size_of_val(&future);

@@ -2,8 +2,9 @@
 //!
 //! Each listener runs an accept loop; every accepted socket becomes one
 //! connection task ([`crate::connection::serve`]), which is generic over
-//! `AsyncRead + AsyncWrite` so TLS and WebSocket transports only need to
-//! wrap the stream and call [`Server::spawn_connection`].
+//! `AsyncRead + AsyncWrite`: TLS ([`tls`]) and WebSocket ([`websocket`])
+//! listeners wrap the stream first, in the connection's own task and within
+//! the connect timeout, so a slow handshake never stalls the accept loop.
 //!
 //! Admission: beyond `max_connections` the connection is still read up to
 //! its CONNECT so it can be refused cleanly (v5 CONNACK 0x97, 3.1.1 return
@@ -21,9 +22,15 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
 
+pub mod tls;
+pub mod websocket;
+
+use tokio::net::TcpStream;
+
 use crate::broker::Broker;
-use crate::config::{ListenerConfig, ListenerProtocol};
-use crate::connection::{self, ConnectionInfo};
+use crate::config::ListenerConfig;
+use crate::connection::{self, CertificateUser, ConnectionInfo};
+use tls::{TlsAcceptorCell, TlsError};
 
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
@@ -32,6 +39,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 pub struct BoundListener {
     pub listener: TcpListener,
     pub config: ListenerConfig,
+    /// The TLS acceptor of `mqtts` and `wss` listeners.
+    pub tls: Option<Arc<TlsAcceptorCell>>,
 }
 
 impl BoundListener {
@@ -39,6 +48,11 @@ impl BoundListener {
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
+}
+
+/// The TLS acceptors of `listeners`, to reload on SIGHUP.
+pub fn tls_acceptors(listeners: &[BoundListener]) -> Vec<Arc<TlsAcceptorCell>> {
+    listeners.iter().filter_map(|l| l.tls.clone()).collect()
 }
 
 /// Errors starting the server.
@@ -49,15 +63,18 @@ pub enum ServerError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Binds every configured listener.
 pub async fn bind(listeners: &[ListenerConfig]) -> Result<Vec<BoundListener>, ServerError> {
     let mut bound = Vec::with_capacity(listeners.len());
     for config in listeners {
-        match config.protocol {
-            ListenerProtocol::Mqtt => {}
-        }
+        let tls = match config.protocol.is_tls() {
+            true => Some(TlsAcceptorCell::new(config)?),
+            false => None,
+        };
         let listener = listen(config.address).map_err(|source| ServerError::Bind {
             address: config.address,
             source,
@@ -65,6 +82,7 @@ pub async fn bind(listeners: &[ListenerConfig]) -> Result<Vec<BoundListener>, Se
         bound.push(BoundListener {
             listener,
             config: config.clone(),
+            tls,
         });
     }
     Ok(bound)
@@ -97,6 +115,14 @@ pub struct Server {
     alive: mpsc::Sender<()>,
 }
 
+/// A connection being served: counted against max_connections, and
+/// awaited by shutdown.
+struct Admission {
+    over_limit: bool,
+    _guard: ActiveGuard,
+    _alive: mpsc::Sender<()>,
+}
+
 /// Decrements the connection count when a connection task ends.
 struct ActiveGuard(Arc<AtomicUsize>);
 
@@ -112,16 +138,22 @@ impl Server {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let count = self.active.fetch_add(1, Ordering::Relaxed) + 1;
-        let over_limit = count > self.broker.config.server.max_connections;
-        let guard = ActiveGuard(self.active.clone());
-        let alive = self.alive.clone();
+        let admission = self.admit();
         let broker = self.broker.clone();
         tokio::spawn(async move {
-            connection::serve(stream, info, broker, over_limit).await;
-            drop(guard);
-            drop(alive);
+            connection::serve(stream, info, broker, admission.over_limit).await;
+            drop(admission);
         });
+    }
+
+    /// Counts a new connection; the count drops with the returned value.
+    fn admit(&self) -> Admission {
+        let count = self.active.fetch_add(1, Ordering::Relaxed) + 1;
+        Admission {
+            over_limit: count > self.broker.config.server.max_connections,
+            _guard: ActiveGuard(self.active.clone()),
+            _alive: self.alive.clone(),
+        }
     }
 
     /// Connections currently open.
@@ -166,7 +198,13 @@ impl Server {
 
 async fn accept_loop(server: Server, bound: BoundListener) {
     let anonymous_allowed = bound.config.anonymous_allowed();
-    tracing::info!(address = %bound.config.address, anonymous_allowed, "listening");
+    tracing::info!(
+        address = %bound.config.address,
+        protocol = ?bound.config.protocol,
+        anonymous_allowed,
+        "listening"
+    );
+    let plain = bound.tls.is_none() && !bound.config.protocol.is_websocket();
     loop {
         match bound.listener.accept().await {
             Ok((stream, peer)) => {
@@ -174,8 +212,19 @@ async fn accept_loop(server: Server, bound: BoundListener) {
                 let info = ConnectionInfo {
                     peer,
                     anonymous_allowed,
+                    certificate_user: CertificateUser::NotUsed,
                 };
-                server.spawn_connection(stream, info);
+                if plain {
+                    server.spawn_connection(stream, info);
+                } else {
+                    let admission = server.admit();
+                    let server = server.clone();
+                    let tls = bound.tls.clone();
+                    let websocket = bound.config.protocol.is_websocket();
+                    tokio::spawn(async move {
+                        upgrade(&server, stream, info, tls, websocket, admission).await;
+                    });
+                }
             }
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.
@@ -184,4 +233,73 @@ async fn accept_loop(server: Server, bound: BoundListener) {
             }
         }
     }
+}
+
+/// A connection task's future, whatever its transport.
+type ServeFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs the TLS and/or WebSocket handshake of a new connection (bounded by
+/// the connect timeout), then serves it.
+async fn upgrade(
+    server: &Server,
+    stream: TcpStream,
+    mut info: ConnectionInfo,
+    tls: Option<Arc<TlsAcceptorCell>>,
+    websocket: bool,
+    admission: Admission,
+) {
+    let broker = server.broker.clone();
+    let limit = Duration::from_millis(broker.config.server.connect_timeout_ms);
+    let max_packet = broker.config.limits.max_packet_size;
+    let peer = info.peer;
+    let span = tracing::debug_span!("handshake", peer = %peer);
+    let over_limit = admission.over_limit;
+    let handshake = async {
+        match tls {
+            Some(cell) => {
+                let stream = cell
+                    .current()
+                    .accept(stream)
+                    .await
+                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                if cell.listener().use_identity_as_username {
+                    let name = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(tls::common_name);
+                    info.certificate_user = match name {
+                        Some(name) => CertificateUser::Name(Arc::from(name)),
+                        None => CertificateUser::Missing,
+                    };
+                }
+                let serve: ServeFuture = match websocket {
+                    true => {
+                        let pipe = websocket::accept(stream, max_packet).await?;
+                        Box::pin(connection::serve(pipe, info, broker, over_limit))
+                    }
+                    false => Box::pin(connection::serve(stream, info, broker, over_limit)),
+                };
+                Ok(serve)
+            }
+            None => {
+                let pipe = websocket::accept(stream, max_packet).await?;
+                let serve: ServeFuture =
+                    Box::pin(connection::serve(pipe, info, broker, over_limit));
+                Ok::<ServeFuture, String>(serve)
+            }
+        }
+    };
+    let serve = match tokio::time::timeout(limit, tracing::Instrument::instrument(handshake, span))
+        .await
+    {
+        Ok(Ok(serve)) => serve,
+        Ok(Err(e)) => return tracing::info!(peer = %peer, error = %e, "handshake failed"),
+        Err(_) => {
+            return tracing::debug!(peer = %peer, "handshake not done within the connect timeout")
+        }
+    };
+    serve.await;
+    drop(admission);
 }

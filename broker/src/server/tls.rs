@@ -1,0 +1,152 @@
+//! TLS for `mqtts` and `wss` listeners: rustls with the ring provider.
+//!
+//! Certificates and keys are PEM files read with rustls-pki-types. Client
+//! certificates are verified against the listener's `ca_file` when one is
+//! set (optional, or required with `require_certificate`); with
+//! `use_identity_as_username` the verified certificate's Common Name is the
+//! client's user name, as in Mosquitto.
+//!
+//! Certificates expire and get renewed: [`TlsAcceptorCell::reload`] (called
+//! on SIGHUP) re-reads the files and swaps the acceptor. Handshakes already
+//! done, and so every open connection, are unaffected; a reload that fails
+//! keeps the previous certificate and says why.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::ListenerConfig;
+
+/// Errors building a listener's TLS configuration; they name the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("listener {listener}: {file}: {message}")]
+    File {
+        listener: String,
+        file: String,
+        message: String,
+    },
+    #[error("listener {listener}: {message}")]
+    Config { listener: String, message: String },
+}
+
+/// A listener's current acceptor, replaceable while the listener runs.
+pub struct TlsAcceptorCell {
+    config: ListenerConfig,
+    acceptor: RwLock<TlsAcceptor>,
+}
+
+impl TlsAcceptorCell {
+    /// Reads the listener's certificate files.
+    pub fn new(config: &ListenerConfig) -> Result<Arc<Self>, TlsError> {
+        let acceptor = build_acceptor(config)?;
+        Ok(Arc::new(TlsAcceptorCell {
+            config: config.clone(),
+            acceptor: RwLock::new(acceptor),
+        }))
+    }
+
+    /// The acceptor for the next handshake.
+    pub fn current(&self) -> TlsAcceptor {
+        self.acceptor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the files; on error the previous acceptor stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let acceptor = build_acceptor(&self.config)?;
+        *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
+        Ok(())
+    }
+
+    /// The listener this acceptor serves.
+    pub fn listener(&self) -> &ListenerConfig {
+        &self.config
+    }
+}
+
+fn build_acceptor(config: &ListenerConfig) -> Result<TlsAcceptor, TlsError> {
+    let listener = config.address.to_string();
+    let config_error = |message: String| TlsError::Config {
+        listener: listener.clone(),
+        message,
+    };
+    let (Some(cert_file), Some(key_file)) = (&config.cert_file, &config.key_file) else {
+        return Err(config_error("cert_file and key_file are required".into()));
+    };
+    let chain = read_certificates(&listener, cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| TlsError::File {
+        listener: listener.clone(),
+        file: key_file.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| config_error(e.to_string()))?;
+    let builder = match &config.ca_file {
+        Some(ca_file) => {
+            let mut roots = RootCertStore::empty();
+            for cert in read_certificates(&listener, ca_file)? {
+                roots.add(cert).map_err(|e| TlsError::File {
+                    listener: listener.clone(),
+                    file: ca_file.display().to_string(),
+                    message: e.to_string(),
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = match config.require_certificate {
+                true => verifier,
+                false => verifier.allow_unauthenticated(),
+            };
+            let verifier = verifier.build().map_err(|e| config_error(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    // No ALPN list: rustls would refuse clients that offer other protocol
+    // names, and MQTT clients rarely agree on one.
+    let server = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| config_error(format!("certificate and key do not fit: {e}")))?;
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+fn read_certificates(
+    listener: &str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let error = |message: String| TlsError::File {
+        listener: listener.to_string(),
+        file: path.display().to_string(),
+        message,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| error(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(error("no certificate in the file".into()));
+    }
+    Ok(certs)
+}
+
+/// The Common Name of a (verified) client certificate.
+pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, parsed) = X509Certificate::from_der(cert.as_ref()).ok()?;
+    let name = parsed
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    Some(name)
+}

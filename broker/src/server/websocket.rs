@@ -1,0 +1,136 @@
+//! MQTT over WebSocket (`ws` and `wss` listeners), for browser dashboards.
+//!
+//! The HTTP upgrade is done by tokio-tungstenite. A client that offers
+//! subprotocols must offer `mqtt` (or the older `mqttv3.1`), which is echoed
+//! back; one that offers none is accepted too, as Mosquitto does.
+//!
+//! MQTT is a byte stream and WebSocket frames may split or join packets
+//! anywhere, so the connection task is not taught about frames: it gets one
+//! end of an in-memory duplex pipe (bounded, `PIPE_BYTES` each way) and two
+//! small pumps copy binary frames into the pipe and pipe output into binary
+//! frames. Text frames break the MQTT-over-WebSocket rules and close the
+//! connection. When either side ends, both pumps stop.
+
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Bytes buffered in each direction between the pumps and the connection.
+const PIPE_BYTES: usize = 64 * 1024;
+
+/// Subprotocols we speak, in order of preference.
+const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
+
+/// Upgrades `stream` to a WebSocket and returns the byte stream the
+/// connection task reads MQTT from. `max_packet_size` bounds each frame.
+pub async fn accept<S>(stream: S, max_packet_size: u32) -> Result<DuplexStream, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let frame_limit = usize::try_from(max_packet_size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(16);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(frame_limit))
+        .max_frame_size(Some(frame_limit));
+    let ws =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, choose_subprotocol, Some(config))
+            .await
+            .map_err(|e| format!("WebSocket handshake failed: {e}"))?;
+    let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
+    tokio::spawn(pump(ws, theirs));
+    Ok(ours)
+}
+
+/// The handshake callback: picks `mqtt` from the offered subprotocols.
+#[allow(clippy::result_large_err)] // the signature is tungstenite's
+fn choose_subprotocol(
+    request: &Request,
+    mut response: Response,
+) -> Result<Response, ErrorResponse> {
+    let offered: Vec<String> = request
+        .headers()
+        .get_all("Sec-WebSocket-Protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_ascii_lowercase())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if offered.is_empty() {
+        return Ok(response);
+    }
+    match SUBPROTOCOLS
+        .iter()
+        .find(|p| offered.iter().any(|o| o == *p))
+    {
+        Some(chosen) => {
+            response
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(chosen));
+            Ok(response)
+        }
+        None => {
+            let mut refusal = ErrorResponse::new(Some("subprotocol mqtt required".into()));
+            *refusal.status_mut() = StatusCode::BAD_REQUEST;
+            Err(refusal)
+        }
+    }
+}
+
+/// Copies frames to the pipe and the pipe to frames until either side ends.
+async fn pump<S>(ws: tokio_tungstenite::WebSocketStream<S>, pipe: DuplexStream)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut ws_tx, mut ws_rx) = ws.split();
+    let (mut pipe_rx, mut pipe_tx) = tokio::io::split(pipe);
+    let done = Arc::new(tokio::sync::Notify::new());
+    let inbound_done = done.clone();
+    let mut inbound = tokio::spawn(async move {
+        while let Some(frame) = ws_rx.next().await {
+            let data = match frame {
+                Ok(Message::Binary(data)) => data,
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
+                Ok(Message::Text(_)) => {
+                    tracing::debug!("text frame on an MQTT WebSocket: closing");
+                    break;
+                }
+                Ok(Message::Close(_)) | Err(_) => break,
+            };
+            if pipe_tx.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+        let _ = pipe_tx.shutdown().await;
+        inbound_done.notify_one();
+    });
+    let mut buf = bytes::BytesMut::with_capacity(4096);
+    loop {
+        buf.reserve(4096);
+        tokio::select! {
+            read = pipe_rx.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let frame = Message::Binary(buf.split().freeze());
+                    if ws_tx.send(frame).await.is_err() {
+                        break;
+                    }
+                }
+            },
+            _ = done.notified() => break,
+        }
+    }
+    let _ = ws_tx.close().await;
+    if tokio::time::timeout(std::time::Duration::from_secs(1), &mut inbound)
+        .await
+        .is_err()
+    {
+        inbound.abort();
+    }
+}
