@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 use tokio::time::{sleep_until, timeout, Instant};
@@ -280,14 +280,30 @@ impl Conn {
             }
             self.pump();
             if !self.wbuf.is_empty() {
-                let len = self.wbuf.len();
-                tokio::select! {
-                    r = stream.write_all(&self.wbuf) => if r.is_err() { return Exit::Closed },
-                    _ = &mut kicked => return Exit::TakenOver,
-                    _ = shutdown.changed() => return Exit::Shutdown,
-                    _ = sleep_until(deadline), if keep_alive > 0 => return Exit::KeepAlive,
+                // Written piece by piece (`write` is cancel safe, `write_all`
+                // is not): when another event ends the connection midway,
+                // the bytes already sent are dropped from the buffer, so the
+                // final flush sends only the rest and the stream stays framed.
+                let mut written = 0;
+                let stopped = loop {
+                    if written == self.wbuf.len() {
+                        break None;
+                    }
+                    tokio::select! {
+                        r = stream.write(&self.wbuf[written..]) => match r {
+                            Ok(0) | Err(_) => break Some(Exit::Closed),
+                            Ok(n) => written += n,
+                        },
+                        _ = &mut kicked => break Some(Exit::TakenOver),
+                        _ = shutdown.changed() => break Some(Exit::Shutdown),
+                        _ = sleep_until(deadline), if keep_alive > 0 => break Some(Exit::KeepAlive),
+                    }
+                };
+                sys::add(&self.broker.metrics.bytes_sent, written);
+                if let Some(exit) = stopped {
+                    self.wbuf.advance(written);
+                    return exit;
                 }
-                sys::add(&self.broker.metrics.bytes_sent, len);
                 self.wbuf.clear();
                 if self.wbuf.capacity() > 4 * outbound::WRITE_BATCH_BYTES {
                     self.wbuf = BytesMut::new();
@@ -511,6 +527,10 @@ mod tests {
         assert!(buf.capacity() < 10_000);
     }
 }
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests_io;
+
 #[cfg(test)]
 mod task_size {
     //! Every idle connection costs at least its task's future: keep it in a
