@@ -3,7 +3,8 @@
 //! [`serve`] runs the CONNECT handshake ([`handshake`]), attaches the
 //! session, then loops: decode every complete packet in the read buffer and
 //! handle it ([`inbound`]), move deliveries from the session's mailbox into
-//! the write buffer ([`outbound`]), write the whole buffer in one call, and
+//! the write buffer ([`outbound`]), write the whole buffer (within
+//! `write_timeout_ms`: a client that stops reading is disconnected), and
 //! wait for the next event (socket readable, mailbox notified, takeover,
 //! shutdown, keep alive deadline). The task owns its socket, its codec
 //! state and its session; it touches shared state only through short,
@@ -79,6 +80,8 @@ enum Exit {
     /// Socket closed or failed.
     Closed,
     KeepAlive,
+    /// A write batch was not taken by the client within write_timeout_ms.
+    WriteTimeout,
     TakenOver,
     Shutdown,
     /// The client broke the protocol; v5 reason code and a description.
@@ -254,6 +257,7 @@ impl Conn {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let max_packet = self.broker.config.limits.max_packet_size;
+        let write_timeout = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
         let grace = Duration::from_millis(u64::from(keep_alive) * 1500);
         let mut deadline = Instant::now() + grace;
         let mailbox = self.session.mailbox.clone();
@@ -284,6 +288,10 @@ impl Conn {
                 // is not): when another event ends the connection midway,
                 // the bytes already sent are dropped from the buffer, so the
                 // final flush sends only the rest and the stream stays framed.
+                // The whole batch must go within write_timeout: a client
+                // that stops reading cannot hold its task forever (nor, with
+                // keep alive 0, ever be noticed otherwise).
+                let write_deadline = Instant::now() + write_timeout;
                 let mut written = 0;
                 let stopped = loop {
                     if written == self.wbuf.len() {
@@ -297,6 +305,7 @@ impl Conn {
                         _ = &mut kicked => break Some(Exit::TakenOver),
                         _ = shutdown.changed() => break Some(Exit::Shutdown),
                         _ = sleep_until(deadline), if keep_alive > 0 => break Some(Exit::KeepAlive),
+                        _ = sleep_until(write_deadline) => break Some(Exit::WriteTimeout),
                     }
                 };
                 sys::add(&self.broker.metrics.bytes_sent, written);
@@ -389,6 +398,16 @@ impl Conn {
                 Some((e.reason_code(), e.to_string()))
             }
             Exit::KeepAlive => Some((reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout".into())),
+            // The client is not reading: no DISCONNECT of its own, only the
+            // bounded final flush of what is pending.
+            Exit::WriteTimeout => {
+                sys::inc(&self.broker.metrics.disconnects_write_timeout);
+                tracing::info!(
+                    timeout_ms = self.broker.config.limits.write_timeout_ms,
+                    "closing connection: client not reading (write timeout)"
+                );
+                None
+            }
             Exit::TakenOver => Some((reason::SESSION_TAKEN_OVER, "session taken over".into())),
             Exit::Shutdown => Some((reason::SERVER_SHUTTING_DOWN, "server shutting down".into())),
             Exit::Client | Exit::ClientWithWill | Exit::Closed => None,

@@ -1,6 +1,7 @@
 //! The connection task over an in-memory pipe: what a client that stops
 //! reading sees on the wire.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,4 +128,23 @@ async fn a_write_cut_short_by_shutdown_is_not_resent_from_its_start() {
         .await
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_after_the_write_timeout() {
+    let mut config = Config::default();
+    config.limits.write_timeout_ms = 200;
+    let broker = broker(config);
+    let (client, _buf, task) = subscribed_client(&broker, 1024).await;
+    // Keep alive 0 and a client that never reads: only the write timeout
+    // can end this connection.
+    broker.publish(big_message(20_000));
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the stalled connection was never closed")
+        .unwrap();
+    let m = &broker.metrics;
+    assert_eq!(m.disconnects_write_timeout.load(Ordering::Relaxed), 1);
+    assert_eq!(m.clients_connected.load(Ordering::Relaxed), 0);
+    drop(client);
 }
