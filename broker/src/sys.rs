@@ -46,6 +46,9 @@ pub struct Metrics {
     pub dropped_denied: AtomicU64,
     /// Retained messages not stored because of the retained bounds.
     pub dropped_retained_full: AtomicU64,
+    /// Connections closed because the client did not read within
+    /// `write_timeout_ms`.
+    pub disconnects_write_timeout: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -193,6 +196,10 @@ pub fn sys_values(broker: &Broker) -> Vec<(&'static str, String)> {
         (
             "$SYS/broker/edgemq/dropped/retained_full",
             get(&m.dropped_retained_full).to_string(),
+        ),
+        (
+            "$SYS/broker/edgemq/disconnects/write_timeout",
+            get(&m.disconnects_write_timeout).to_string(),
         ),
     ]
 }

@@ -78,6 +78,7 @@ pub struct Limits {
     pub max_topic_aliases: u16,
     pub max_retained_messages: usize,
     pub max_retained_bytes: usize,
+    pub write_timeout_ms: u64,
 }
 
 /// `[sys]`: the `$SYS` publisher.
@@ -148,6 +149,7 @@ impl Default for Limits {
             max_topic_aliases: 64,
             max_retained_messages: 10_000,
             max_retained_bytes: 64 * 1024 * 1024,
+            write_timeout_ms: 30_000,
         }
     }
 }
@@ -249,7 +251,7 @@ impl Config {
 
     fn validate_core(&self) -> Result<(), (&'static str, &'static str, String)> {
         let l = &self.limits;
-        let positive: [(&'static str, &'static str, u64); 9] = [
+        let positive: [(&'static str, &'static str, u64); 10] = [
             (
                 "server",
                 "max_connections",
@@ -267,6 +269,7 @@ impl Config {
             ("limits", "max_topic_levels", l.max_topic_levels as u64),
             ("limits", "max_keepalive", u64::from(l.max_keepalive)),
             ("limits", "max_queued_bytes", l.max_queued_bytes as u64),
+            ("limits", "write_timeout_ms", l.write_timeout_ms),
         ];
         for (section, key, value) in positive {
             if value == 0 {

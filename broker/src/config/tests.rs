@@ -87,6 +87,20 @@ fn semantic_error_names_line_and_key() {
 }
 
 #[test]
+fn zero_write_timeout_is_rejected() {
+    let text = "[limits]\nwrite_timeout_ms = 0\n";
+    let err = Config::from_toml(text, "edge.toml")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "edge.toml:2: key `limits.write_timeout_ms`: must be greater than 0"
+    );
+    let c = Config::from_toml("[limits]\nwrite_timeout_ms = 1500\n", "x.toml").unwrap();
+    assert_eq!(c.limits.write_timeout_ms, 1500);
+}
+
+#[test]
 fn invalid_deny_filter_is_rejected() {
     let text = "[acl]\ndeny_subscribe = [\"a/#/b\"]\n";
     let err = Config::from_toml(text, "edge.toml")

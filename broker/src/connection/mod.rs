@@ -3,7 +3,8 @@
 //! [`serve`] runs the CONNECT handshake ([`handshake`]), attaches the
 //! session, then loops: decode every complete packet in the read buffer and
 //! handle it ([`inbound`]), move deliveries from the session's mailbox into
-//! the write buffer ([`outbound`]), write the whole buffer in one call, and
+//! the write buffer ([`outbound`]), write the whole buffer (within
+//! `write_timeout_ms`: a client that stops reading is disconnected), and
 //! wait for the next event (socket readable, mailbox notified, takeover,
 //! shutdown, keep alive deadline). The task owns its socket, its codec
 //! state and its session; it touches shared state only through short,
@@ -25,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 use tokio::time::{sleep_until, timeout, Instant};
@@ -95,6 +96,8 @@ enum Exit {
     /// Socket closed or failed.
     Closed,
     KeepAlive,
+    /// A write batch was not taken by the client within write_timeout_ms.
+    WriteTimeout,
     TakenOver,
     Shutdown,
     /// The client broke the protocol; v5 reason code and a description.
@@ -270,6 +273,7 @@ impl Conn {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let max_packet = self.broker.config.limits.max_packet_size;
+        let write_timeout = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
         let grace = Duration::from_millis(u64::from(keep_alive) * 1500);
         let mut deadline = Instant::now() + grace;
         let mailbox = self.session.mailbox.clone();
@@ -296,14 +300,35 @@ impl Conn {
             }
             self.pump();
             if !self.wbuf.is_empty() {
-                let len = self.wbuf.len();
-                tokio::select! {
-                    r = stream.write_all(&self.wbuf) => if r.is_err() { return Exit::Closed },
-                    _ = &mut kicked => return Exit::TakenOver,
-                    _ = shutdown.changed() => return Exit::Shutdown,
-                    _ = sleep_until(deadline), if keep_alive > 0 => return Exit::KeepAlive,
+                // Written piece by piece (`write` is cancel safe, `write_all`
+                // is not): when another event ends the connection midway,
+                // the bytes already sent are dropped from the buffer, so the
+                // final flush sends only the rest and the stream stays framed.
+                // The whole batch must go within write_timeout: a client
+                // that stops reading cannot hold its task forever (nor, with
+                // keep alive 0, ever be noticed otherwise).
+                let write_deadline = Instant::now() + write_timeout;
+                let mut written = 0;
+                let stopped = loop {
+                    if written == self.wbuf.len() {
+                        break None;
+                    }
+                    tokio::select! {
+                        r = stream.write(&self.wbuf[written..]) => match r {
+                            Ok(0) | Err(_) => break Some(Exit::Closed),
+                            Ok(n) => written += n,
+                        },
+                        _ = &mut kicked => break Some(Exit::TakenOver),
+                        _ = shutdown.changed() => break Some(Exit::Shutdown),
+                        _ = sleep_until(deadline), if keep_alive > 0 => break Some(Exit::KeepAlive),
+                        _ = sleep_until(write_deadline) => break Some(Exit::WriteTimeout),
+                    }
+                };
+                sys::add(&self.broker.metrics.bytes_sent, written);
+                if let Some(exit) = stopped {
+                    self.wbuf.advance(written);
+                    return exit;
                 }
-                sys::add(&self.broker.metrics.bytes_sent, len);
                 self.wbuf.clear();
                 if self.wbuf.capacity() > 4 * outbound::WRITE_BATCH_BYTES {
                     self.wbuf = BytesMut::new();
@@ -389,6 +414,16 @@ impl Conn {
                 Some((e.reason_code(), e.to_string()))
             }
             Exit::KeepAlive => Some((reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout".into())),
+            // The client is not reading: no DISCONNECT of its own, only the
+            // bounded final flush of what is pending.
+            Exit::WriteTimeout => {
+                sys::inc(&self.broker.metrics.disconnects_write_timeout);
+                tracing::info!(
+                    timeout_ms = self.broker.config.limits.write_timeout_ms,
+                    "closing connection: client not reading (write timeout)"
+                );
+                None
+            }
             Exit::TakenOver => Some((reason::SESSION_TAKEN_OVER, "session taken over".into())),
             Exit::Shutdown => Some((reason::SERVER_SHUTTING_DOWN, "server shutting down".into())),
             Exit::Client | Exit::ClientWithWill | Exit::Closed => None,
@@ -527,6 +562,10 @@ mod tests {
         assert!(buf.capacity() < 10_000);
     }
 }
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests_io;
+
 #[cfg(test)]
 mod task_size {
     //! Every idle connection costs at least its task's future: keep it in a

@@ -3,6 +3,10 @@
 //! Bounded in count and payload bytes by config: a retained message for a
 //! new topic that would exceed a bound is not stored (the caller counts it);
 //! replacing an existing topic is always allowed when the result fits.
+//! The broker's own `$SYS/...` topics (clients cannot publish there) are
+//! kept outside the bounds: they are a fixed set, and counting them would
+//! leave clients fewer retained topics than configured, and would drop and
+//! count the broker's own figures when the bound is small.
 //! An empty payload clears the topic. Expired messages are removed lazily
 //! when a subscription looks at them.
 
@@ -26,7 +30,11 @@ pub enum RetainOutcome {
 #[derive(Debug)]
 pub struct RetainedStore {
     messages: HashMap<String, Arc<Message>>,
+    /// Weight of every retained message.
     bytes: usize,
+    /// Count and weight of the bounded (non-`$SYS`) messages.
+    client_count: usize,
+    client_bytes: usize,
     max_messages: usize,
     max_bytes: usize,
 }
@@ -36,6 +44,8 @@ impl RetainedStore {
         RetainedStore {
             messages: HashMap::new(),
             bytes: 0,
+            client_count: 0,
+            client_bytes: 0,
             max_messages,
             max_bytes,
         }
@@ -46,19 +56,39 @@ impl RetainedStore {
     pub fn set(&mut self, message: Arc<Message>) -> RetainOutcome {
         if message.payload.is_empty() {
             if let Some(old) = self.messages.remove(&message.topic) {
-                self.bytes -= old.weight();
+                self.untrack(&old);
             }
             return RetainOutcome::Cleared;
         }
-        let old_weight = self.messages.get(&message.topic).map_or(0, |m| m.weight());
-        let new_count = self.messages.len() + usize::from(old_weight == 0);
-        let new_bytes = self.bytes - old_weight + message.weight();
-        if new_count > self.max_messages || new_bytes > self.max_bytes {
-            return RetainOutcome::Rejected;
+        if !is_broker_topic(&message.topic) {
+            let old_weight = self.messages.get(&message.topic).map(|m| m.weight());
+            let new_count = self.client_count + usize::from(old_weight.is_none());
+            let new_bytes = self.client_bytes - old_weight.unwrap_or(0) + message.weight();
+            if new_count > self.max_messages || new_bytes > self.max_bytes {
+                return RetainOutcome::Rejected;
+            }
         }
-        self.bytes = new_bytes;
-        self.messages.insert(message.topic.clone(), message);
+        self.track(&message);
+        if let Some(old) = self.messages.insert(message.topic.clone(), message) {
+            self.untrack(&old);
+        }
         RetainOutcome::Stored
+    }
+
+    fn track(&mut self, m: &Message) {
+        self.bytes += m.weight();
+        if !is_broker_topic(&m.topic) {
+            self.client_count += 1;
+            self.client_bytes += m.weight();
+        }
+    }
+
+    fn untrack(&mut self, m: &Message) {
+        self.bytes -= m.weight();
+        if !is_broker_topic(&m.topic) {
+            self.client_count -= 1;
+            self.client_bytes -= m.weight();
+        }
     }
 
     /// Live retained messages matching `filter`; expired ones are dropped.
@@ -71,7 +101,7 @@ impl RetainedStore {
             .collect();
         for t in expired {
             if let Some(old) = self.messages.remove(&t) {
-                self.bytes -= old.weight();
+                self.untrack(&old);
             }
         }
         self.messages
@@ -81,7 +111,7 @@ impl RetainedStore {
             .collect()
     }
 
-    /// Number of retained messages.
+    /// Number of retained messages (`$SYS` included).
     pub fn len(&self) -> usize {
         self.messages.len()
     }
@@ -95,4 +125,9 @@ impl RetainedStore {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+}
+
+/// The broker's own topics, outside the bounds.
+fn is_broker_topic(topic: &str) -> bool {
+    topic.starts_with("$SYS/")
 }

@@ -243,6 +243,48 @@ fn retained_byte_bound_and_dollar_topics() {
 }
 
 #[test]
+fn sys_topics_do_not_count_against_the_retained_bounds() {
+    let router = Router::new(2, 1000);
+    for t in ["$SYS/a", "$SYS/b", "$SYS/c"] {
+        assert_eq!(
+            router.retain(message(t, QoS::AtMostOnce, true, None)),
+            RetainOutcome::Stored
+        );
+    }
+    for t in ["x", "y"] {
+        assert_eq!(
+            router.retain(message(t, QoS::AtMostOnce, true, None)),
+            RetainOutcome::Stored,
+            "clients get the configured count"
+        );
+    }
+    assert_eq!(
+        router.retain(message("z", QoS::AtMostOnce, true, None)),
+        RetainOutcome::Rejected
+    );
+    assert_eq!(router.retained_stats().0, 5);
+    // Replacing and clearing keep the accounting straight.
+    router.retain(message("$SYS/a", QoS::AtMostOnce, true, None));
+    let clear = Arc::new(Message::new(
+        "x".into(),
+        Bytes::new(),
+        QoS::AtMostOnce,
+        true,
+        PublishProperties::default(),
+        None,
+    ));
+    assert_eq!(router.retain(clear), RetainOutcome::Cleared);
+    assert_eq!(
+        router.retain(message("z", QoS::AtMostOnce, true, None)),
+        RetainOutcome::Stored
+    );
+    assert_eq!(
+        router.retain(message("w", QoS::AtMostOnce, true, None)),
+        RetainOutcome::Rejected
+    );
+}
+
+#[test]
 fn unsubscribe_mailbox_spares_a_newer_session_with_the_same_id() {
     let router = Router::new(10, 1000);
     let old = mailbox("dup");
