@@ -54,6 +54,7 @@ async fn subscribed_client(
     let info = ConnectionInfo {
         peer: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
         anonymous_allowed: true,
+        certificate_user: super::CertificateUser::NotUsed,
     };
     let task = tokio::spawn(serve(server, info, broker.clone(), false));
     let connect = Connect {
