@@ -126,7 +126,7 @@ impl Default for Config {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            worker_threads: 0,
+            worker_threads: 1,
             max_connections: 10_000,
             connect_timeout_ms: 10_000,
         }

@@ -282,10 +282,13 @@ impl Conn {
         // TCP back-pressure on a publisher that outruns the store.
         let max_waiting = usize::from(self.broker.config.limits.max_inflight);
         loop {
+            // The keep alive deadline moves once per batch of packets (one
+            // clock read, not one per packet).
+            let mut heard_from_client = false;
             while self.waiting_acks.len() < max_waiting {
                 match protocol::decode(rbuf, self.version, max_packet) {
                     Ok(Some(packet)) => {
-                        deadline = Instant::now() + grace;
+                        heard_from_client = true;
                         if let Err(exit) = self.handle(packet) {
                             return exit;
                         }
@@ -297,6 +300,9 @@ impl Conn {
                     Ok(None) => break,
                     Err(e) => return Exit::Decode(e),
                 }
+            }
+            if heard_from_client {
+                deadline = Instant::now() + grace;
             }
             self.pump();
             if !self.wbuf.is_empty() {

@@ -11,7 +11,10 @@
 //! the caller picks one member with [`Group::pick`] (round robin, preferring
 //! online members).
 
-use std::collections::HashMap;
+/// Topic levels are hashed on every publish: foldhash is several times
+/// faster than SipHash on short keys and still seeded per process, so
+/// crafted subscriptions cannot aim at a known hash function.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
