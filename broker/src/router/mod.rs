@@ -16,6 +16,7 @@ mod message;
 mod retained;
 mod trie;
 
+use smallvec::SmallVec;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -41,6 +42,9 @@ pub fn valid_filter(filter: &str) -> bool {
     }
     topic::valid_topic_filter(filter)
 }
+
+/// The receivers of one message: inline for up to four.
+pub type Routes = SmallVec<[(Arc<Mailbox>, Delivery); 4]>;
 
 /// Subscriptions and retained messages shared by all connections.
 #[derive(Debug)]
@@ -95,10 +99,11 @@ impl Router {
 
     /// The deliveries for `message`: one per subscribed client (overlaps
     /// merged) plus one per matching shared group.
-    pub fn route(&self, message: &Arc<Message>) -> Vec<(Arc<Mailbox>, Delivery)> {
-        let mut direct: Vec<&Subscriber> = Vec::new();
-        let mut out = Vec::new();
+    pub fn route(&self, message: &Arc<Message>) -> Routes {
         let trie = read(&self.trie);
+        // Inline capacity covers the common fan-in case without allocating.
+        let mut direct: SmallVec<[&Subscriber; 8]> = SmallVec::new();
+        let mut out = Routes::new();
         trie.matches(&message.topic, |m| match m {
             Match::Direct(s) => {
                 let own = message.publisher.as_ref() == Some(s.mailbox.client_id());

@@ -98,6 +98,31 @@ fn unsubscribe_removes_and_prunes() {
 }
 
 #[test]
+fn wildcard_levels_keep_matching_as_siblings_come_and_go() {
+    let router = Router::new(10, 1000);
+    let (x, y, z) = (mailbox("x"), mailbox("y"), mailbox("z"));
+    let qos0 = || SubscriptionOptions::qos(QoS::AtMostOnce);
+    router.subscribe(&x, "a/+", qos0());
+    router.subscribe(&y, "a/#", qos0());
+    router.subscribe(&z, "a/b", qos0());
+    assert_eq!(targets(&router, "a/b"), ["x", "y", "z"]);
+    assert_eq!(targets(&router, "a"), ["y"], "# matches its parent level");
+    assert!(router.unsubscribe("x", "a/+"));
+    assert_eq!(targets(&router, "a/b"), ["y", "z"]);
+    assert_eq!(targets(&router, "a/q"), ["y"]);
+    assert!(router.unsubscribe("y", "a/#"));
+    assert_eq!(targets(&router, "a/b"), ["z"]);
+    assert!(targets(&router, "a/q").is_empty());
+    router.subscribe(&x, "a/+", qos0());
+    assert_eq!(
+        targets(&router, "a/q"),
+        ["x"],
+        "a wildcard added back matches again"
+    );
+    assert_eq!(targets(&router, "a/b/c"), Vec::<String>::new());
+}
+
+#[test]
 fn overlapping_subscriptions_give_one_copy_at_highest_qos_with_all_ids() {
     let router = Router::new(10, 1000);
     let m = mailbox("c");

@@ -88,11 +88,21 @@ struct Node {
     children: HashMap<String, Node>,
     subscribers: HashMap<Arc<str>, Subscriber>,
     groups: HashMap<String, Group>,
+    /// Whether `children` holds `+` / `#`: most nodes have neither, and the
+    /// flags spare two hash lookups per level on every publish.
+    has_plus: bool,
+    has_hash: bool,
 }
 
 impl Node {
     fn is_empty(&self) -> bool {
         self.children.is_empty() && self.subscribers.is_empty() && self.groups.is_empty()
+    }
+
+    /// Refreshes the wildcard flags after `children` changed.
+    fn update_wildcards(&mut self) {
+        self.has_plus = self.children.contains_key("+");
+        self.has_hash = self.children.contains_key("#");
     }
 }
 
@@ -127,6 +137,8 @@ impl Trie {
     pub fn insert(&mut self, filter: &str, group: Option<&str>, subscriber: Subscriber) -> bool {
         let mut node = &mut self.root;
         for level in filter.split('/') {
+            node.has_plus |= level == "+";
+            node.has_hash |= level == "#";
             node = node.children.entry(level.to_string()).or_default();
         }
         let existed = match group {
@@ -202,9 +214,8 @@ impl Trie {
 
     /// Calls `visit` for every subscription matching `topic`.
     pub fn matches<'a>(&'a self, topic: &str, mut visit: impl FnMut(Match<'a>)) {
-        let levels: Vec<&str> = topic.split('/').collect();
         let dollar = topic.starts_with('$');
-        walk(&self.root, &levels, 0, dollar, &mut visit);
+        walk(&self.root, Some(topic), true, dollar, &mut visit);
     }
 }
 
@@ -250,6 +261,7 @@ fn remove_at(node: &mut Node, levels: &[&str], group: Option<&str>, target: &Tar
     let removed = remove_at(child, rest, group, target);
     if child.is_empty() {
         node.children.remove(*first);
+        node.update_wildcards();
     }
     removed
 }
@@ -261,30 +273,41 @@ fn visit_node<'a>(node: &'a Node, visit: &mut impl FnMut(Match<'a>)) {
     node.groups.values().for_each(|g| visit(Match::Shared(g)));
 }
 
+/// Visits the subscriptions under `node` matching `rest`, the topic levels
+/// not consumed yet (`None` once every level is). Splits the topic as it
+/// goes, so matching allocates nothing.
 fn walk<'a>(
     node: &'a Node,
-    levels: &[&str],
-    depth: usize,
+    rest: Option<&str>,
+    top: bool,
     dollar: bool,
     visit: &mut impl FnMut(Match<'a>),
 ) {
-    let wildcards_allowed = !(depth == 0 && dollar);
-    if wildcards_allowed {
+    // `$` topics are not matched by wildcards at the first level.
+    let wildcards_allowed = !(top && dollar);
+    if wildcards_allowed && node.has_hash {
         // `#` matches the parent level and everything below it.
         if let Some(hash) = node.children.get("#") {
             visit_node(hash, visit);
         }
     }
-    let Some(level) = levels.get(depth) else {
+    let Some(rest) = rest else {
         visit_node(node, visit);
         return;
     };
-    if let Some(child) = node.children.get(*level) {
-        walk(child, levels, depth + 1, dollar, visit);
+    if node.children.is_empty() {
+        return;
     }
-    if wildcards_allowed {
+    let (level, tail) = match rest.split_once('/') {
+        Some((level, tail)) => (level, Some(tail)),
+        None => (rest, None),
+    };
+    if let Some(child) = node.children.get(level) {
+        walk(child, tail, false, dollar, visit);
+    }
+    if wildcards_allowed && node.has_plus {
         if let Some(plus) = node.children.get("+") {
-            walk(plus, levels, depth + 1, dollar, visit);
+            walk(plus, tail, false, dollar, visit);
         }
     }
 }
