@@ -157,7 +157,8 @@ pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, version: ProtocolVers
 /// Topic length and level limits from config.
 pub fn topic_within_limits(broker: &Broker, name: &str) -> bool {
     let l = &broker.config.limits;
-    name.len() <= l.max_topic_len && name.split('/').count() <= l.max_topic_levels
+    name.len() <= l.max_topic_len
+        && name.bytes().filter(|&b| b == b'/').count() < l.max_topic_levels
 }
 
 /// True when a `[acl]` deny filter matches `topic`.

@@ -5,7 +5,9 @@
 
 /// A topic name a PUBLISH may carry: non-empty, no wildcards, no U+0000.
 pub fn valid_topic_name(name: &str) -> bool {
-    !name.is_empty() && !name.contains(['+', '#', '\0'])
+    // Byte scan: these are ASCII, so they never occur inside a multi-byte
+    // UTF-8 sequence, and a byte loop beats a char-pattern search.
+    !name.is_empty() && !name.bytes().any(|b| matches!(b, b'+' | b'#' | 0))
 }
 
 /// A topic filter: `+` fills a whole level, `#` only as the whole last level.

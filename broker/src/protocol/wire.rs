@@ -89,14 +89,20 @@ impl Reader {
     }
 
     /// A UTF-8 encoded string (MQTT 5.0 section 1.5.4): valid UTF-8, no U+0000.
+    /// Validated in place and copied once: slicing a `Bytes` off first
+    /// would cost two reference-count updates per string for nothing.
     pub fn string(&mut self) -> Result<String, DecodeError> {
-        let raw = self.binary()?;
+        let len = usize::from(self.u16()?);
+        self.need(len)?;
+        let raw = &self.buf.chunk()[..len];
         let text =
-            std::str::from_utf8(&raw).map_err(|_| self.malformed("string is not valid UTF-8"))?;
-        if text.contains('\0') {
+            std::str::from_utf8(raw).map_err(|_| self.malformed("string is not valid UTF-8"))?;
+        if raw.contains(&0) {
             return Err(self.malformed("string contains U+0000"));
         }
-        Ok(text.to_owned())
+        let owned = text.to_owned();
+        self.buf.advance(len);
+        Ok(owned)
     }
 
     /// Everything left, zero-copy (payloads).
