@@ -177,7 +177,24 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
     }
     if let Some(listener) = metrics_listener {
         // Served only now: /healthz answers once the store is recovered.
-        tokio::spawn(edgemq::metrics::serve(listener, broker.clone(), extra));
+        let store_for_metrics = store.clone();
+        let exposition: edgemq::metrics::Exposition = Arc::new(move || {
+            store_for_metrics
+                .as_ref()
+                .map(|s| {
+                    s.stats().sync_latency.prometheus(
+                        "edgemq_store_sync_seconds",
+                        "Time the store's syncs (fdatasync) took; PUBACKs in sync mode wait for them.",
+                    )
+                })
+                .unwrap_or_default()
+        });
+        tokio::spawn(edgemq::metrics::serve(
+            listener,
+            broker.clone(),
+            extra,
+            exposition,
+        ));
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "edgemq started");
     server::Server::run(broker, listeners, shutdown).await;

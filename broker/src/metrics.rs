@@ -26,11 +26,20 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// Extra exposition text appended to `/metrics` (histograms, which the
+/// flat `$SYS` values cannot express).
+pub type Exposition = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Largest request head we read.
 const MAX_REQUEST: usize = 8192;
 
 /// Serves `/metrics` and `/healthz` until the broker shuts down.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, extra: ExtraTopics) {
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    extra: ExtraTopics,
+    exposition: Exposition,
+) {
     let mut shutdown = broker.shutdown_signal();
     loop {
         let accepted = tokio::select! {
@@ -39,11 +48,12 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, extra: ExtraTopic
         };
         match accepted {
             Ok((stream, _)) => {
-                let (broker, extra) = (broker.clone(), extra.clone());
+                let (broker, extra, exposition) =
+                    (broker.clone(), extra.clone(), exposition.clone());
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(
                         Duration::from_secs(10),
-                        handle(stream, &broker, &extra),
+                        handle(stream, &broker, &extra, &exposition),
                     )
                     .await;
                 });
@@ -57,6 +67,7 @@ async fn handle(
     mut stream: TcpStream,
     broker: &Broker,
     extra: &ExtraTopics,
+    exposition: &Exposition,
 ) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
@@ -70,7 +81,7 @@ async fn handle(
     let head = String::from_utf8_lossy(&buf);
     let path = head.split_whitespace().nth(1).unwrap_or("");
     let (status, body) = match (head.starts_with("GET "), path) {
-        (true, "/metrics") => ("200 OK", render(broker, extra)),
+        (true, "/metrics") => ("200 OK", render(broker, extra) + &exposition()),
         (true, "/healthz") => ("200 OK", "ok\n".to_string()),
         (true, _) => ("404 Not Found", "not found\n".to_string()),
         (false, _) => ("405 Method Not Allowed", "GET only\n".to_string()),

@@ -49,5 +49,11 @@ fn metrics_endpoint_reports_core_and_store_figures() {
     assert!(value(&body, "edgemq_store_syncs") >= 1.0);
     assert!(value(&body, "edgemq_store_bytes_written") > 0.0);
     assert!(body.contains("# TYPE edgemq_store_write_amplification gauge"));
+    // The sync latency histogram counts every sync the store made.
+    assert!(body.contains("# TYPE edgemq_store_sync_seconds histogram"));
+    let counted = value(&body, "edgemq_store_sync_seconds_count");
+    assert!(counted >= 1.0, "{body}");
+    let inf = value(&body, "edgemq_store_sync_seconds_bucket{le=\"+Inf\"}");
+    assert_eq!(inf, counted, "{body}");
     assert!(get(port, "/nope").starts_with("HTTP/1.1 404"));
 }

@@ -17,6 +17,7 @@
 pub mod config;
 pub mod durable;
 pub mod flash;
+pub mod latency;
 pub mod record;
 pub mod segment;
 pub mod store;
@@ -83,6 +84,8 @@ pub struct StoreStats {
     pub recovered_next_id: u64,
     /// Erase count of every segment (wear spread).
     pub erase_counts: Vec<u32>,
+    /// How long each sync took.
+    pub sync_latency: latency::LatencyHistogram,
 }
 
 impl StoreStats {
@@ -107,6 +110,7 @@ impl StoreStats {
             ("erase_count/min", min.to_string()),
             ("erase_count/max", max.to_string()),
             ("recovery_ms", self.recovery_millis.to_string()),
+            ("sync_us/mean", self.sync_latency.mean_us().to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (format!("$SYS/broker/store/{k}"), v))

@@ -636,7 +636,9 @@ impl<F: Durable> Store<F> {
     /// Syncs the flash if anything was written since the last sync.
     fn sync(&mut self) -> Result<(), StoreError> {
         if self.dirty {
+            let started = std::time::Instant::now();
             self.flash.sync().map_err(StoreError::flash)?;
+            self.stats.sync_latency.record(started.elapsed());
             self.dirty = false;
             self.stats.syncs += 1;
         }
