@@ -26,8 +26,10 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     pub messages_received: AtomicU64,
     pub messages_sent: AtomicU64,
-    pub publish_received: AtomicU64,
-    pub publish_sent: AtomicU64,
+    /// PUBLISH packets received, by QoS (index 0, 1, 2).
+    pub publish_received: [AtomicU64; 3],
+    /// PUBLISH packets sent, by QoS.
+    pub publish_sent: [AtomicU64; 3],
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     /// QoS 0 dropped because a subscriber's outbound queue was full.
@@ -145,11 +147,39 @@ pub fn sys_values(broker: &Broker) -> Vec<(&'static str, String)> {
         ),
         (
             "$SYS/broker/publish/messages/received",
-            get(&m.publish_received).to_string(),
+            m.publish_received.iter().map(get).sum::<u64>().to_string(),
         ),
         (
             "$SYS/broker/publish/messages/sent",
-            get(&m.publish_sent).to_string(),
+            m.publish_sent.iter().map(get).sum::<u64>().to_string(),
+        ),
+        (
+            "$SYS/broker/edgemq/publish/received/qos0",
+            get(&m.publish_received[0]).to_string(),
+        ),
+        (
+            "$SYS/broker/edgemq/publish/received/qos1",
+            get(&m.publish_received[1]).to_string(),
+        ),
+        (
+            "$SYS/broker/edgemq/publish/received/qos2",
+            get(&m.publish_received[2]).to_string(),
+        ),
+        (
+            "$SYS/broker/edgemq/publish/sent/qos0",
+            get(&m.publish_sent[0]).to_string(),
+        ),
+        (
+            "$SYS/broker/edgemq/publish/sent/qos1",
+            get(&m.publish_sent[1]).to_string(),
+        ),
+        (
+            "$SYS/broker/edgemq/publish/sent/qos2",
+            get(&m.publish_sent[2]).to_string(),
+        ),
+        (
+            "$SYS/broker/edgemq/queued/messages",
+            broker.queued_messages().to_string(),
         ),
         (
             "$SYS/broker/publish/messages/dropped",

@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use edgemq_tests::{free_port, mosquitto_pub, Broker};
+use edgemq_tests::{free_port, mosquitto_pub, Broker, Sub};
 
 fn get(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -32,6 +32,17 @@ fn metrics_endpoint_reports_core_and_store_figures() {
         health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
         "{health}"
     );
+    // An offline persistent session with three messages waiting for it.
+    let mut offline = Sub::spawn(broker.port, &["-c", "-i", "qd", "-q", "1", "-t", "q/#"]);
+    offline.wait_subscribed();
+    offline.interrupt();
+    for i in 0..3 {
+        let out = mosquitto_pub(
+            broker.port,
+            &["-q", "1", "-t", &format!("q/{i}"), "-m", "y"],
+        );
+        assert!(out.status.success());
+    }
     for i in 0..5 {
         let out = mosquitto_pub(
             broker.port,
@@ -43,6 +54,15 @@ fn metrics_endpoint_reports_core_and_store_figures() {
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(value(&body, "edgemq_messages_received") >= 5.0);
     assert!(value(&body, "edgemq_publish_messages_received") >= 5.0);
+    // By QoS: the sum is the total; the queue gauge counts the offline
+    // session's three messages.
+    let by_qos: f64 = ["qos0", "qos1", "qos2"]
+        .iter()
+        .map(|q| value(&body, &format!("edgemq_edgemq_publish_received_{q}")))
+        .sum();
+    assert_eq!(by_qos, value(&body, "edgemq_publish_messages_received"));
+    assert_eq!(value(&body, "edgemq_edgemq_publish_received_qos1"), 8.0);
+    assert_eq!(value(&body, "edgemq_edgemq_queued_messages"), 3.0);
     // $SYS topics are retained too, as in Mosquitto.
     assert!(value(&body, "edgemq_retained_messages_count") >= 5.0);
     // Five retained messages went through the durable store.

@@ -20,7 +20,7 @@ mod restore;
 use crate::config::Config;
 use crate::hooks::{Authenticator, Durability, Persistence};
 use crate::router::{Message, RetainOutcome, Router};
-use crate::session::{MailboxLimits, Session};
+use crate::session::{Mailbox, MailboxLimits, Session};
 use crate::sys::{self, Metrics};
 
 /// How long a new connection waits for the session of the connection it
@@ -38,6 +38,8 @@ struct Slot {
     handoff: Option<oneshot::Sender<Box<Session>>>,
     /// An offline persistent session.
     parked: Option<Session>,
+    /// The session's queue, online or parked (for the queue-depth gauge).
+    mailbox: Option<Arc<Mailbox>>,
     /// Bumped each time a session is parked, so stale expiry timers no-op.
     generation: u64,
 }
@@ -105,6 +107,16 @@ impl Broker {
     /// Sessions known (online and parked).
     pub fn session_count(&self) -> usize {
         lock(&self.sessions).len()
+    }
+
+    /// Messages queued for every session, online or offline (not counting
+    /// a spilled backlog that waits in the store).
+    pub fn queued_messages(&self) -> usize {
+        lock(&self.sessions)
+            .values()
+            .filter_map(|slot| slot.mailbox.as_ref())
+            .map(|m| m.len())
+            .sum()
     }
 
     /// Asks every task to shut down.
@@ -234,6 +246,9 @@ impl Broker {
         };
         session.set_expiry(expiry_interval);
         session.mailbox.set_online(true);
+        if let Some(slot) = lock(&self.sessions).get_mut(&client_id) {
+            slot.mailbox = Some(session.mailbox.clone());
+        }
         if session.is_persistent() {
             self.persistence.save_session(&session.record());
         }

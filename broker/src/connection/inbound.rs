@@ -75,7 +75,7 @@ impl Conn {
 
     fn on_publish(&mut self, publish: Publish) -> Result<(), Exit> {
         let metrics = &self.broker.metrics;
-        sys::inc(&metrics.publish_received);
+        sys::inc(&metrics.publish_received[usize::from(publish.qos as u8)]);
         let topic = if self.version.is_v5() {
             self.in_aliases
                 .resolve(&publish.topic, publish.properties.topic_alias)

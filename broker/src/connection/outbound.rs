@@ -108,7 +108,7 @@ impl Conn {
         }
         self.apply_alias(&mut publish);
         self.encode(&Packet::Publish(publish));
-        sys::inc(&metrics.publish_sent);
+        sys::inc(&metrics.publish_sent[usize::from(delivery.qos as u8)]);
     }
 
     /// The PUBLISH for a delivery (packet id 0 until assigned).
