@@ -83,6 +83,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     if let Some(Command::CheckConfig { file }) = &cli.command {
         let config = Config::from_file(file)?;
         edgemq::auth::FileAuth::load(&config.auth)?;
+        for listener in config.listeners.iter().filter(|l| l.protocol.is_tls()) {
+            server::tls::TlsAcceptorCell::new(listener)?;
+        }
         println!("{}: OK", file.display());
         return Ok(());
     }

@@ -94,3 +94,32 @@ fn invalid_storage_values_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn check_config_reads_the_tls_files() {
+    let dir = tempfile::tempdir().unwrap();
+    edgemq_tests::make_pki(dir.path());
+    let path = dir.path().join("tls.toml");
+    let listener = |cert: &str| {
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:8883\"\nprotocol = \"mqtts\"\ncert_file = {:?}\nkey_file = {:?}\n",
+            dir.path().join(cert).to_str().unwrap(),
+            dir.path().join("server.key").to_str().unwrap()
+        )
+    };
+    std::fs::write(&path, listener("server.pem")).unwrap();
+    let out = edgemq(&["check-config", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&path, listener("missing.pem")).unwrap();
+    let out = edgemq(&["check-config", path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("listener 127.0.0.1:8883") && err.contains("missing.pem"),
+        "{err}"
+    );
+}
