@@ -133,7 +133,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 
 async fn run(config: Arc<Config>) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
-    let listeners = server::bind(&config.listeners).await?;
+    // Ports are taken now (a conflict fails before the store recovery) but
+    // accept connections only once the broker can serve them.
+    let reserved = server::reserve(&config.listeners)?;
     let metrics_listener = match config.metrics.listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -148,7 +150,8 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
         None => Arc::new(MemoryOnly),
     };
     let auth = Arc::new(edgemq::auth::FileAuth::load(&config.auth)?);
-    spawn_reload_on_sighup(auth.clone(), server::tls_acceptors(&listeners));
+    let tls_cells = reserved.iter().filter_map(|r| r.tls_acceptor()).collect();
+    spawn_reload_on_sighup(auth.clone(), tls_cells);
     let broker = Broker::new(config.clone(), persistence, auth);
     if let Some(handle) = &store {
         let restored = durable::restore(&broker, handle)
@@ -199,6 +202,10 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
             exposition,
         ));
     }
+    let listeners = reserved
+        .into_iter()
+        .map(server::ReservedListener::listen)
+        .collect::<Result<Vec<_>, _>>()?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "edgemq started");
     server::Server::run(broker, listeners, shutdown).await;
     tracing::info!("edgemq stopped");

@@ -169,8 +169,17 @@ impl Broker {
             .stderr(log);
         self.child = Some(cmd.spawn().expect("cannot start edgemq"));
         let addr = self.addr();
+        // Ready when *this* process says it started (it listens only after
+        // recovering its store) and the port answers: a port that answers
+        // while our process failed (another test took the port meanwhile)
+        // must not pass for our broker.
+        let log_path = self.log_path();
+        let child = self.child.as_mut().expect("child");
         let up = wait_until(Duration::from_secs(30), || {
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            matches!(child.try_wait(), Ok(None))
+                && std::fs::read_to_string(&log_path)
+                    .is_ok_and(|log| log.contains("edgemq started"))
+                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
         });
         assert!(up, "edgemq did not start listening; log:\n{}", self.log());
     }

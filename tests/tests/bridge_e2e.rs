@@ -146,14 +146,22 @@ fn outage_then_crash_during_drain_loses_nothing() {
     let mut got = sub.messages(1000, Duration::from_secs(60));
     edge.kill9();
     edge.restart();
-    got.extend(sub.messages(each, Duration::from_secs(10)));
-    loop {
-        let more = sub.messages(1, Duration::from_secs(5));
-        if more.is_empty() {
-            break;
-        }
+    // Wait until every sequence number arrived (generous deadline: the
+    // restarted bridge reconnects with backoff), not for a quiet period.
+    let seq = |l: &String| l.rsplit('-').next().and_then(|n| n.parse::<usize>().ok());
+    let mut distinct: std::collections::HashSet<usize> = got.iter().filter_map(seq).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while distinct.len() < each && std::time::Instant::now() < deadline {
+        let more = sub.messages(each - distinct.len(), Duration::from_secs(2));
+        distinct.extend(more.iter().filter_map(seq));
         got.extend(more);
     }
+    assert_eq!(
+        distinct.len(),
+        each,
+        "messages missing after outage and kill -9; edge log:\n{}",
+        edge.log()
+    );
     let duplicates = check_in_order_allowing_replay(&got, each);
     println!(
         "outage + kill -9: {} received, {duplicates} duplicates",

@@ -69,12 +69,12 @@ fn park_subscriber(port: u16, client_id: &str, filter: &str) {
 /// Reconnects `client_id` with its session and collects payloads until
 /// `expected` are all seen or `timeout` passes; returns (seen set, total received).
 fn drain_subscriber(
-    port: u16,
+    broker: &Broker,
     client_id: &str,
     expected: &HashSet<u32>,
     timeout: Duration,
 ) -> (HashSet<u32>, usize) {
-    let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+    let mut opts = MqttOptions::new(client_id, "127.0.0.1", broker.port);
     opts.set_clean_session(false);
     opts.set_inflight(100);
     let (_client, mut conn) = Client::new(opts, 100);
@@ -88,7 +88,7 @@ fn drain_subscriber(
                 seen.insert(std::str::from_utf8(&p.payload).unwrap().parse().unwrap());
             }
             Ok(Ok(_)) | Err(_) => {}
-            Ok(Err(e)) => panic!("subscriber connection failed: {e}"),
+            Ok(Err(e)) => panic!("subscriber connection failed: {e}; log:\n{}", broker.log()),
         }
     }
     (seen, total)
@@ -141,7 +141,7 @@ fn pubacked_messages_survive_kill_9() {
     assert_eq!(acked.len(), kill_after, "the broker was killed mid-stream");
     broker.restart();
     let (seen, received) =
-        drain_subscriber(broker.port, "durable-sub", &acked, Duration::from_secs(60));
+        drain_subscriber(&broker, "durable-sub", &acked, Duration::from_secs(60));
     let missing: Vec<_> = acked.difference(&seen).take(10).collect();
     assert!(
         missing.is_empty(),

@@ -27,6 +27,7 @@ impl Broker {
             let mut sessions = lock(&self.sessions);
             let slot = sessions.entry(client_id.clone()).or_default();
             slot.generation = generation;
+            slot.mailbox = Some(session.mailbox.clone());
             slot.parked = Some(session);
         }
         if expiry != NEVER_EXPIRES {

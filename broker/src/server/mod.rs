@@ -67,25 +67,66 @@ pub enum ServerError {
     Tls(#[from] TlsError),
 }
 
-/// Binds every configured listener.
-pub async fn bind(listeners: &[ListenerConfig]) -> Result<Vec<BoundListener>, ServerError> {
-    let mut bound = Vec::with_capacity(listeners.len());
+/// A listener whose address is taken (bound) but which does not accept
+/// connections yet: the broker reserves its ports before the (possibly
+/// long) store recovery, so a port conflict fails fast, and listens only
+/// once it can serve, so clients meanwhile get "connection refused" and
+/// retry instead of waiting on a socket nobody reads.
+pub struct ReservedListener {
+    socket: TcpSocket,
+    config: ListenerConfig,
+    tls: Option<Arc<TlsAcceptorCell>>,
+}
+
+impl ReservedListener {
+    /// The TLS acceptor of an `mqtts`/`wss` listener (reloaded on SIGHUP).
+    pub fn tls_acceptor(&self) -> Option<Arc<TlsAcceptorCell>> {
+        self.tls.clone()
+    }
+
+    /// Starts accepting connections (into the kernel's backlog).
+    pub fn listen(self) -> Result<BoundListener, ServerError> {
+        let address = self.config.address;
+        let listener = self
+            .socket
+            .listen(LISTEN_BACKLOG)
+            .map_err(|source| ServerError::Bind { address, source })?;
+        Ok(BoundListener {
+            listener,
+            config: self.config,
+            tls: self.tls,
+        })
+    }
+}
+
+/// Binds every configured listener without listening yet (and reads the
+/// TLS listeners' certificates).
+pub fn reserve(listeners: &[ListenerConfig]) -> Result<Vec<ReservedListener>, ServerError> {
+    let mut reserved = Vec::with_capacity(listeners.len());
     for config in listeners {
         let tls = match config.protocol.is_tls() {
             true => Some(TlsAcceptorCell::new(config)?),
             false => None,
         };
-        let listener = listen(config.address).map_err(|source| ServerError::Bind {
+        let socket = bind_socket(config.address).map_err(|source| ServerError::Bind {
             address: config.address,
             source,
         })?;
-        bound.push(BoundListener {
-            listener,
+        reserved.push(ReservedListener {
+            socket,
             config: config.clone(),
             tls,
         });
     }
-    Ok(bound)
+    Ok(reserved)
+}
+
+/// Binds and listens on every configured listener.
+pub async fn bind(listeners: &[ListenerConfig]) -> Result<Vec<BoundListener>, ServerError> {
+    reserve(listeners)?
+        .into_iter()
+        .map(ReservedListener::listen)
+        .collect()
 }
 
 /// Pending connections the kernel may hold for us. A connection burst
@@ -94,16 +135,15 @@ pub async fn bind(listeners: &[ListenerConfig]) -> Result<Vec<BoundListener>, Se
 /// briefly descheduled; std's default of 128 is too small for that.
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// Binds a listening socket with SO_REUSEADDR (restarts do not wait for
-/// TIME_WAIT) and a deep accept backlog.
-fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+/// Binds a socket with SO_REUSEADDR (restarts do not wait for TIME_WAIT).
+fn bind_socket(address: SocketAddr) -> std::io::Result<TcpSocket> {
     let socket = match address {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
-    socket.listen(LISTEN_BACKLOG)
+    Ok(socket)
 }
 
 /// The running server: the broker plus connection accounting.
