@@ -144,6 +144,7 @@ fn outage_then_crash_during_drain_loses_nothing() {
     sub.wait_subscribed();
     // Let part of the backlog drain, then kill edgemq in the middle of it.
     let mut got = sub.messages(1000, Duration::from_secs(60));
+    let first_batch = got.len();
     edge.kill9();
     edge.restart();
     // Wait until every sequence number arrived (generous deadline: the
@@ -156,10 +157,18 @@ fn outage_then_crash_during_drain_loses_nothing() {
         distinct.extend(more.iter().filter_map(seq));
         got.extend(more);
     }
-    assert_eq!(
-        distinct.len(),
-        each,
-        "messages missing after outage and kill -9; edge log:\n{}",
+    let missing: Vec<usize> = (0..each).filter(|i| !distinct.contains(i)).collect();
+    let before_kill: std::collections::HashSet<usize> =
+        got[..first_batch].iter().filter_map(seq).collect();
+    assert!(
+        missing.is_empty(),
+        "{} messages missing after outage and kill -9 (first {:?}, last {:?}; {} distinct \
+         received before the kill, highest {:?}); edge log:\n{}",
+        missing.len(),
+        missing.first(),
+        missing.last(),
+        before_kill.len(),
+        before_kill.iter().max(),
         edge.log()
     );
     let duplicates = check_in_order_allowing_replay(&got, each);
