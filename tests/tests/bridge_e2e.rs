@@ -17,6 +17,19 @@ use edgemq_tests::{mosquitto_pub, require_tool, Broker, Mosquitto, Sub};
 /// keeps 1,000 per client by default), or the test would measure that.
 const CLOUD: &str = "max_queued_messages 10000000";
 
+/// A consumer with a persistent session on a cloud started with
+/// `persistence true`: the session (and what is queued for it) outlives the
+/// cloud's restart, so whatever the bridge forwards before the test's
+/// subscriber is back is kept for it, not dropped by the cloud.
+const CONSUMER: [&str; 7] = ["-q", "1", "-t", "gw-0001/#", "-c", "-i", "consumer"];
+
+/// Creates the consumer's session on the cloud, then leaves.
+fn park_cloud_consumer(cloud: &Mosquitto) {
+    let mut sub = Sub::spawn(cloud.port, &CONSUMER);
+    sub.wait_subscribed();
+    sub.interrupt();
+}
+
 fn bridge_config(cloud_port: u16, extra: &str) -> String {
     format!(
         r#"
@@ -133,15 +146,15 @@ fn mirror_mode_delivers_every_message_in_order() {
 
 #[test]
 fn outage_then_crash_during_drain_loses_nothing() {
-    let mut cloud = Mosquitto::start(CLOUD);
+    let mut cloud = Mosquitto::start(&format!("{CLOUD}\npersistence true"));
+    park_cloud_consumer(&cloud);
     let mut edge = Broker::start_with(Some(&bridge_config(cloud.port, "")));
-    cloud.stop();
+    cloud.terminate();
     // Cloud down: messages are PUBACKed locally and wait on flash.
     let each = 10_000;
     publish_lines(edge.port, "sensors/p0", &lines(0, each));
-    cloud.start_again();
-    let mut sub = Sub::spawn(cloud.port, &["-q", "1", "-t", "gw-0001/sensors/#"]);
-    sub.wait_subscribed();
+    cloud.spawn_again();
+    let mut sub = Sub::spawn(cloud.port, &CONSUMER);
     // Let part of the backlog drain, then kill edgemq in the middle of it.
     let mut got = sub.messages(1000, Duration::from_secs(60));
     let first_batch = got.len();
@@ -327,10 +340,7 @@ fn high_priority_lane_drains_first_after_an_outage() {
     // The cloud keeps an offline consumer's session across its own restart,
     // so the consumer sees the cloud's arrival order of everything.
     let mut cloud = Mosquitto::start(&format!("{CLOUD}\npersistence true"));
-    let consumer = ["-q", "1", "-t", "gw-0001/#", "-c", "-i", "consumer"];
-    let mut sub = Sub::spawn(cloud.port, &consumer);
-    sub.wait_subscribed();
-    sub.interrupt();
+    park_cloud_consumer(&cloud);
     let extra = "\n[[bridge.forward]]\nfilter = \"alerts/#\"\nremote_prefix = \"gw-0001/\"\nqos = 1\npriority = 9\n";
     // The alerts rule (priority 9) is listed after the sensors rule (5).
     let config = format!("{}{extra}", bridge_config(cloud.port, ""));
@@ -339,7 +349,7 @@ fn high_priority_lane_drains_first_after_an_outage() {
     publish_lines(edge.port, "sensors/p0", &lines(0, 500));
     publish_lines(edge.port, "alerts/fire", &lines(1, 500));
     cloud.spawn_again();
-    let mut sub = Sub::spawn(cloud.port, &consumer);
+    let mut sub = Sub::spawn(cloud.port, &CONSUMER);
     let got = sub.messages(1000, Duration::from_secs(60));
     assert_eq!(got.len(), 1000, "log:\n{}", edge.log());
     let first_sensor = got
@@ -392,18 +402,14 @@ fn bridge_over_tls_checks_the_server_name() {
 
 #[test]
 fn store_qos0_keeps_qos0_readings_through_an_outage_in_order() {
-    let mut cloud = Mosquitto::start(CLOUD);
-    // A slow first reconnect gives the test's cloud subscriber time to be in
-    // place before the backlog drains.
-    let config = bridge_config(cloud.port, "")
-        .replace(
-            "filter = \"sensors/#\"",
-            "filter = \"sensors/#\"\nstore_qos0 = true",
-        )
-        .replace("reconnect_min_ms = 50", "reconnect_min_ms = 3000")
-        .replace("reconnect_max_ms = 500", "reconnect_max_ms = 3000");
+    let mut cloud = Mosquitto::start(&format!("{CLOUD}\npersistence true"));
+    park_cloud_consumer(&cloud);
+    let config = bridge_config(cloud.port, "").replace(
+        "filter = \"sensors/#\"",
+        "filter = \"sensors/#\"\nstore_qos0 = true",
+    );
     let edge = Broker::start_with(Some(&config));
-    cloud.stop();
+    cloud.terminate();
     // More QoS 0 readings than a memory buffer holds (outbound_capacity 1024).
     let each = 3000;
     let mut child = Command::new("mosquitto_pub")
@@ -427,9 +433,8 @@ fn store_qos0_keeps_qos0_readings_through_an_outage_in_order() {
     }
     drop(stdin);
     assert!(child.wait().unwrap().success());
-    cloud.start_again();
-    let mut sub = Sub::spawn(cloud.port, &["-q", "1", "-t", "gw-0001/#"]);
-    sub.wait_subscribed();
+    cloud.spawn_again();
+    let mut sub = Sub::spawn(cloud.port, &CONSUMER);
     let got = sub.messages(each, Duration::from_secs(60));
     let seqs: Vec<usize> = got
         .iter()
