@@ -97,6 +97,23 @@ fn retained_set_replace_clear() {
     }
 }
 
+/// A mosquitto_sub client (subscribed to `x`) whose will is `payload` on `topic`.
+fn will_client(port: u16, version: &str, topic: &str, payload: &str) -> Sub {
+    Sub::spawn(
+        port,
+        &[
+            "-V",
+            version,
+            "-t",
+            "x",
+            "--will-topic",
+            topic,
+            "--will-payload",
+            payload,
+        ],
+    )
+}
+
 #[test]
 fn will_published_on_socket_loss_not_on_disconnect() {
     let broker = Broker::start();
@@ -124,19 +141,7 @@ fn will_published_on_socket_loss_not_on_disconnect() {
         if v == "mqttv5" {
             // On SIGINT mosquitto_sub v5 sends DISCONNECT with reason 0x04
             // "disconnect with will message": the will is published.
-            let mut leaving = Sub::spawn(
-                broker.port,
-                &[
-                    "-V",
-                    v,
-                    "-t",
-                    "x",
-                    "--will-topic",
-                    &topic,
-                    "--will-payload",
-                    "with-will",
-                ],
-            );
+            let mut leaving = will_client(broker.port, v, &topic, "with-will");
             leaving.wait_subscribed();
             leaving.interrupt();
             assert_eq!(
@@ -146,19 +151,7 @@ fn will_published_on_socket_loss_not_on_disconnect() {
             );
         }
         // Socket loss (SIGKILL): the will is published.
-        let mut rude = Sub::spawn(
-            broker.port,
-            &[
-                "-V",
-                v,
-                "-t",
-                "x",
-                "--will-topic",
-                &topic,
-                "--will-payload",
-                "gone",
-            ],
-        );
+        let mut rude = will_client(broker.port, v, &topic, "gone");
         rude.wait_subscribed();
         rude.kill();
         assert_eq!(

@@ -9,19 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use client_support::{binary, free_port, Mosquitto};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use edgemq_tests::openssl;
 
 /// A CA, a server certificate for localhost and a client certificate.
 fn make_pki(dir: &Path) {

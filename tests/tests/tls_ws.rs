@@ -10,10 +10,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgemq_tests::{
-    free_port, make_client_cert, make_pki, mosquitto_pub, require_tool, run, Broker, Sub,
+    free_port, make_client_cert, make_pki, mosquitto_pub, require_tool, run, wait_until, Broker,
+    Sub,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -197,15 +198,12 @@ fn sighup_reloads_certificates_without_dropping_connections() {
         .status()
         .unwrap();
     assert!(hup.success());
-    let deadline = Instant::now() + WAIT;
-    while !publish(&new_ca, "after") {
-        assert!(
-            Instant::now() < deadline,
-            "the new certificate was not served; log:\n{}",
-            broker.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The reload is asynchronous: wait until the new certificate is served.
+    assert!(
+        wait_until(WAIT, || publish(&new_ca, "after")),
+        "the new certificate was not served; log:\n{}",
+        broker.log()
+    );
     assert!(!publish(&old_ca, "stale"), "the old certificate is gone");
     assert_eq!(
         sub.messages(2, WAIT),
