@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::config::{BatchMode, BridgeConfig, BridgeProtocol};
@@ -28,9 +28,7 @@ use crate::router::{Delivery, Message};
 const MAX_PACKET: u32 = 16 * 1024 * 1024;
 
 /// A plain or TLS connection to the cloud.
-trait Link: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Link for T {}
-type Stream = Box<dyn Link>;
+type Stream = Box<dyn crate::server::Transport>;
 
 /// Why a connection to the cloud ended.
 #[derive(Debug, thiserror::Error)]

@@ -50,6 +50,12 @@ impl BoundListener {
     }
 }
 
+/// A byte stream of any transport (TCP, TLS, a WebSocket pipe), for code
+/// that picks the transport at run time: the TLS/WebSocket listeners and
+/// the bridge's cloud link.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
 /// The TLS acceptors of `listeners`, to reload on SIGHUP.
 pub fn tls_acceptors(listeners: &[BoundListener]) -> Vec<Arc<TlsAcceptorCell>> {
     listeners.iter().filter_map(|l| l.tls.clone()).collect()
@@ -275,9 +281,6 @@ async fn accept_loop(server: Server, bound: BoundListener) {
     }
 }
 
-/// A connection task's future, whatever its transport.
-type ServeFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
-
 /// Runs the TLS and/or WebSocket handshake of a new connection (bounded by
 /// the connect timeout), then serves it.
 async fn upgrade(
@@ -293,9 +296,8 @@ async fn upgrade(
     let max_packet = broker.config.limits.max_packet_size;
     let peer = info.peer;
     let span = tracing::debug_span!("handshake", peer = %peer);
-    let over_limit = admission.over_limit;
     let handshake = async {
-        match tls {
+        let stream: Box<dyn Transport> = match tls {
             Some(cell) => {
                 let stream = cell
                     .current()
@@ -314,32 +316,26 @@ async fn upgrade(
                         None => CertificateUser::Missing,
                     };
                 }
-                let serve: ServeFuture = match websocket {
-                    true => {
-                        let pipe = websocket::accept(stream, max_packet).await?;
-                        Box::pin(connection::serve(pipe, info, broker, over_limit))
-                    }
-                    false => Box::pin(connection::serve(stream, info, broker, over_limit)),
-                };
-                Ok(serve)
+                Box::new(stream)
             }
-            None => {
-                let pipe = websocket::accept(stream, max_packet).await?;
-                let serve: ServeFuture =
-                    Box::pin(connection::serve(pipe, info, broker, over_limit));
-                Ok::<ServeFuture, String>(serve)
-            }
+            None => Box::new(stream),
+        };
+        match websocket {
+            true => Ok::<Box<dyn Transport>, String>(Box::new(
+                websocket::accept(stream, max_packet).await?,
+            )),
+            false => Ok(stream),
         }
     };
-    let serve = match tokio::time::timeout(limit, tracing::Instrument::instrument(handshake, span))
+    let stream = match tokio::time::timeout(limit, tracing::Instrument::instrument(handshake, span))
         .await
     {
-        Ok(Ok(serve)) => serve,
+        Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return tracing::info!(peer = %peer, error = %e, "handshake failed"),
         Err(_) => {
             return tracing::debug!(peer = %peer, "handshake not done within the connect timeout")
         }
     };
-    serve.await;
+    connection::serve(stream, info, broker, admission.over_limit).await;
     drop(admission);
 }
