@@ -108,12 +108,24 @@ impl Metrics {
     }
 }
 
+/// `$SYS` topics of the per-QoS PUBLISH counters, indexed like them.
+const PUBLISH_RECEIVED_BY_QOS: [&str; 3] = [
+    "$SYS/broker/edgemq/publish/received/qos0",
+    "$SYS/broker/edgemq/publish/received/qos1",
+    "$SYS/broker/edgemq/publish/received/qos2",
+];
+const PUBLISH_SENT_BY_QOS: [&str; 3] = [
+    "$SYS/broker/edgemq/publish/sent/qos0",
+    "$SYS/broker/edgemq/publish/sent/qos1",
+    "$SYS/broker/edgemq/publish/sent/qos2",
+];
+
 /// The `$SYS` topics and their current values.
 pub fn sys_values(broker: &Broker) -> Vec<(&'static str, String)> {
     let m = &broker.metrics;
     let (retained, _) = broker.router.retained_stats();
     let sessions = broker.session_count();
-    vec![
+    let mut values = vec![
         (
             "$SYS/broker/version",
             format!("edgemq {}", env!("CARGO_PKG_VERSION")),
@@ -152,30 +164,6 @@ pub fn sys_values(broker: &Broker) -> Vec<(&'static str, String)> {
         (
             "$SYS/broker/publish/messages/sent",
             m.publish_sent.iter().map(get).sum::<u64>().to_string(),
-        ),
-        (
-            "$SYS/broker/edgemq/publish/received/qos0",
-            get(&m.publish_received[0]).to_string(),
-        ),
-        (
-            "$SYS/broker/edgemq/publish/received/qos1",
-            get(&m.publish_received[1]).to_string(),
-        ),
-        (
-            "$SYS/broker/edgemq/publish/received/qos2",
-            get(&m.publish_received[2]).to_string(),
-        ),
-        (
-            "$SYS/broker/edgemq/publish/sent/qos0",
-            get(&m.publish_sent[0]).to_string(),
-        ),
-        (
-            "$SYS/broker/edgemq/publish/sent/qos1",
-            get(&m.publish_sent[1]).to_string(),
-        ),
-        (
-            "$SYS/broker/edgemq/publish/sent/qos2",
-            get(&m.publish_sent[2]).to_string(),
         ),
         (
             "$SYS/broker/edgemq/queued/messages",
@@ -231,7 +219,18 @@ pub fn sys_values(broker: &Broker) -> Vec<(&'static str, String)> {
             "$SYS/broker/edgemq/disconnects/write_timeout",
             get(&m.disconnects_write_timeout).to_string(),
         ),
-    ]
+    ];
+    for (topics, counters) in [
+        (PUBLISH_RECEIVED_BY_QOS, &m.publish_received),
+        (PUBLISH_SENT_BY_QOS, &m.publish_sent),
+    ] {
+        values.extend(
+            topics
+                .into_iter()
+                .zip(counters.iter().map(|c| get(c).to_string())),
+        );
+    }
+    values
 }
 
 /// `$SYS` topics contributed by other parts (the store, the bridges).
