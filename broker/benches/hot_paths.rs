@@ -71,7 +71,6 @@ fn router(c: &mut Criterion) {
         max_queued_bytes: 1 << 30,
     };
     let router = Router::new(1000, 1 << 20);
-    let mut mailboxes = Vec::new();
     for i in 0..1000 {
         let mailbox = Mailbox::new(Arc::from(format!("client-{i}")), false, limits);
         mailbox.set_online(true);
@@ -79,25 +78,10 @@ fn router(c: &mut Criterion) {
             0 => format!("site/line-{}/+/temperature", i % 7),
             _ => format!("site/line-{}/sensor-{i:04}/temperature", i % 7),
         };
-        router.subscribe(&mailbox, &filter, subscription());
-        mailboxes.push(mailbox);
+        router.subscribe(&mailbox, &filter, SubscriptionOptions::qos(QoS::AtMostOnce));
     }
-    let hit = Arc::new(Message::new(
-        "site/line-3/sensor-0042/temperature".into(),
-        Bytes::from_static(&[0u8; 64]),
-        QoS::AtMostOnce,
-        false,
-        PublishProperties::default(),
-        None,
-    ));
-    let miss = Arc::new(Message::new(
-        "site/line-9/sensor-0042/humidity".into(),
-        Bytes::from_static(&[0u8; 64]),
-        QoS::AtMostOnce,
-        false,
-        PublishProperties::default(),
-        None,
-    ));
+    let hit = message("site/line-3/sensor-0042/temperature");
+    let miss = message("site/line-9/sensor-0042/humidity");
     let mut group = c.benchmark_group("router");
     group.throughput(Throughput::Elements(1));
     group.bench_function("match 1000 subscriptions, 15 receivers", |b| {
@@ -116,14 +100,16 @@ fn router(c: &mut Criterion) {
     group.finish();
 }
 
-fn subscription() -> SubscriptionOptions {
-    SubscriptionOptions {
-        qos: QoS::AtMostOnce,
-        no_local: false,
-        retain_as_published: false,
-        retain_handling: Default::default(),
-        id: None,
-    }
+/// A QoS 0 message with a 64-byte payload.
+fn message(topic: &str) -> Arc<Message> {
+    Arc::new(Message::new(
+        topic.into(),
+        Bytes::from_static(&[0u8; 64]),
+        QoS::AtMostOnce,
+        false,
+        PublishProperties::default(),
+        None,
+    ))
 }
 
 fn store_append(c: &mut Criterion) {

@@ -33,6 +33,18 @@ fn message(topic: &str, qos: QoS, retain: bool, publisher: Option<&str>) -> Arc<
     ))
 }
 
+/// An empty retained message: clears `topic`'s retained message.
+fn clear_retained(topic: &str) -> Arc<Message> {
+    Arc::new(Message::new(
+        topic.to_string(),
+        Bytes::new(),
+        QoS::AtMostOnce,
+        true,
+        PublishProperties::default(),
+        None,
+    ))
+}
+
 fn targets(router: &Router, topic: &str) -> Vec<String> {
     let mut ids: Vec<String> = router
         .route(&message(topic, QoS::ExactlyOnce, false, None))
@@ -237,14 +249,7 @@ fn retained_set_replace_clear_and_bounds() {
     let got = router.retained_matching("#");
     assert_eq!(got.len(), 2);
     assert_eq!(router.retained_matching("a")[0].qos, QoS::AtLeastOnce);
-    let clear = Arc::new(Message::new(
-        "a".into(),
-        Bytes::new(),
-        QoS::AtMostOnce,
-        true,
-        PublishProperties::default(),
-        None,
-    ));
+    let clear = clear_retained("a");
     assert_eq!(router.retain(clear), RetainOutcome::Cleared);
     assert!(router.retained_matching("a").is_empty());
     assert_eq!(router.retained_stats(), (1, 2));
@@ -290,14 +295,7 @@ fn sys_topics_do_not_count_against_the_retained_bounds() {
     assert_eq!(router.retained_stats().0, 5);
     // Replacing and clearing keep the accounting straight.
     router.retain(message("$SYS/a", QoS::AtMostOnce, true, None));
-    let clear = Arc::new(Message::new(
-        "x".into(),
-        Bytes::new(),
-        QoS::AtMostOnce,
-        true,
-        PublishProperties::default(),
-        None,
-    ));
+    let clear = clear_retained("x");
     assert_eq!(router.retain(clear), RetainOutcome::Cleared);
     assert_eq!(
         router.retain(message("z", QoS::AtMostOnce, true, None)),
