@@ -11,8 +11,6 @@
 //! frames. Text frames break the MQTT-over-WebSocket rules and close the
 //! connection. When either side ends, both pumps stop.
 
-use std::sync::Arc;
-
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -90,8 +88,6 @@ where
 {
     let (mut ws_tx, mut ws_rx) = ws.split();
     let (mut pipe_rx, mut pipe_tx) = tokio::io::split(pipe);
-    let done = Arc::new(tokio::sync::Notify::new());
-    let inbound_done = done.clone();
     let mut inbound = tokio::spawn(async move {
         while let Some(frame) = ws_rx.next().await {
             let data = match frame {
@@ -108,8 +104,8 @@ where
             }
         }
         let _ = pipe_tx.shutdown().await;
-        inbound_done.notify_one();
     });
+    let mut inbound_ended = false;
     let mut buf = bytes::BytesMut::with_capacity(4096);
     loop {
         buf.reserve(4096);
@@ -123,13 +119,17 @@ where
                     }
                 }
             },
-            _ = done.notified() => break,
+            _ = &mut inbound => {
+                inbound_ended = true;
+                break;
+            }
         }
     }
     let _ = ws_tx.close().await;
-    if tokio::time::timeout(std::time::Duration::from_secs(1), &mut inbound)
-        .await
-        .is_err()
+    if !inbound_ended
+        && tokio::time::timeout(std::time::Duration::from_secs(1), &mut inbound)
+            .await
+            .is_err()
     {
         inbound.abort();
     }
