@@ -201,6 +201,11 @@ impl Broker {
         }
     }
 
+    /// Replaces the configuration the next start (`restart`) writes.
+    pub fn set_config(&mut self, config: &str) {
+        self.config = Some(config.to_string());
+    }
+
     /// Starts again on the same port and data directory.
     pub fn restart(&mut self) {
         self.kill9();

@@ -37,6 +37,24 @@ pub struct BridgeConfig {
     /// QoS 1 messages in flight towards the cloud (capped by its Receive Maximum).
     #[serde(default = "default_window")]
     pub max_inflight: u16,
+    /// Local topic on which messages the cloud refused (or cannot take) are
+    /// published, with the reason as a v5 user property; none by default.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// What to do at startup with a stored lane no forward rule owns.
+    #[serde(default)]
+    pub orphan_lanes: OrphanLanes,
+}
+
+/// `orphan_lanes`: a stored lane whose forward rule was removed or changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OrphanLanes {
+    /// Forward its backlog under the prefix it was queued for, then delete it.
+    #[default]
+    Drain,
+    /// Delete it and its backlog (logged with the count).
+    Drop,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -193,6 +211,14 @@ impl BridgeConfig {
                 "batch.envelope_topic",
                 "is required in envelope mode".into(),
             ));
+        }
+        if let Some(t) = &self.dead_letter_topic {
+            if !crate::protocol::topic::valid_topic_name(t) || t.starts_with('$') {
+                return Err((
+                    "dead_letter_topic",
+                    format!("{t:?} is not a topic name (no wildcards, not starting with '$')"),
+                ));
+            }
         }
         if self.batch.max_messages == 0 || self.max_inflight == 0 {
             return Err(("batch.max_messages", "must be at least 1".into()));

@@ -1,11 +1,15 @@
-//! The bridge task: one MQTT connection to the cloud, owned end to end.
+//! The bridge's network task: one MQTT connection to the cloud, driving the
+//! IO-free [`LaneMachine`] (`lane_machine`), which owns the lanes' window,
+//! packet ids, batching and the resend and dead-letter rules.
 //!
-//! We assign the packet ids and keep every unacknowledged delivery in
-//! `inflight`; when the link drops they go back to the front of their lanes
-//! (in send order), so the next connection sends them again first. A lane
-//! entry is acknowledged in the store only on the cloud's PUBACK (or PUBCOMP).
+//! Invariants: this task only moves bytes and carries out the machine's
+//! actions. It pulls from a lane's mailbox only what the machine asks for
+//! (`wants`), acknowledges a lane entry in the store only on an
+//! [`Action::Delete`], [`Action::Expired`] or (after publishing it locally)
+//! [`Action::DeadLetter`], and puts everything the machine holds back into
+//! the mailboxes at shutdown. Downlink messages enter the local broker
+//! through one call site, [`Bridge::publish_downlink`].
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,17 +19,27 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::config::{BatchMode, BridgeConfig, BridgeProtocol};
+use super::lane_machine::{
+    AckKind, Action, Backoff, CloudLimits, DeadLetterReason, LaneMachine, MachineConfig,
+};
 use super::stats::{add, BridgeStats};
 use super::{Lane, CLIENT_ID_PREFIX};
 use crate::broker::Broker;
-use crate::envelope::{self, Format};
+use crate::envelope::Format;
+use crate::hooks::PersistError;
 use crate::protocol::{
-    self, Connect, ConnectProperties, Packet, ProtocolVersion, PubAck, Publish, PublishProperties,
-    QoS, Subscribe, SubscribeFilter,
+    self, ConnAck, Connect, ConnectProperties, Packet, ProtocolVersion, PubAck, Publish,
+    PublishProperties, QoS, Subscribe, SubscribeFilter,
 };
 use crate::router::{Delivery, Message};
 
 const MAX_PACKET: u32 = 16 * 1024 * 1024;
+
+/// Packet id of the downlink SUBSCRIBE, sent when nothing is in flight.
+const SUBSCRIBE_PKID: u16 = u16::MAX;
+
+/// Lane entries read from the store at a time when a lane's backlog spilled.
+const PAGE_SIZE: usize = 1000;
 
 /// A plain or TLS connection to the cloud.
 type Stream = Box<dyn crate::server::Transport>;
@@ -49,14 +63,8 @@ enum LinkError {
     Shutdown,
     #[error("TLS: {0}")]
     Tls(String),
-}
-
-/// One PUBLISH to the cloud waiting for its acknowledgement.
-struct InFlight {
-    /// Send order, to requeue in order after a link loss.
-    seq: u64,
-    lane: usize,
-    deliveries: Vec<Delivery>,
+    #[error("cloud answered {0:#04x} (transient): retrying after a backoff")]
+    Transient(u8),
 }
 
 pub struct Bridge {
@@ -64,11 +72,8 @@ pub struct Bridge {
     config: BridgeConfig,
     lanes: Vec<Lane>,
     stats: Arc<BridgeStats>,
-    inflight: HashMap<u16, InFlight>,
-    next_pkid: u16,
-    next_seq: u64,
-    /// Downlink QoS 2 packet ids received and not yet released.
-    incoming_qos2: std::collections::HashSet<u16>,
+    machine: LaneMachine,
+    backoff: Backoff,
     /// Local publisher id of downlink messages (never forwarded back).
     downlink_publisher: Arc<str>,
 }
@@ -80,16 +85,35 @@ impl Bridge {
         lanes: Vec<Lane>,
         stats: Arc<BridgeStats>,
     ) -> Bridge {
-        let downlink_publisher = Arc::from(format!("{CLIENT_ID_PREFIX}{}", config.name).as_str());
+        let downlink_publisher: Arc<str> =
+            Arc::from(format!("{CLIENT_ID_PREFIX}{}", config.name).as_str());
+        let version = match config.protocol {
+            BridgeProtocol::V5 => ProtocolVersion::V5,
+            BridgeProtocol::V311 => ProtocolVersion::V311,
+        };
+        let machine = LaneMachine::new(MachineConfig {
+            version,
+            mode: config.batch.mode,
+            max_messages: config.batch.max_messages,
+            max_bytes: config.batch.max_bytes,
+            linger: Duration::from_millis(config.batch.linger_ms),
+            envelope_topic: config.batch.envelope_topic.clone().unwrap_or_default(),
+            format: Format {
+                encoding: config.batch.encoding,
+                compression: config.batch.compression,
+            },
+            max_inflight: config.max_inflight,
+            prefixes: lanes.iter().map(|l| l.rule.remote_prefix.clone()).collect(),
+            own_publisher: downlink_publisher.clone(),
+        });
+        let backoff = Backoff::new(config.reconnect_min_ms, config.reconnect_max_ms);
         Bridge {
             broker,
             config,
             lanes,
             stats,
-            inflight: HashMap::new(),
-            next_pkid: 0,
-            next_seq: 0,
-            incoming_qos2: Default::default(),
+            machine,
+            backoff,
             downlink_publisher,
         }
     }
@@ -105,7 +129,6 @@ impl Bridge {
     /// until the broker shuts down; then parks the lane sessions.
     pub async fn run(mut self) {
         let mut shutdown = self.broker.shutdown_signal();
-        let mut backoff = self.config.reconnect_min_ms.max(1);
         loop {
             let started = Instant::now();
             let result = tokio::select! {
@@ -113,61 +136,71 @@ impl Bridge {
                 _ = shutdown.changed() => Err(LinkError::Shutdown),
             };
             self.stats.link_up.store(0, Ordering::Relaxed);
-            self.requeue_inflight();
+            let actions = self.machine.disconnected();
+            if let Err(e) = self.perform(actions, &mut BytesMut::new()).await {
+                tracing::debug!(bridge = %self.config.name, error = %e, "after disconnect");
+            }
+            self.stats.inflight.store(0, Ordering::Relaxed);
             match result {
                 Err(LinkError::Shutdown) | Ok(()) => break,
                 Err(e) => tracing::warn!(bridge = %self.config.name, error = %e, "cloud link down"),
             }
-            if started.elapsed() > Duration::from_secs(30) {
-                backoff = self.config.reconnect_min_ms.max(1);
-            }
-            let jitter = u64::from(rand::random::<u16>()) % (backoff / 2 + 1);
+            let delay = self
+                .backoff
+                .next_delay(started.elapsed(), rand::random::<u64>());
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(backoff + jitter)) => {}
+                _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.changed() => break,
             }
-            backoff = (backoff * 2).min(self.config.reconnect_max_ms.max(backoff));
             self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        for (lane, deliveries) in self.machine.take_all() {
+            if let Some(l) = self.lanes.get(lane) {
+                l.session.mailbox.requeue_front(deliveries);
+            }
         }
         for lane in self.lanes.drain(..) {
             self.broker.close_session(lane.conn_id, lane.session);
         }
     }
 
-    /// Puts every unacknowledged delivery back at the front of its lane.
-    fn requeue_inflight(&mut self) {
-        let mut by_seq: BTreeMap<u64, InFlight> =
-            self.inflight.drain().map(|(_, f)| (f.seq, f)).collect();
-        // Newest first, each pushed to the front: the oldest ends up first.
-        while let Some((_, f)) = by_seq.pop_last() {
-            if let Some(lane) = self.lanes.get(f.lane) {
-                lane.session.mailbox.requeue_front(f.deliveries);
-            }
-        }
-        self.stats.inflight.store(0, Ordering::Relaxed);
-    }
-
     async fn connection(&mut self) -> Result<(), LinkError> {
         let mut stream = self.connect().await?;
         let version = self.version();
         let mut rbuf = BytesMut::with_capacity(4096);
-        let receive_max = self.handshake(&mut stream, &mut rbuf).await?;
-        tracing::info!(bridge = %self.config.name, address = %self.config.address, "cloud link up");
+        let connack = self.handshake(&mut stream, &mut rbuf).await?;
+        let limits = if version.is_v5() {
+            CloudLimits::from_connack(&connack)
+        } else {
+            CloudLimits::default()
+        };
+        self.machine.connected(limits, connack.session_present);
+        tracing::info!(bridge = %self.config.name, address = %self.config.address,
+            window = self.machine.window(), max_packet_size = ?limits.maximum_packet_size,
+            maximum_qos = limits.maximum_qos as u8, retain_available = limits.retain_available,
+            "cloud link up");
         self.stats.link_up.store(1, Ordering::Relaxed);
         let keepalive = Duration::from_secs(u64::from(self.config.keepalive_secs.max(1)));
         let mut ping = tokio::time::interval(keepalive);
         ping.tick().await;
         let mut wbuf = BytesMut::new();
         loop {
-            self.pump(receive_max, version, &mut wbuf).await?;
+            self.pull_lanes().await;
+            let actions = self.machine.poll(Instant::now(), wall_ms());
+            self.perform(actions, &mut wbuf).await?;
             if !wbuf.is_empty() {
                 stream.write_all(&wbuf).await?;
                 add(&self.stats.bytes_sent, wbuf.len());
                 wbuf.clear();
             }
             let depth: usize = self.lanes.iter().map(|l| l.session.mailbox.len()).sum();
+            let depth = depth.saturating_add(self.machine.held());
             self.stats.lane_depth.store(depth as u64, Ordering::Relaxed);
-            let room = self.inflight.len() < receive_max;
+            self.stats
+                .inflight
+                .store(self.machine.inflight() as u64, Ordering::Relaxed);
+            let room = self.machine.inflight() < usize::from(self.machine.window());
+            let wake = self.machine.next_wakeup();
             tokio::select! {
                 r = stream.read_buf(&mut rbuf) => {
                     if r? == 0 {
@@ -178,9 +211,155 @@ impl Bridge {
                     }
                 }
                 _ = self.any_mail(), if room => {}
+                _ = sleep_until(wake), if wake.is_some() => {}
                 _ = ping.tick() => protocol::encode(&Packet::PingReq, version, &mut wbuf)?,
             }
         }
+    }
+
+    /// Moves deliveries from the lanes' mailboxes into the machine, as many
+    /// as it wants; pages a spilled backlog in from the store first. An
+    /// orphan lane that is empty is deleted.
+    async fn pull_lanes(&mut self) {
+        for i in 0..self.lanes.len() {
+            if self.lanes[i].finished {
+                continue;
+            }
+            let want = self.machine.wants(i);
+            if want == 0 {
+                continue;
+            }
+            let mailbox = self.lanes[i].session.mailbox.clone();
+            if mailbox.is_empty() {
+                if let Some((from, seq)) = mailbox.spill_state() {
+                    let client_id = self.lanes[i].session.client_id.clone();
+                    if let Ok(page) = self
+                        .broker
+                        .persistence
+                        .fetch(&client_id, from, PAGE_SIZE)
+                        .await
+                    {
+                        let complete = page.len() < PAGE_SIZE;
+                        let session = &self.lanes[i].session;
+                        let page = page
+                            .into_iter()
+                            .map(|m| crate::storage::durable::delivery_for(session, Arc::new(m)))
+                            .collect();
+                        mailbox.refill(page, seq, complete);
+                    }
+                }
+            }
+            let mut batch = Vec::new();
+            mailbox.drain(want, &mut batch);
+            if !batch.is_empty() {
+                self.machine.queued(i, batch, Instant::now());
+            } else if self.lanes[i].orphan
+                && mailbox.spill_state().is_none()
+                && self.machine.lane_idle(i)
+            {
+                self.finish_orphan(i);
+            }
+        }
+    }
+
+    /// An orphan lane's backlog is all forwarded: delete its session.
+    fn finish_orphan(&mut self, i: usize) {
+        let lane = &mut self.lanes[i];
+        lane.finished = true;
+        lane.session.set_expiry(0);
+        self.broker
+            .persistence
+            .remove_session(&lane.session.client_id);
+        tracing::info!(bridge = %self.config.name, lane = %lane.session.client_id,
+            "orphan bridge lane drained and deleted");
+    }
+
+    /// Carries out the machine's actions: packets into `wbuf`, lane entries
+    /// deleted or dead-lettered. A transient refusal ends the connection.
+    async fn perform(
+        &mut self,
+        actions: Vec<Action>,
+        wbuf: &mut BytesMut,
+    ) -> Result<(), LinkError> {
+        let version = self.version();
+        let mut transient = None;
+        for action in actions {
+            match action {
+                Action::Publish {
+                    publish,
+                    messages,
+                    raw_bytes,
+                    ..
+                } => {
+                    protocol::encode(&Packet::Publish(publish.clone()), version, wbuf)?;
+                    add(&self.stats.messages_sent, messages);
+                    if self.config.batch.mode == BatchMode::Envelope {
+                        add(&self.stats.envelope_raw_bytes, raw_bytes);
+                        add(&self.stats.envelope_wire_bytes, publish.payload.len());
+                        add(&self.stats.batches_sent, 1);
+                    }
+                }
+                Action::Send(packet) => protocol::encode(&packet, version, wbuf)?,
+                Action::Delete { lane, delivery } => self.ack_lane(lane, &delivery),
+                Action::Expired { lane, delivery } => {
+                    add(&self.stats.messages_expired, 1);
+                    tracing::debug!(bridge = %self.config.name, topic = %delivery.message.topic,
+                        "message expired in its lane: not forwarded");
+                    self.ack_lane(lane, &delivery);
+                }
+                Action::DeadLetter {
+                    lane,
+                    delivery,
+                    reason,
+                } => self.dead_letter(lane, delivery, reason).await,
+                Action::Disconnect { reason_code } => transient = Some(reason_code),
+            }
+        }
+        match transient {
+            Some(code) => Err(LinkError::Transient(code)),
+            None => Ok(()),
+        }
+    }
+
+    /// Logs and counts a dead letter, publishes it on `dead_letter_topic`
+    /// if set (durably, before the lane entry goes), then deletes it.
+    async fn dead_letter(&mut self, lane: usize, delivery: Delivery, reason: DeadLetterReason) {
+        let lane_id = self
+            .lanes
+            .get(lane)
+            .map_or_else(String::new, |l| l.session.client_id.to_string());
+        add(&self.stats.messages_rejected, 1);
+        tracing::warn!(bridge = %self.config.name, lane = %lane_id,
+            topic = %delivery.message.topic, reason = %reason, "dead letter: message not forwarded");
+        if let Some(topic) = &self.config.dead_letter_topic {
+            let mut properties = PublishProperties {
+                payload_format_indicator: delivery.message.properties.payload_format_indicator,
+                content_type: delivery.message.properties.content_type.clone(),
+                user_properties: delivery.message.properties.user_properties.clone(),
+                ..PublishProperties::default()
+            };
+            properties.user_properties.extend([
+                ("reason".to_string(), reason.to_string()),
+                ("topic".to_string(), delivery.message.topic.clone()),
+                ("lane".to_string(), lane_id),
+            ]);
+            let message = Message::new(
+                topic.clone(),
+                delivery.message.payload.clone(),
+                delivery.qos.max(QoS::AtLeastOnce),
+                false,
+                properties,
+                // As a downlink: never forwarded back up by a lane.
+                Some(self.downlink_publisher.clone()),
+            );
+            if let Err(e) = self.broker.publish(Arc::new(message)).wait().await {
+                // Kept in the store: it comes back after a restart.
+                tracing::error!(bridge = %self.config.name, error = %e,
+                    "dead letter not stored; the lane entry is kept");
+                return;
+            }
+        }
+        self.ack_lane(lane, &delivery);
     }
 
     /// Resolves the address (DNS on every attempt), connects, and wraps the
@@ -226,12 +405,12 @@ impl Bridge {
         Ok(stream)
     }
 
-    /// CONNECT/CONNACK and the downlink subscriptions; returns the window.
+    /// CONNECT/CONNACK and the downlink subscriptions; returns the CONNACK.
     async fn handshake(
         &mut self,
         stream: &mut Stream,
         rbuf: &mut BytesMut,
-    ) -> Result<usize, LinkError> {
+    ) -> Result<ConnAck, LinkError> {
         let version = self.version();
         let connect = Connect {
             protocol: version,
@@ -258,10 +437,9 @@ impl Bridge {
                     )
                 })
                 .collect();
-            let pkid = self.pkid();
             protocol::encode(
                 &Packet::Subscribe(Subscribe {
-                    pkid,
+                    pkid: SUBSCRIBE_PKID,
                     filters,
                     ..Default::default()
                 }),
@@ -283,21 +461,9 @@ impl Bridge {
         .await
         .map_err(|_| LinkError::Timeout)??;
         match connack {
-            Packet::ConnAck(a) if a.reason_code == 0 => {
-                let cloud_max = a.properties.receive_maximum.unwrap_or(u16::MAX);
-                Ok(usize::from(cloud_max.min(self.config.max_inflight)))
-            }
+            Packet::ConnAck(a) if a.reason_code == 0 => Ok(a),
             Packet::ConnAck(a) => Err(LinkError::Refused(a.reason_code)),
             _ => Err(LinkError::Refused(protocol::reason::PROTOCOL_ERROR)),
-        }
-    }
-
-    fn pkid(&mut self) -> u16 {
-        loop {
-            self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
-            if !self.inflight.contains_key(&self.next_pkid) {
-                return self.next_pkid;
-            }
         }
     }
 
@@ -306,197 +472,22 @@ impl Bridge {
         let waits = self
             .lanes
             .iter()
-            .map(|l| Box::pin(l.session.mailbox.notified()));
-        if self.lanes.is_empty() {
+            .filter(|l| !l.finished)
+            .map(|l| Box::pin(l.session.mailbox.notified()))
+            .collect::<Vec<_>>();
+        if waits.is_empty() {
             return std::future::pending().await;
         }
-        futures_select_all(waits.collect()).await;
-    }
-
-    /// Moves lane deliveries into PUBLISH packets while the window allows.
-    async fn pump(
-        &mut self,
-        receive_max: usize,
-        version: ProtocolVersion,
-        wbuf: &mut BytesMut,
-    ) -> Result<(), LinkError> {
-        while self.inflight.len() < receive_max {
-            let Some((lane, batch)) = self.next_batch().await else {
-                return Ok(());
-            };
-            let deliveries: Vec<Delivery> = batch
-                .into_iter()
-                .filter(|d| {
-                    let own = d.message.publisher.as_deref() == Some(&*self.downlink_publisher);
-                    if own {
-                        // A downlink message: never sent back up. Done with it.
-                        self.ack_lane(lane, d);
-                    }
-                    !own
-                })
-                .collect();
-            if deliveries.is_empty() {
-                continue;
-            }
-            let publish = self.build_publish(lane, &deliveries, version)?;
-            protocol::encode(&Packet::Publish(publish.clone()), version, wbuf)?;
-            add(&self.stats.messages_sent, deliveries.len());
-            if publish.qos == QoS::AtMostOnce {
-                for d in &deliveries {
-                    self.ack_lane(lane, d);
-                }
-            } else {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                self.inflight.insert(
-                    publish.pkid,
-                    InFlight {
-                        seq,
-                        lane,
-                        deliveries,
-                    },
-                );
-                self.stats
-                    .inflight
-                    .store(self.inflight.len() as u64, Ordering::Relaxed);
-            }
-            if wbuf.len() > 64 * 1024 {
-                return Ok(());
-            }
-        }
-        Ok(())
-    }
-
-    /// The next batch from the highest-priority lane that has one. Pages a
-    /// spilled backlog in from the store first.
-    async fn next_batch(&mut self) -> Option<(usize, Vec<Delivery>)> {
-        let max = match self.config.batch.mode {
-            BatchMode::Mirror => 1,
-            BatchMode::Envelope => self.config.batch.max_messages,
-        };
-        for i in 0..self.lanes.len() {
-            let mailbox = self.lanes[i].session.mailbox.clone();
-            if mailbox.is_empty() {
-                if let Some((from, seq)) = mailbox.spill_state() {
-                    let client_id = self.lanes[i].session.client_id.clone();
-                    let page_size = 1000;
-                    if let Ok(page) = self
-                        .broker
-                        .persistence
-                        .fetch(&client_id, from, page_size)
-                        .await
-                    {
-                        let complete = page.len() < page_size;
-                        let session = &self.lanes[i].session;
-                        let page = page
-                            .into_iter()
-                            .map(|m| crate::storage::durable::delivery_for(session, Arc::new(m)))
-                            .collect();
-                        mailbox.refill(page, seq, complete);
-                    }
-                }
-            }
-            let linger = Duration::from_millis(self.config.batch.linger_ms);
-            if self.config.batch.mode == BatchMode::Envelope
-                && !mailbox.is_empty()
-                && mailbox.len() < max
-                && !linger.is_zero()
-            {
-                // A batch goes out when full or after linger_ms.
-                tokio::time::sleep(linger).await;
-            }
-            let mut batch = Vec::new();
-            mailbox.drain(max, &mut batch);
-            if self.config.batch.mode == BatchMode::Envelope {
-                // Respect max_bytes: keep what fits, put the rest back.
-                let mut bytes = 0;
-                let encoding = self.config.batch.encoding;
-                let cut = batch
-                    .iter()
-                    .position(|d| {
-                        bytes += envelope_message(d, "").size_hint(encoding);
-                        bytes > self.config.batch.max_bytes
-                    })
-                    .map_or(batch.len(), |p| p.max(1));
-                let rest = batch.split_off(cut);
-                mailbox.requeue_front(rest);
-            }
-            if !batch.is_empty() {
-                return Some((i, batch));
-            }
-        }
-        None
-    }
-
-    fn build_publish(
-        &mut self,
-        lane: usize,
-        deliveries: &[Delivery],
-        version: ProtocolVersion,
-    ) -> Result<Publish, LinkError> {
-        let rule = &self.lanes[lane].rule;
-        let prefix = rule.remote_prefix.clone();
-        match self.config.batch.mode {
-            BatchMode::Mirror => {
-                let d = &deliveries[0];
-                // The router granted min(published, rule QoS) already;
-                // stored QoS 0 (store_qos0) arrives as QoS 1 so its lane
-                // entry is acknowledged by the cloud.
-                let qos = d.qos;
-                let pkid = if qos == QoS::AtMostOnce {
-                    0
-                } else {
-                    self.pkid()
-                };
-                let mut properties = d.message.properties.clone();
-                properties.subscription_identifiers.clear();
-                properties.topic_alias = None;
-                Ok(Publish {
-                    dup: false,
-                    qos,
-                    retain: d.message.retain,
-                    topic: format!("{prefix}{}", d.message.topic),
-                    pkid,
-                    properties,
-                    payload: d.message.payload.clone(),
-                })
-            }
-            BatchMode::Envelope => {
-                let messages: Vec<envelope::Message> = deliveries
-                    .iter()
-                    .map(|d| envelope_message(d, &prefix))
-                    .collect();
-                let format = Format {
-                    encoding: self.config.batch.encoding,
-                    compression: self.config.batch.compression,
-                };
-                let raw: usize = messages.iter().map(|m| m.size_hint(format.encoding)).sum();
-                let body = envelope::encode(&messages, format)
-                    .map_err(|e| LinkError::Io(std::io::Error::other(e.to_string())))?;
-                add(&self.stats.envelope_raw_bytes, raw);
-                add(&self.stats.envelope_wire_bytes, body.len());
-                add(&self.stats.batches_sent, 1);
-                let properties = PublishProperties {
-                    content_type: version.is_v5().then(|| format.content_type()),
-                    ..PublishProperties::default()
-                };
-                Ok(Publish {
-                    dup: false,
-                    qos: QoS::AtLeastOnce,
-                    retain: false,
-                    topic: self.config.batch.envelope_topic.clone().unwrap_or_default(),
-                    pkid: self.pkid(),
-                    properties,
-                    payload: Bytes::from(body),
-                })
-            }
-        }
+        futures_select_all(waits).await;
     }
 
     fn ack_lane(&self, lane: usize, d: &Delivery) {
         if d.qos != QoS::AtMostOnce {
-            let client_id = &self.lanes[lane].session.client_id;
-            self.broker.persistence.ack(client_id, d.message.id);
+            if let Some(l) = self.lanes.get(lane) {
+                self.broker
+                    .persistence
+                    .ack(&l.session.client_id, d.message.id);
+            }
         }
     }
 
@@ -506,25 +497,16 @@ impl Bridge {
         version: ProtocolVersion,
         wbuf: &mut BytesMut,
     ) -> Result<(), LinkError> {
-        match packet {
-            Packet::PubAck(a) | Packet::PubComp(a) => self.complete(a.pkid),
-            Packet::PubRec(a) => {
-                if a.reason_code >= 0x80 {
-                    self.complete(a.pkid);
-                } else {
-                    protocol::encode(
-                        &Packet::PubRel(PubAck {
-                            pkid: a.pkid,
-                            ..Default::default()
-                        }),
-                        version,
-                        wbuf,
-                    )?;
-                }
+        let actions = match packet {
+            Packet::PubAck(a) => self.machine.acked(AckKind::PubAck, a.pkid, a.reason_code),
+            Packet::PubRec(a) => self.machine.acked(AckKind::PubRec, a.pkid, a.reason_code),
+            Packet::PubComp(a) => self.machine.acked(AckKind::PubComp, a.pkid, a.reason_code),
+            Packet::Publish(p) => {
+                self.downlink(p, version, wbuf).await?;
+                Vec::new()
             }
-            Packet::Publish(p) => self.downlink(p, version, wbuf).await?,
             Packet::PubRel(a) => {
-                self.incoming_qos2.remove(&a.pkid);
+                self.machine.downlink_released(a.pkid);
                 protocol::encode(
                     &Packet::PubComp(PubAck {
                         pkid: a.pkid,
@@ -533,23 +515,12 @@ impl Bridge {
                     version,
                     wbuf,
                 )?;
+                Vec::new()
             }
             Packet::Disconnect(d) => return Err(LinkError::Refused(d.reason_code)),
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// The cloud acknowledged a PUBLISH: its lane entries are done.
-    fn complete(&mut self, pkid: u16) {
-        if let Some(f) = self.inflight.remove(&pkid) {
-            for d in &f.deliveries {
-                self.ack_lane(f.lane, d);
-            }
-        }
-        self.stats
-            .inflight
-            .store(self.inflight.len() as u64, Ordering::Relaxed);
+            _ => Vec::new(),
+        };
+        self.perform(actions, wbuf).await
     }
 
     /// A cloud message: publish it locally under its mapped topic, then
@@ -567,7 +538,7 @@ impl Bridge {
             .iter()
             .find(|d| protocol::topic::matches(&d.filter, &p.topic))
             .cloned();
-        let duplicate = p.qos == QoS::ExactlyOnce && !self.incoming_qos2.insert(p.pkid);
+        let duplicate = p.qos == QoS::ExactlyOnce && !self.machine.downlink_qos2(p.pkid);
         if let (Some(rule), false) = (rule, duplicate) {
             let topic = p
                 .topic
@@ -586,8 +557,10 @@ impl Bridge {
                     p.properties.clone(),
                     Some(self.downlink_publisher.clone()),
                 );
-                if let Err(e) = self.broker.publish(Arc::new(message)).wait().await {
-                    // Not acknowledged: the cloud sends it again.
+                if let Err(e) = self.publish_downlink(message).await {
+                    // Not acknowledged: the cloud sends it again, and then
+                    // it must not pass for a duplicate.
+                    self.machine.downlink_released(p.pkid);
                     tracing::error!(bridge = %self.config.name, error = %e, "downlink message not stored");
                     return Ok(());
                 }
@@ -604,20 +577,26 @@ impl Bridge {
         }
         Ok(())
     }
+
+    /// The one call site through which cloud (downlink) messages enter the
+    /// local broker: the place for the local publish policy (M7).
+    async fn publish_downlink(&self, message: Message) -> Result<(), PersistError> {
+        self.broker.publish(Arc::new(message)).wait().await
+    }
 }
 
-/// The envelope form of a delivery, with the rule's remote prefix.
-fn envelope_message(d: &Delivery, prefix: &str) -> envelope::Message {
-    let now_ms = SystemTime::now()
+/// Wall-clock milliseconds since the Unix epoch (envelope timestamps).
+fn wall_ms() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |t| t.as_millis() as u64);
-    envelope::Message {
-        topic: format!("{prefix}{}", d.message.topic),
-        timestamp_ms: now_ms,
-        qos: d.qos as u8,
-        retain: d.message.retain,
-        payload: d.message.payload.clone(),
-        user_properties: d.message.properties.user_properties.clone(),
+        .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Sleeps until `at`; never completes for `None`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

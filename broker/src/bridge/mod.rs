@@ -17,87 +17,66 @@
 //! a downlink rule are published locally with their prefix stripped.
 
 pub mod config;
+pub mod lane_machine;
+pub mod lanes;
 mod link;
 mod stats;
 mod tls;
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod machine_tests;
+
 use std::sync::Arc;
 
-pub use config::{BatchMode, BridgeConfig, BridgeProtocol, DownlinkRule, ForwardRule};
+pub use config::{BatchMode, BridgeConfig, BridgeProtocol, DownlinkRule, ForwardRule, OrphanLanes};
+pub use lanes::lane_client_id;
 pub use stats::BridgeStats;
 
 use crate::broker::Broker;
-use crate::protocol::{QoS, RetainHandling};
-use crate::router::SubscriptionOptions;
-use crate::session::{Session, NEVER_EXPIRES};
+use crate::session::Session;
 
 /// Prefix of the internal client ids the bridge uses; MQTT clients cannot
 /// connect with such an id.
 pub const CLIENT_ID_PREFIX: &str = "$bridge/";
 
-/// The internal session id of forward rule `index` of bridge `name`.
-pub fn lane_client_id(name: &str, index: usize) -> String {
-    format!("{CLIENT_ID_PREFIX}{name}/{index}")
-}
-
-/// One forward rule's lane: its session and rule.
+/// One lane: its session and rule.
 struct Lane {
     rule: ForwardRule,
     session: Session,
     conn_id: u64,
+    /// A stored lane no configured rule owns, being drained.
+    orphan: bool,
+    /// An orphan whose backlog is all forwarded: deleted, nothing to do.
+    finished: bool,
 }
 
 /// Starts every configured bridge; returns their statistics handles.
+/// Stored lanes that no rule owns are drained or dropped (see `lanes`).
 pub async fn start(broker: &Arc<Broker>, configs: &[BridgeConfig]) -> Vec<Arc<BridgeStats>> {
+    lanes::drop_unconfigured(broker, configs).await;
     let mut all = Vec::new();
     for config in configs {
         let mut lanes = Vec::new();
-        for (i, rule) in config.forwards.iter().enumerate() {
-            lanes.push(open_lane(broker, &config.name, i, rule).await);
+        let mut owned: Vec<String> = Vec::new();
+        for rule in &config.forwards {
+            let id = lane_client_id(&config.name, rule);
+            if owned.contains(&id) {
+                continue;
+            }
+            owned.push(id);
+            lanes.push(lanes::open_lane(broker, &config.name, rule).await);
         }
-        // Highest priority first; the lane order is the drain order.
-        lanes.sort_by_key(|l| std::cmp::Reverse(l.rule.priority));
+        let orphans = lanes::orphan_lanes(broker, config, configs, &owned).await;
         let stats = Arc::new(BridgeStats::new(&config.name));
+        stats::add(&stats.orphan_lanes, orphans.len());
+        lanes.extend(orphans);
+        // Highest priority first (stable: orphans, priority 0, come last);
+        // the lane order is the drain order.
+        lanes.sort_by_key(|l| std::cmp::Reverse(l.rule.priority));
         all.push(stats.clone());
         let task = link::Bridge::new(broker.clone(), config.clone(), lanes, stats);
         tokio::spawn(task.run());
     }
     all
-}
-
-async fn open_lane(broker: &Arc<Broker>, name: &str, index: usize, rule: &ForwardRule) -> Lane {
-    let client_id: Arc<str> = Arc::from(lane_client_id(name, index).as_str());
-    let conn_id = broker.next_id();
-    let opened = broker
-        .open_session(client_id, false, NEVER_EXPIRES, conn_id)
-        .await;
-    let mut session = opened.session;
-    session.mailbox.set_store_qos0(rule.store_qos0);
-    if rule.store_qos0 {
-        // Deliveries restored from the store were made before the flag was
-        // set: stored QoS 0 messages travel (and are acknowledged) as QoS 1.
-        let mut restored = Vec::new();
-        session.mailbox.drain(usize::MAX, &mut restored);
-        for d in &mut restored {
-            d.qos = d.qos.max(QoS::AtLeastOnce);
-        }
-        session.mailbox.requeue_front(restored);
-    }
-    let options = SubscriptionOptions {
-        qos: QoS::from_u8(rule.qos).unwrap_or(QoS::AtLeastOnce),
-        no_local: false,
-        retain_as_published: true,
-        retain_handling: RetainHandling::DoNotSend,
-        id: None,
-    };
-    broker
-        .router
-        .subscribe(&session.mailbox, &rule.filter, options.clone());
-    session.subscriptions.insert(rule.filter.clone(), options);
-    broker.persistence.save_session(&session.record());
-    Lane {
-        rule: rule.clone(),
-        session,
-        conn_id,
-    }
 }

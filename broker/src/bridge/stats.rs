@@ -18,6 +18,13 @@ pub struct BridgeStats {
     /// Messages queued in the lanes (RAM part), refreshed by the bridge task.
     pub lane_depth: AtomicU64,
     pub inflight: AtomicU64,
+    /// Dead letters: refused by the cloud (code >= 0x80, not transient),
+    /// larger than its Maximum Packet Size, or closed on three times.
+    pub messages_rejected: AtomicU64,
+    /// v5 messages whose expiry passed while they waited in a lane.
+    pub messages_expired: AtomicU64,
+    /// Orphan lanes found at startup (drained or dropped).
+    pub orphan_lanes: AtomicU64,
 }
 
 impl BridgeStats {
@@ -52,6 +59,15 @@ impl BridgeStats {
             ),
             (format!("{base}/lanes/depth"), get(&self.lane_depth)),
             (format!("{base}/inflight"), get(&self.inflight)),
+            (
+                format!("{base}/messages/rejected"),
+                get(&self.messages_rejected),
+            ),
+            (
+                format!("{base}/messages/expired"),
+                get(&self.messages_expired),
+            ),
+            (format!("{base}/lanes/orphaned"), get(&self.orphan_lanes)),
         ]
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
+mod bridge_lanes;
 mod restore;
 
 use crate::config::Config;
