@@ -1,25 +1,21 @@
-//! Unit and property tests of the bridge's IO-free lane machine and of the
-//! lane identities (issue 12; review findings W3, W4, W5, W6).
+//! Unit tests of the bridge's IO-free lane machine (issue 12; review
+//! findings W3, W4, W5); property tests in `machine_props`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use proptest::prelude::*;
-
-use super::config::{BatchMode, BridgeConfig, ForwardRule, OrphanLanes};
+use super::config::BatchMode;
 use super::lane_machine::{
     AckKind, Action, Backoff, CloudLimits, DeadLetterReason, LaneMachine, MachineConfig,
 };
-use super::lanes::{lane_client_id, parse_lane_id, plan_orphan, LaneId, OrphanPlan};
 use crate::envelope::{self, Compression, Encoding, Format};
 use crate::protocol::{Packet, ProtocolVersion, PublishProperties, QoS};
 use crate::router::{Delivery, Message};
+use bytes::Bytes;
 
 const OWN: &str = "$bridge/cloud";
 
-fn cfg(mode: BatchMode, lanes: usize) -> MachineConfig {
+pub(super) fn cfg(mode: BatchMode, lanes: usize) -> MachineConfig {
     MachineConfig {
         version: ProtocolVersion::V5,
         mode,
@@ -48,7 +44,7 @@ fn delivery_with(topic: &str, payload: Vec<u8>, qos: QoS, props: PublishProperti
     }
 }
 
-fn delivery(topic: &str, payload: &str) -> Delivery {
+pub(super) fn delivery(topic: &str, payload: &str) -> Delivery {
     delivery_with(
         topic,
         payload.as_bytes().to_vec(),
@@ -508,297 +504,4 @@ fn limits_from_connack_use_the_spec_defaults() {
     assert_eq!(l.receive_maximum, 5);
     assert_eq!(l.maximum_qos, QoS::AtMostOnce);
     assert!(!l.retain_available);
-}
-
-// W6: lane identities.
-fn rule(filter: &str, prefix: &str) -> ForwardRule {
-    ForwardRule {
-        filter: filter.into(),
-        remote_prefix: prefix.into(),
-        qos: 1,
-        priority: 5,
-        store_qos0: false,
-    }
-}
-
-#[test]
-fn lane_ids_depend_on_filter_and_prefix_not_position() {
-    let a = lane_client_id("cloud", &rule("a/#", "pa/"));
-    assert_eq!(a, lane_client_id("cloud", &rule("a/#", "pa/")));
-    assert_ne!(a, lane_client_id("cloud", &rule("a/#", "pb/")));
-    assert_ne!(a, lane_client_id("cloud", &rule("b/#", "pa/")));
-    assert_ne!(a, lane_client_id("other", &rule("a/#", "pa/")));
-    // The separator keeps ("ab", "") and ("a", "b") apart.
-    assert_ne!(
-        lane_client_id("c", &rule("ab", "")),
-        lane_client_id("c", &rule("a", "b"))
-    );
-    assert_eq!(
-        parse_lane_id(&a),
-        Some(LaneId::Keyed {
-            bridge: "cloud".into(),
-            prefix: "pa/".into()
-        })
-    );
-    assert_eq!(
-        parse_lane_id("$bridge/cloud/3"),
-        Some(LaneId::Indexed {
-            bridge: "cloud".into(),
-            index: 3
-        })
-    );
-    assert_eq!(parse_lane_id("$bridge/cloud/x/y"), None);
-    assert_eq!(parse_lane_id("client"), None);
-}
-
-fn bridge(rules: Vec<ForwardRule>, orphans: OrphanLanes) -> BridgeConfig {
-    let toml = "name = \"cloud\"\naddress = \"127.0.0.1:1\"\nclient_id = \"gw\"\n";
-    let mut b: BridgeConfig = toml::from_str(toml).unwrap();
-    b.forwards = rules;
-    b.orphan_lanes = orphans;
-    b
-}
-
-#[test]
-fn orphan_plans() {
-    let keyed = LaneId::Keyed {
-        bridge: "cloud".into(),
-        prefix: "old/".into(),
-    };
-    let configs = [bridge(vec![rule("b/#", "pb/")], OrphanLanes::Drain)];
-    assert_eq!(
-        plan_orphan(&keyed, &["a/#".into()], &configs),
-        OrphanPlan::Drain("old/".into())
-    );
-    let dropping = [bridge(vec![rule("b/#", "pb/")], OrphanLanes::Drop)];
-    assert!(matches!(
-        plan_orphan(&keyed, &[], &dropping),
-        OrphanPlan::Drop(_)
-    ));
-    assert!(matches!(plan_orphan(&keyed, &[], &[]), OrphanPlan::Drop(_)));
-    // Index-keyed lanes: drained under rule i's prefix only if rule i
-    // still has the lane's filter.
-    let legacy = LaneId::Indexed {
-        bridge: "cloud".into(),
-        index: 0,
-    };
-    assert_eq!(
-        plan_orphan(&legacy, &["b/#".into()], &configs),
-        OrphanPlan::Drain("pb/".into())
-    );
-    assert!(matches!(
-        plan_orphan(&legacy, &["a/#".into()], &configs),
-        OrphanPlan::Drop(_)
-    ));
-}
-
-// Property tests over random event orders.
-
-#[derive(Debug, Clone)]
-enum Ev {
-    Queue(usize, usize),
-    Connect(u16, bool),
-    Disconnect,
-    Ack(usize, u8),
-    Tick,
-}
-
-fn ev() -> impl Strategy<Value = Ev> {
-    prop_oneof![
-        4 => (0..3usize, 1..5usize).prop_map(|(l, n)| Ev::Queue(l, n)),
-        1 => (1..5u16, any::<bool>()).prop_map(|(r, p)| Ev::Connect(r, p)),
-        1 => Just(Ev::Disconnect),
-        5 => (0..8usize, prop::sample::select(vec![0u8, 0x10, 0x80, 0x87, 0x89, 0x97]))
-            .prop_map(|(i, c)| Ev::Ack(i, c)),
-        1 => Just(Ev::Tick),
-    ]
-}
-
-/// A model of the network task and the cloud around the machine.
-struct World {
-    m: LaneMachine,
-    /// The lanes' mailboxes (message ids).
-    mailboxes: Vec<VecDeque<Delivery>>,
-    /// Packet id to message ids, on this connection.
-    outstanding: Vec<(u16, Vec<u64>)>,
-    /// Ids acknowledged with a success code / refused with `code`.
-    succeeded: HashSet<u64>,
-    refused: HashMap<u64, u8>,
-    /// Ids that left the lanes, and how.
-    deleted: HashSet<u64>,
-    dead: HashSet<u64>,
-    /// Last id sent per lane on this connection.
-    last_sent: Vec<Option<u64>>,
-    lane_of: HashMap<u64, usize>,
-    next: u64,
-}
-
-impl World {
-    fn new() -> World {
-        World {
-            m: LaneMachine::new(cfg(BatchMode::Mirror, 3)),
-            mailboxes: vec![VecDeque::new(); 3],
-            outstanding: Vec::new(),
-            succeeded: HashSet::new(),
-            refused: HashMap::new(),
-            deleted: HashSet::new(),
-            dead: HashSet::new(),
-            last_sent: vec![None; 3],
-            lane_of: HashMap::new(),
-            next: 0,
-        }
-    }
-
-    fn id(d: &Delivery) -> u64 {
-        std::str::from_utf8(&d.message.payload)
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    fn pull(&mut self) {
-        for lane in 0..3 {
-            let want = self.m.wants(lane).min(self.mailboxes[lane].len());
-            let batch: Vec<Delivery> = self.mailboxes[lane].drain(..want).collect();
-            if !batch.is_empty() {
-                self.m.queued(lane, batch, now());
-            }
-        }
-    }
-
-    fn apply(&mut self, actions: Vec<Action>) -> Result<(), TestCaseError> {
-        let mut transient = false;
-        for a in actions {
-            match a {
-                Action::Publish { lane, publish, .. } => {
-                    let id: u64 = std::str::from_utf8(&publish.payload)
-                        .unwrap()
-                        .parse()
-                        .unwrap();
-                    prop_assert_eq!(self.lane_of[&id], lane);
-                    if let Some(last) = self.last_sent[lane] {
-                        prop_assert!(last < id, "lane {} sent {} after {}", lane, id, last);
-                    }
-                    self.last_sent[lane] = Some(id);
-                    prop_assert!(!self.deleted.contains(&id) && !self.dead.contains(&id));
-                    self.outstanding.push((publish.pkid, vec![id]));
-                    prop_assert!(self.outstanding.len() <= usize::from(self.m.window()));
-                }
-                Action::Send(_) => {}
-                Action::Delete { delivery, .. } => {
-                    let id = Self::id(&delivery);
-                    prop_assert!(
-                        self.succeeded.contains(&id),
-                        "{} deleted without a success ack",
-                        id
-                    );
-                    prop_assert!(self.deleted.insert(id) && !self.dead.contains(&id));
-                }
-                Action::DeadLetter {
-                    delivery, reason, ..
-                } => {
-                    let id = Self::id(&delivery);
-                    match reason {
-                        DeadLetterReason::Refused(code) => {
-                            prop_assert_eq!(self.refused.get(&id), Some(&code));
-                            prop_assert!(code >= 0x80 && code != 0x89 && code != 0x97);
-                        }
-                        DeadLetterReason::CloudClosed => {}
-                        DeadLetterReason::TooLarge { .. } => {
-                            prop_assert!(false, "no size limit here")
-                        }
-                    }
-                    prop_assert!(self.dead.insert(id) && !self.deleted.contains(&id));
-                }
-                Action::Expired { .. } => prop_assert!(false, "nothing expires here"),
-                Action::Disconnect { .. } => transient = true,
-            }
-        }
-        if transient {
-            self.disconnect()?;
-        }
-        Ok(())
-    }
-
-    fn disconnect(&mut self) -> Result<(), TestCaseError> {
-        self.outstanding.clear();
-        let actions = self.m.disconnected();
-        self.apply(actions)
-    }
-
-    fn step(&mut self, e: Ev) -> Result<(), TestCaseError> {
-        match e {
-            Ev::Queue(lane, n) => {
-                for _ in 0..n {
-                    let id = self.next;
-                    self.next += 1;
-                    self.lane_of.insert(id, lane);
-                    self.mailboxes[lane].push_back(delivery("t", &id.to_string()));
-                }
-            }
-            Ev::Connect(rm, present) => {
-                if !self.m.is_connected() {
-                    let limits = CloudLimits {
-                        receive_maximum: rm,
-                        ..CloudLimits::default()
-                    };
-                    self.m.connected(limits, present);
-                    self.last_sent = vec![None; 3];
-                }
-            }
-            Ev::Disconnect => {
-                if self.m.is_connected() {
-                    self.disconnect()?;
-                }
-            }
-            Ev::Ack(i, code) => {
-                if !self.outstanding.is_empty() {
-                    let (pkid, ids) = self.outstanding.remove(i % self.outstanding.len());
-                    for id in &ids {
-                        if code < 0x80 {
-                            self.succeeded.insert(*id);
-                        } else {
-                            self.refused.insert(*id, code);
-                        }
-                    }
-                    let actions = self.m.acked(AckKind::PubAck, pkid, code);
-                    self.apply(actions)?;
-                }
-            }
-            Ev::Tick => {}
-        }
-        self.pull();
-        let actions = self.m.poll(now(), 0);
-        self.apply(actions)
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
-
-    /// Nothing leaves a lane except on a success ack or an explicit dead
-    /// letter; each connection sends each lane in queue order; at the end,
-    /// with a cloud that accepts everything, every message is accounted for
-    /// exactly once.
-    #[test]
-    fn lanes_lose_nothing_and_keep_order(events in prop::collection::vec(ev(), 1..120)) {
-        let mut w = World::new();
-        for e in events {
-            w.step(e)?;
-        }
-        // Drain: a cooperative cloud acknowledges everything.
-        if !w.m.is_connected() {
-            w.step(Ev::Connect(4, false))?;
-        }
-        for _ in 0..10_000 {
-            if w.outstanding.is_empty() && w.m.held() == 0
-                && w.mailboxes.iter().all(VecDeque::is_empty) {
-                break;
-            }
-            w.step(Ev::Ack(0, 0))?;
-        }
-        prop_assert_eq!(w.m.held(), 0);
-        let total = w.next as usize;
-        prop_assert_eq!(w.deleted.len() + w.dead.len(), total);
-    }
 }

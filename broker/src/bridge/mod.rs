@@ -25,6 +25,12 @@ mod tls;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
+mod lanes_tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod machine_props;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod machine_tests;
 
 use std::sync::Arc;
