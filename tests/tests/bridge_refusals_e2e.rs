@@ -217,8 +217,12 @@ reconnect_max_ms = 200
 
 /// Queues 20 messages under `a/#` and 20 under `b/#` while the cloud is
 /// down, restarts the edge with `after` as its rules, and returns what the
-/// cloud receives on `pa/#` and `pb/#`.
-fn backlog_across_a_rule_change(after: &[(&str, &str)], extra: &str) -> (Vec<String>, Broker) {
+/// cloud receives on `pa/#` and `pb/#` (waiting for `expect` messages).
+fn backlog_across_a_rule_change(
+    after: &[(&str, &str)],
+    extra: &str,
+    expect: usize,
+) -> (Vec<String>, Broker, Mosquitto) {
     let mut cloud = Mosquitto::start(CLOUD);
     cloud.stop();
     let before = [("a/#", "pa/"), ("b/#", "pb/")];
@@ -231,8 +235,8 @@ fn backlog_across_a_rule_change(after: &[(&str, &str)], extra: &str) -> (Vec<Str
     sub.wait_subscribed();
     edge.set_config(&two_rules(cloud.port, after, extra));
     edge.restart();
-    let got = sub.messages(40, Duration::from_secs(30));
-    (got, edge)
+    let got = sub.messages(expect, Duration::from_secs(30));
+    (got, edge, cloud)
 }
 
 fn expect(prefix_topic: &str, tag: &str) -> Vec<String> {
@@ -244,7 +248,8 @@ fn expect(prefix_topic: &str, tag: &str) -> Vec<String> {
 
 #[test]
 fn backlog_keeps_its_prefix_when_the_rules_are_swapped() {
-    let (got, edge) = backlog_across_a_rule_change(&[("b/#", "pb/"), ("a/#", "pa/")], "");
+    let (got, edge, _cloud) =
+        backlog_across_a_rule_change(&[("b/#", "pb/"), ("a/#", "pa/")], "", 40);
     let a: Vec<String> = got.iter().filter(|l| l.contains(" a-")).cloned().collect();
     let b: Vec<String> = got.iter().filter(|l| l.contains(" b-")).cloned().collect();
     assert_eq!(a, expect("pa/a/x", "a"), "edge log:\n{}", edge.log());
@@ -253,10 +258,97 @@ fn backlog_keeps_its_prefix_when_the_rules_are_swapped() {
 
 #[test]
 fn backlog_of_a_removed_rule_is_drained_to_its_old_prefix() {
-    let (got, edge) = backlog_across_a_rule_change(&[("b/#", "pb/")], "");
+    let (got, edge, _cloud) = backlog_across_a_rule_change(&[("b/#", "pb/")], "", 40);
     let a: Vec<String> = got.iter().filter(|l| l.contains(" a-")).cloned().collect();
     let b: Vec<String> = got.iter().filter(|l| l.contains(" b-")).cloned().collect();
     assert_eq!(a, expect("pa/a/x", "a"), "edge log:\n{}", edge.log());
     assert_eq!(b, expect("pb/b/x", "b"), "edge log:\n{}", edge.log());
     assert!(edge.log().contains("orphan"), "{}", edge.log());
+}
+
+#[test]
+fn orphan_lanes_drop_deletes_the_backlog_of_a_removed_rule() {
+    let extra = "orphan_lanes = \"drop\"";
+    let (got, mut edge, cloud) = backlog_across_a_rule_change(&[("b/#", "pb/")], extra, 20);
+    assert_eq!(got, expect("pb/b/x", "b"), "edge log:\n{}", edge.log());
+    assert!(edge.log().contains("dropping"), "{}", edge.log());
+    // Deleted from the store, not just skipped: with the rule back, the
+    // old backlog does not come back.
+    let mut sub = Sub::spawn(cloud.port, &["-q", "1", "-t", "pa/#"]);
+    sub.wait_subscribed();
+    edge.set_config(&two_rules(
+        cloud.port,
+        &[("a/#", "pa/"), ("b/#", "pb/")],
+        extra,
+    ));
+    assert_eq!(edge.terminate(), Some(0));
+    edge.restart();
+    publish(edge.port, "a/x", "new");
+    let got = sub.messages(2, Duration::from_secs(10));
+    assert_eq!(got, ["pa/a/x new"], "edge log:\n{}", edge.log());
+}
+
+#[test]
+fn expired_messages_are_not_forwarded_and_the_rest_of_the_interval_is() {
+    let mut cloud = Mosquitto::start(&format!("{CLOUD}\npersistence true"));
+    // A v5 consumer session on the cloud that outlives the cloud's restart.
+    let consumer = [
+        "-V",
+        "5",
+        "-q",
+        "1",
+        "-t",
+        "gw-0001/#",
+        "-c",
+        "-x",
+        "3600",
+        "-i",
+        "consumer",
+        "-F",
+        "%t|%E|%p",
+    ];
+    let mut sub = Sub::spawn(cloud.port, &consumer);
+    sub.wait_subscribed();
+    sub.interrupt();
+    cloud.terminate();
+    let edge = Broker::start_with(Some(&config(cloud.port, "v5", "")));
+    for (topic, expiry) in [("sensors/short", "1"), ("sensors/long", "300")] {
+        let out = mosquitto_pub(
+            edge.port,
+            &[
+                "-V",
+                "5",
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-m",
+                topic,
+                "-D",
+                "publish",
+                "message-expiry-interval",
+                expiry,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    publish(edge.port, "sensors/after", "sensors/after");
+    // Let the short interval pass while the messages wait in the lane.
+    std::thread::sleep(Duration::from_secs(3));
+    cloud.spawn_again();
+    let mut sub = Sub::spawn(cloud.port, &consumer);
+    let got = sub.messages(3, Duration::from_secs(20));
+    let fields: Vec<Vec<&str>> = got.iter().map(|l| l.split('|').collect()).collect();
+    assert_eq!(fields.len(), 2, "{got:?}; edge log:\n{}", edge.log());
+    assert_eq!(fields[0][0], "gw-0001/sensors/long", "{got:?}");
+    let left: u32 = fields[0][1].parse().unwrap();
+    assert!((200..=297).contains(&left), "remaining interval {left}");
+    assert_eq!(fields[1][0], "gw-0001/sensors/after", "{got:?}");
+    assert_eq!(fields[1][1], "", "no expiry: none forwarded");
+    let expired = wait_sys(edge.port, "$SYS/broker/bridge/cloud/messages/expired", "1");
+    assert_eq!(expired, "1");
 }

@@ -386,7 +386,8 @@ impl LaneMachine {
 
     /// When the next envelope linger runs out, if one is waiting.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        if self.cfg.mode != BatchMode::Envelope || !self.is_connected() {
+        // With the window full nothing can go out: the next ack wakes us.
+        if self.cfg.mode != BatchMode::Envelope || !self.outgoing.has_room(self.window()) {
             return None;
         }
         self.lanes
