@@ -1,18 +1,22 @@
-//! The cloud uplink bridge (DESIGN.md section 5).
+//! The cloud uplink bridge (DESIGN.md section 5; issue 12).
 //!
 //! Design: each forward rule is an *internal persistent session* of the
-//! broker (`$bridge/<name>/<rule>`), subscribed to the rule's filter. That
-//! one decision gives the bridge everything the broker already guarantees to
-//! persistent subscribers: a matching QoS 1/2 message is in the durable store
-//! before its local publisher gets a PUBACK, the lane keeps its order,
-//! overflow spills to the store instead of RAM, and after a restart the
-//! lanes are restored with everything not yet acknowledged by the cloud.
+//! broker (`$bridge/<name>/<hash>/<prefix>`, see `lanes`), subscribed to the
+//! rule's filter. That one decision gives the bridge everything the broker
+//! already guarantees to persistent subscribers: a matching QoS 1/2 message
+//! is in the durable store before its local publisher gets a PUBACK, the
+//! lane keeps its order, overflow spills to the store instead of RAM, and
+//! after a restart the lanes are restored with everything not yet
+//! acknowledged by the cloud.
 //!
 //! The bridge task (`link`) connects to the cloud with edgemq's own codec
 //! (not rumqttc, which drops pending QoS 1 messages when the cloud has lost
-//! the session), drains the lanes highest priority first, and acknowledges a
-//! lane entry in the store only when the cloud's PUBACK for it arrives. After
-//! any reconnect every unacknowledged entry is sent again, whether or not the
+//! the session) and drives the IO-free `lane_machine`, which drains the
+//! lanes highest priority first within the cloud's CONNACK limits. A lane
+//! entry is deleted from the store only on the cloud's success
+//! acknowledgement, or as a dead letter (refusal code, too large, or the
+//! cloud closing on it three times), or when its v5 expiry passed. After any
+//! reconnect every unacknowledged entry is sent again, whether or not the
 //! cloud kept its session: at least once, in order. Cloud messages matching
 //! a downlink rule are published locally with their prefix stripped.
 
