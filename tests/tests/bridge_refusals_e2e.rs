@@ -135,8 +135,23 @@ fn refused_then_ordinary(edge: &Broker, cloud: &Mosquitto) {
 #[test]
 fn refused_and_oversize_messages_do_not_block_the_lane() {
     let (cloud, _acl) = refusing_cloud();
-    let edge = Broker::start_with(Some(&config(cloud.port, "v5", "")));
+    let metrics = edgemq_tests::free_port();
+    let edge = Broker::start_with(Some(&format!(
+        "[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n{}",
+        config(cloud.port, "v5", "")
+    )));
     refused_then_ordinary(&edge, &cloud);
+    // The same counter on /metrics.
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.0\r\nHost: edge\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    std::io::Read::read_to_string(&mut http, &mut page).unwrap();
+    assert!(
+        page.lines()
+            .any(|l| l == "edgemq_bridge_cloud_messages_rejected 2"),
+        "{page}"
+    );
 }
 
 #[test]

@@ -273,16 +273,19 @@ impl LaneMachine {
     }
 
     /// Event: the link is gone. The in-flight messages go back to the front
-    /// of their lanes in send order; the third consecutive disconnect with
-    /// the same message at the head of the window dead-letters it.
-    pub fn disconnected(&mut self) -> Vec<Action> {
+    /// of their lanes in send order. `closed_by_cloud`: the cloud closed it
+    /// (end of stream, reset, DISCONNECT), not a timeout or our shutdown;
+    /// the third such close in a row with the same message at the head of
+    /// the window dead-letters that message.
+    pub fn disconnected(&mut self, closed_by_cloud: bool) -> Vec<Action> {
         let was_connected = self.limits.take().is_some();
         self.outgoing.clear();
         let mut flying: Vec<Batch> = self.batches.drain().map(|(_, b)| b).collect();
         flying.append(&mut self.held);
         flying.sort_by_key(|b| b.seq);
         let mut actions = Vec::new();
-        let strike = was_connected && !std::mem::take(&mut self.transient_close);
+        let transient = std::mem::take(&mut self.transient_close);
+        let strike = was_connected && closed_by_cloud && !transient;
         if strike {
             match flying.first().and_then(|b| b.deliveries.first()) {
                 Some(d) => {
@@ -428,8 +431,7 @@ impl LaneMachine {
     /// Everything held here, per lane in lane order (in flight first, in
     /// send order), to put back into the mailboxes at shutdown.
     pub fn take_all(&mut self) -> Vec<(usize, Vec<Delivery>)> {
-        self.transient_close = true;
-        drop(self.disconnected());
+        drop(self.disconnected(false));
         self.lanes
             .iter_mut()
             .enumerate()

@@ -136,7 +136,9 @@ impl Bridge {
                 _ = shutdown.changed() => Err(LinkError::Shutdown),
             };
             self.stats.link_up.store(0, Ordering::Relaxed);
-            let actions = self.machine.disconnected();
+            let actions = self
+                .machine
+                .disconnected(result.as_ref().is_err_and(closed_by_cloud));
             if let Err(e) = self.perform(actions, &mut BytesMut::new()).await {
                 tracing::debug!(bridge = %self.config.name, error = %e, "after disconnect");
             }
@@ -582,6 +584,24 @@ impl Bridge {
     /// local broker: the place for the local publish policy (M7).
     async fn publish_downlink(&self, message: Message) -> Result<(), PersistError> {
         self.broker.publish(Arc::new(message)).wait().await
+    }
+}
+
+/// True when the cloud ended the connection (a possible reaction to the
+/// message at the head of the window), not a timeout, TLS or our shutdown.
+fn closed_by_cloud(e: &LinkError) -> bool {
+    use std::io::ErrorKind;
+    match e {
+        LinkError::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::UnexpectedEof
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+        ),
+        LinkError::Refused(code) => *code != protocol::reason::SERVER_SHUTTING_DOWN,
+        LinkError::Decode(_) => true,
+        _ => false,
     }
 }
 

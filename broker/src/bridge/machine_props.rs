@@ -20,7 +20,7 @@ fn now() -> Instant {
 enum Ev {
     Queue(usize, usize),
     Connect(u16, bool),
-    Disconnect,
+    Disconnect(bool),
     Ack(usize, u8),
     Tick,
 }
@@ -29,7 +29,7 @@ fn ev() -> impl Strategy<Value = Ev> {
     prop_oneof![
         4 => (0..3usize, 1..5usize).prop_map(|(l, n)| Ev::Queue(l, n)),
         1 => (1..5u16, any::<bool>()).prop_map(|(r, p)| Ev::Connect(r, p)),
-        1 => Just(Ev::Disconnect),
+        1 => any::<bool>().prop_map(Ev::Disconnect),
         5 => (0..8usize, prop::sample::select(vec![0u8, 0x10, 0x80, 0x87, 0x89, 0x97]))
             .prop_map(|(i, c)| Ev::Ack(i, c)),
         1 => Just(Ev::Tick),
@@ -137,14 +137,14 @@ impl World {
             }
         }
         if transient {
-            self.disconnect()?;
+            self.disconnect(true)?;
         }
         Ok(())
     }
 
-    fn disconnect(&mut self) -> Result<(), TestCaseError> {
+    fn disconnect(&mut self, by_cloud: bool) -> Result<(), TestCaseError> {
         self.outstanding.clear();
-        let actions = self.m.disconnected();
+        let actions = self.m.disconnected(by_cloud);
         self.apply(actions)
     }
 
@@ -168,9 +168,9 @@ impl World {
                     self.last_sent = vec![None; 3];
                 }
             }
-            Ev::Disconnect => {
+            Ev::Disconnect(by_cloud) => {
                 if self.m.is_connected() {
-                    self.disconnect()?;
+                    self.disconnect(by_cloud)?;
                 }
             }
             Ev::Ack(i, code) => {

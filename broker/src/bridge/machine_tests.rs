@@ -155,7 +155,7 @@ fn transient_codes_are_retried_in_order_after_a_reconnect() {
             matches!(actions.as_slice(), [Action::Disconnect { reason_code }] if *reason_code == code),
             "{actions:?}"
         );
-        assert!(m.disconnected().is_empty(), "nothing leaves the lane");
+        assert!(m.disconnected(true).is_empty(), "nothing leaves the lane");
         assert_eq!(m.held(), 2);
         m.connected(CloudLimits::default(), false);
         let again = publishes(&m.poll(now(), 0));
@@ -170,7 +170,7 @@ fn transient_codes_are_retried_in_order_after_a_reconnect() {
         for _ in 0..5 {
             let actions = m.acked(AckKind::PubAck, sent[0].0, code);
             assert!(matches!(actions.as_slice(), [Action::Disconnect { .. }]));
-            assert!(m.disconnected().is_empty());
+            assert!(m.disconnected(true).is_empty());
             m.connected(CloudLimits::default(), false);
             sent = publishes(&m.poll(now(), 0));
             assert_eq!(sent[0].2.as_ref(), b"1");
@@ -278,7 +278,7 @@ fn third_disconnect_with_the_same_head_message_dead_letters_it() {
     for round in 1..=3 {
         let sent = publishes(&m.poll(now(), 0));
         assert_eq!(sent[0].1, "p0/t/poison", "round {round}: resent first");
-        let actions = m.disconnected();
+        let actions = m.disconnected(true);
         if round < 3 {
             assert!(actions.is_empty(), "round {round}: {actions:?}");
         } else {
@@ -296,6 +296,19 @@ fn third_disconnect_with_the_same_head_message_dead_letters_it() {
 }
 
 #[test]
+fn disconnects_the_cloud_did_not_cause_are_not_strikes() {
+    let mut m = connected(BatchMode::Mirror, CloudLimits::default());
+    m.queued(0, vec![delivery("t/a", "1")], now());
+    for _ in 0..5 {
+        assert_eq!(publishes(&m.poll(now(), 0)).len(), 1);
+        // A timeout or our own shutdown says nothing about the message.
+        assert!(m.disconnected(false).is_empty());
+        m.connected(CloudLimits::default(), false);
+    }
+    assert_eq!(m.held(), 1);
+}
+
+#[test]
 fn disconnects_with_different_heads_are_not_strikes() {
     let mut m = connected(BatchMode::Mirror, CloudLimits::default());
     let ds: Vec<Delivery> = (0..6).map(|i| delivery("t/a", &i.to_string())).collect();
@@ -304,7 +317,7 @@ fn disconnects_with_different_heads_are_not_strikes() {
         let sent = publishes(&m.poll(now(), 0));
         // The head is acknowledged each time: a different head next time.
         let _ = m.acked(AckKind::PubAck, sent[0].0, 0);
-        assert!(m.disconnected().is_empty());
+        assert!(m.disconnected(true).is_empty());
         m.connected(CloudLimits::default(), false);
     }
     assert_eq!(m.held(), 3);
@@ -373,10 +386,10 @@ fn downlink_qos2_state_is_reset_when_the_cloud_session_is_new() {
     let mut m = connected(BatchMode::Mirror, CloudLimits::default());
     assert!(m.downlink_qos2(1), "first copy is new");
     assert!(!m.downlink_qos2(1), "a retransmission is a duplicate");
-    let _ = m.disconnected();
+    let _ = m.disconnected(true);
     m.connected(CloudLimits::default(), true);
     assert!(!m.downlink_qos2(1), "same session: still a duplicate");
-    let _ = m.disconnected();
+    let _ = m.disconnected(true);
     m.connected(CloudLimits::default(), false);
     assert!(
         m.downlink_qos2(1),
