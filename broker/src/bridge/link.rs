@@ -186,6 +186,11 @@ impl Bridge {
         let mut ping = tokio::time::interval(keepalive);
         ping.tick().await;
         let mut wbuf = BytesMut::new();
+        // Packets that arrived with the CONNACK (SUBACK, a first downlink
+        // message): handled now, not when the next bytes happen to arrive.
+        while let Some(packet) = protocol::decode(&mut rbuf, version, MAX_PACKET)? {
+            self.on_packet(packet, version, &mut wbuf).await?;
+        }
         loop {
             self.pull_lanes().await;
             let actions = self.machine.poll(Instant::now(), wall_ms());
