@@ -18,7 +18,8 @@ fn now() -> Instant {
 
 #[derive(Debug, Clone)]
 enum Ev {
-    Queue(usize, usize),
+    /// Lane, count, payload padding.
+    Queue(usize, usize, usize),
     Connect(u16, bool),
     Disconnect(bool),
     Ack(usize, u8),
@@ -27,7 +28,8 @@ enum Ev {
 
 fn ev() -> impl Strategy<Value = Ev> {
     prop_oneof![
-        4 => (0..3usize, 1..5usize).prop_map(|(l, n)| Ev::Queue(l, n)),
+        4 => (0..3usize, 1..5usize, prop::sample::select(vec![0usize, 10, 300, 3000]))
+            .prop_map(|(l, n, pad)| Ev::Queue(l, n, pad)),
         1 => (1..5u16, any::<bool>()).prop_map(|(r, p)| Ev::Connect(r, p)),
         1 => any::<bool>().prop_map(Ev::Disconnect),
         5 => (0..8usize, prop::sample::select(vec![0u8, 0x10, 0x80, 0x87, 0x89, 0x97]))
@@ -53,12 +55,19 @@ struct World {
     last_sent: Vec<Option<u64>>,
     lane_of: HashMap<u64, usize>,
     next: u64,
+    mode: BatchMode,
+    /// The cloud's Maximum Packet Size in this run.
+    max_packet: Option<u32>,
 }
 
 impl World {
-    fn new() -> World {
+    fn new(mode: BatchMode, max_packet: Option<u32>) -> World {
+        let mut c = cfg(mode, 3);
+        c.max_messages = 5;
         World {
-            m: LaneMachine::new(cfg(BatchMode::Mirror, 3)),
+            m: LaneMachine::new(c),
+            mode,
+            max_packet,
             mailboxes: vec![VecDeque::new(); 3],
             outstanding: Vec::new(),
             succeeded: HashSet::new(),
@@ -71,11 +80,29 @@ impl World {
         }
     }
 
+    /// Payloads are "<id> <padding>".
+    fn id_of(payload: &[u8]) -> u64 {
+        let text = std::str::from_utf8(payload).unwrap();
+        text.split(' ').next().unwrap().parse().unwrap()
+    }
+
     fn id(d: &Delivery) -> u64 {
-        std::str::from_utf8(&d.message.payload)
-            .unwrap()
-            .parse()
-            .unwrap()
+        Self::id_of(&d.message.payload)
+    }
+
+    /// The message ids in a PUBLISH, in order.
+    fn ids(&self, payload: &[u8]) -> Vec<u64> {
+        match self.mode {
+            BatchMode::Mirror => vec![Self::id_of(payload)],
+            BatchMode::Envelope => {
+                let format = cfg(BatchMode::Envelope, 1).format;
+                crate::envelope::decode(payload, format)
+                    .unwrap()
+                    .iter()
+                    .map(|m| Self::id_of(&m.payload))
+                    .collect()
+            }
+        }
     }
 
     fn pull(&mut self) {
@@ -93,17 +120,24 @@ impl World {
         for a in actions {
             match a {
                 Action::Publish { lane, publish, .. } => {
-                    let id: u64 = std::str::from_utf8(&publish.payload)
-                        .unwrap()
-                        .parse()
-                        .unwrap();
-                    prop_assert_eq!(self.lane_of[&id], lane);
-                    if let Some(last) = self.last_sent[lane] {
-                        prop_assert!(last < id, "lane {} sent {} after {}", lane, id, last);
+                    if let Some(max) = self.max_packet {
+                        let size = crate::protocol::encoded_len(
+                            &crate::protocol::Packet::Publish(publish.clone()),
+                            crate::protocol::ProtocolVersion::V5,
+                        );
+                        prop_assert!(size <= max as usize, "{} bytes sent", size);
                     }
-                    self.last_sent[lane] = Some(id);
-                    prop_assert!(!self.deleted.contains(&id) && !self.dead.contains(&id));
-                    self.outstanding.push((publish.pkid, vec![id]));
+                    let ids = self.ids(&publish.payload);
+                    prop_assert!(!ids.is_empty());
+                    for &id in &ids {
+                        prop_assert_eq!(self.lane_of[&id], lane);
+                        if let Some(last) = self.last_sent[lane] {
+                            prop_assert!(last < id, "lane {} sent {} after {}", lane, id, last);
+                        }
+                        self.last_sent[lane] = Some(id);
+                        prop_assert!(!self.deleted.contains(&id) && !self.dead.contains(&id));
+                    }
+                    self.outstanding.push((publish.pkid, ids));
                     prop_assert!(self.outstanding.len() <= usize::from(self.m.window()));
                 }
                 Action::Send(_) => {}
@@ -126,8 +160,10 @@ impl World {
                             prop_assert!(code >= 0x80 && code != 0x89 && code != 0x97);
                         }
                         DeadLetterReason::CloudClosed => {}
-                        DeadLetterReason::TooLarge { .. } => {
-                            prop_assert!(false, "no size limit here")
+                        DeadLetterReason::TooLarge { max, .. } => {
+                            prop_assert_eq!(Some(max), self.max_packet);
+                            // Only a message that cannot fit on its own.
+                            prop_assert!(delivery.message.payload.len() + 64 > max as usize);
                         }
                     }
                     prop_assert!(self.dead.insert(id) && !self.deleted.contains(&id));
@@ -150,18 +186,20 @@ impl World {
 
     fn step(&mut self, e: Ev) -> Result<(), TestCaseError> {
         match e {
-            Ev::Queue(lane, n) => {
+            Ev::Queue(lane, n, pad) => {
                 for _ in 0..n {
                     let id = self.next;
                     self.next += 1;
                     self.lane_of.insert(id, lane);
-                    self.mailboxes[lane].push_back(delivery("t", &id.to_string()));
+                    let payload = format!("{id} {}", "x".repeat(pad));
+                    self.mailboxes[lane].push_back(delivery("t", &payload));
                 }
             }
             Ev::Connect(rm, present) => {
                 if !self.m.is_connected() {
                     let limits = CloudLimits {
                         receive_maximum: rm,
+                        maximum_packet_size: self.max_packet,
                         ..CloudLimits::default()
                     };
                     self.m.connected(limits, present);
@@ -204,23 +242,40 @@ proptest! {
     /// exactly once.
     #[test]
     fn lanes_lose_nothing_and_keep_order(events in prop::collection::vec(ev(), 1..120)) {
-        let mut w = World::new();
-        for e in events {
-            w.step(e)?;
-        }
-        // Drain: a cooperative cloud acknowledges everything.
-        if !w.m.is_connected() {
-            w.step(Ev::Connect(4, false))?;
-        }
-        for _ in 0..10_000 {
-            if w.outstanding.is_empty() && w.m.held() == 0
-                && w.mailboxes.iter().all(VecDeque::is_empty) {
-                break;
-            }
-            w.step(Ev::Ack(0, 0))?;
-        }
-        prop_assert_eq!(w.m.held(), 0);
-        let total = w.next as usize;
-        prop_assert_eq!(w.deleted.len() + w.dead.len(), total);
+        run(World::new(BatchMode::Mirror, None), events)?;
     }
+
+    /// The same with the cloud's Maximum Packet Size and envelope batches:
+    /// no PUBLISH over the limit is sent, and only a message that cannot fit
+    /// alone is dead-lettered as too large.
+    #[test]
+    fn limits_and_batches_lose_nothing_and_keep_order(
+        events in prop::collection::vec(ev(), 1..120),
+        envelope in any::<bool>(),
+    ) {
+        let mode = if envelope { BatchMode::Envelope } else { BatchMode::Mirror };
+        run(World::new(mode, Some(2000)), events)?;
+    }
+}
+
+/// Runs `events`, then lets a cooperative cloud acknowledge everything:
+/// every message must be accounted for exactly once.
+fn run(mut w: World, events: Vec<Ev>) -> Result<(), TestCaseError> {
+    for e in events {
+        w.step(e)?;
+    }
+    if !w.m.is_connected() {
+        w.step(Ev::Connect(4, false))?;
+    }
+    for _ in 0..10_000 {
+        if w.outstanding.is_empty() && w.m.held() == 0 && w.mailboxes.iter().all(VecDeque::is_empty)
+        {
+            break;
+        }
+        w.step(Ev::Ack(0, 0))?;
+    }
+    prop_assert_eq!(w.m.held(), 0);
+    let total = w.next as usize;
+    prop_assert_eq!(w.deleted.len() + w.dead.len(), total);
+    Ok(())
 }
