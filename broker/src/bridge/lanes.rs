@@ -13,12 +13,14 @@
 //!   filter and prefix share one);
 //! * a stored `$bridge/` lane that no configured rule owns (an *orphan*) is
 //!   never left subscribed: it is logged and either drained (unsubscribed,
-//!   lowest priority, deleted once empty) or dropped with its backlog,
+//!   priority 0 unless migrated, deleted once empty) or dropped with its backlog,
 //!   according to `orphan_lanes`;
 //! * a lane of the older index-keyed form `$bridge/<name>/<i>` is drained
-//!   under the prefix of rule `i` only if rule `i` still has the filter it
-//!   was subscribed with; otherwise its prefix is unknown and it is dropped
-//!   (logged);
+//!   under the prefix (and at the priority) of rule `i` only if rule `i`
+//!   still has the filter it was subscribed with, ahead of that rule's new
+//!   lane; otherwise its prefix is unknown and it is dropped (logged);
+//! * other orphans drain at priority 0, ahead of configured priority-0 lanes
+//!   (their messages are older);
 //! * lanes of a bridge that is no longer configured are dropped (logged):
 //!   there is no cloud to drain them to.
 
@@ -87,8 +89,8 @@ pub fn parse_lane_id(client_id: &str) -> Option<LaneId> {
 /// What to do with one stored lane no rule owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrphanPlan {
-    /// Drain under this remote prefix.
-    Drain(String),
+    /// Drain under this remote prefix, at this priority.
+    Drain(String, u8),
     /// Delete with its backlog; the reason is logged.
     Drop(&'static str),
 }
@@ -106,10 +108,10 @@ pub fn plan_orphan(id: &LaneId, filters: &[String], configs: &[BridgeConfig]) ->
         return OrphanPlan::Drop("orphan_lanes = \"drop\"");
     }
     match id {
-        LaneId::Keyed { prefix, .. } => OrphanPlan::Drain(prefix.clone()),
+        LaneId::Keyed { prefix, .. } => OrphanPlan::Drain(prefix.clone(), 0),
         LaneId::Indexed { index, .. } => match config.forwards.get(*index) {
             Some(rule) if filters.iter().any(|f| f == &rule.filter) => {
-                OrphanPlan::Drain(rule.remote_prefix.clone())
+                OrphanPlan::Drain(rule.remote_prefix.clone(), rule.priority)
             }
             _ => OrphanPlan::Drop("an index-keyed lane whose rule changed: its prefix is unknown"),
         },
@@ -158,7 +160,7 @@ pub(super) async fn open_lane(broker: &Arc<Broker>, name: &str, rule: &ForwardRu
 }
 
 /// Stored lanes of bridge `config` that none of its rules owns, opened for
-/// draining (unsubscribed, lowest priority). Lanes to drop are deleted here.
+/// draining (unsubscribed). Lanes to drop are deleted here.
 pub(super) async fn orphan_lanes(
     broker: &Arc<Broker>,
     config: &BridgeConfig,
@@ -213,7 +215,7 @@ async fn open_orphan(
     let queued = session.mailbox.len();
     let spilled = session.mailbox.spill_state().is_some();
     match plan_orphan(id, &filters, configs) {
-        OrphanPlan::Drain(prefix) => {
+        OrphanPlan::Drain(prefix, priority) => {
             tracing::warn!(lane = %client_id, ?filters, %prefix, queued, spilled,
                 "orphan bridge lane: no forward rule owns it; draining its backlog under its old prefix");
             // The stored record keeps its filters (so an index-keyed lane is
@@ -223,7 +225,7 @@ async fn open_orphan(
                 filter: filters.first().cloned().unwrap_or_default(),
                 remote_prefix: prefix,
                 qos: 1,
-                priority: 0,
+                priority,
                 store_qos0: false,
             };
             Some(Lane {

@@ -61,7 +61,7 @@ fn orphan_plans() {
     let configs = [bridge(vec![rule("b/#", "pb/")], OrphanLanes::Drain)];
     assert_eq!(
         plan_orphan(&keyed, &["a/#".into()], &configs),
-        OrphanPlan::Drain("old/".into())
+        OrphanPlan::Drain("old/".into(), 0)
     );
     let dropping = [bridge(vec![rule("b/#", "pb/")], OrphanLanes::Drop)];
     assert!(matches!(
@@ -77,7 +77,7 @@ fn orphan_plans() {
     };
     assert_eq!(
         plan_orphan(&legacy, &["b/#".into()], &configs),
-        OrphanPlan::Drain("pb/".into())
+        OrphanPlan::Drain("pb/".into(), 5)
     );
     assert!(matches!(
         plan_orphan(&legacy, &["a/#".into()], &configs),

@@ -80,9 +80,10 @@ pub async fn start(broker: &Arc<Broker>, configs: &[BridgeConfig]) -> Vec<Arc<Br
         let orphans = lanes::orphan_lanes(broker, config, configs, &owned).await;
         let stats = Arc::new(BridgeStats::new(&config.name));
         stats::add(&stats.orphan_lanes, orphans.len());
-        lanes.extend(orphans);
-        // Highest priority first (stable: orphans, priority 0, come last);
-        // the lane order is the drain order.
+        // Orphans first, so that the stable sort drains an orphan's older
+        // backlog ahead of a configured lane of the same priority.
+        let mut lanes: Vec<Lane> = orphans.into_iter().chain(lanes).collect();
+        // Highest priority first; the lane order is the drain order.
         lanes.sort_by_key(|l| std::cmp::Reverse(l.rule.priority));
         all.push(stats.clone());
         let task = link::Bridge::new(broker.clone(), config.clone(), lanes, stats);
