@@ -53,6 +53,10 @@ struct World {
     dead: HashSet<u64>,
     /// Last id sent per lane on this connection.
     last_sent: Vec<Option<u64>>,
+    /// Ids queued and not yet deleted or dead-lettered, per lane.
+    remaining: Vec<std::collections::BTreeSet<u64>>,
+    /// Ids sent on this connection.
+    sent_now: HashSet<u64>,
     lane_of: HashMap<u64, usize>,
     next: u64,
     mode: BatchMode,
@@ -75,6 +79,8 @@ impl World {
             deleted: HashSet::new(),
             dead: HashSet::new(),
             last_sent: vec![None; 3],
+            remaining: vec![Default::default(); 3],
+            sent_now: HashSet::new(),
             lane_of: HashMap::new(),
             next: 0,
         }
@@ -135,6 +141,12 @@ impl World {
                             prop_assert!(last < id, "lane {} sent {} after {}", lane, id, last);
                         }
                         self.last_sent[lane] = Some(id);
+                        // No older entry of the lane is skipped.
+                        let older = self.remaining[lane].range(..id);
+                        for o in older {
+                            prop_assert!(self.sent_now.contains(o), "{} skipped for {}", o, id);
+                        }
+                        self.sent_now.insert(id);
                         prop_assert!(!self.deleted.contains(&id) && !self.dead.contains(&id));
                     }
                     self.outstanding.push((publish.pkid, ids));
@@ -149,6 +161,7 @@ impl World {
                         id
                     );
                     prop_assert!(self.deleted.insert(id) && !self.dead.contains(&id));
+                    self.remaining[self.lane_of[&id]].remove(&id);
                 }
                 Action::DeadLetter {
                     delivery, reason, ..
@@ -167,6 +180,7 @@ impl World {
                         }
                     }
                     prop_assert!(self.dead.insert(id) && !self.deleted.contains(&id));
+                    self.remaining[self.lane_of[&id]].remove(&id);
                 }
                 Action::Expired { .. } => prop_assert!(false, "nothing expires here"),
                 Action::Disconnect { .. } => transient = true,
@@ -191,6 +205,7 @@ impl World {
                     let id = self.next;
                     self.next += 1;
                     self.lane_of.insert(id, lane);
+                    self.remaining[lane].insert(id);
                     let payload = format!("{id} {}", "x".repeat(pad));
                     self.mailboxes[lane].push_back(delivery("t", &payload));
                 }
@@ -204,6 +219,7 @@ impl World {
                     };
                     self.m.connected(limits, present);
                     self.last_sent = vec![None; 3];
+                    self.sent_now.clear();
                 }
             }
             Ev::Disconnect(by_cloud) => {
