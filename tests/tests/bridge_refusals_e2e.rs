@@ -367,3 +367,47 @@ fn expired_messages_are_not_forwarded_and_the_rest_of_the_interval_is() {
     let expired = wait_sys(edge.port, "$SYS/broker/bridge/cloud/messages/expired", "1");
     assert_eq!(expired, "1");
 }
+
+#[test]
+fn envelope_batches_are_split_to_fit_the_clouds_maximum_packet_size() {
+    use edgemq::envelope::{decode, Compression, Encoding, Format};
+    let (cloud, _acl) = refusing_cloud();
+    // Up to 500 messages per envelope and a long linger: without the cloud's
+    // limit the whole burst (about 12 KB) would be one PUBLISH.
+    let batch = "[bridge.batch]\nmode = \"envelope\"\nmax_messages = 500\nlinger_ms = 300\n\
+                 envelope_topic = \"gw-0001/batch\"\nencoding = \"postcard\"\ncompression = \"none\"\n";
+    let edge = Broker::start_with(Some(&config(cloud.port, "v5", batch)));
+    let mut sub = Sub::spawn(cloud.port, &["-q", "1", "-t", "gw-0001/batch", "-F", "%x"]);
+    sub.wait_subscribed();
+    let n = 200;
+    let readings: Vec<String> = (0..n)
+        .map(|i| format!("{{\"seq\":{i:>4},\"t\":21.5,\"unit\":\"celsius\",\"ok\":true}}"))
+        .collect();
+    publish_lines(edge.port, "sensors/t1", &readings);
+    let format = Format {
+        encoding: Encoding::Postcard,
+        compression: Compression::None,
+    };
+    let mut decoded = Vec::new();
+    let mut envelopes = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while decoded.len() < n && Instant::now() < deadline {
+        for hex in sub.messages(1, Duration::from_secs(1)) {
+            let body: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            assert!(body.len() < 2000, "{} byte envelope", body.len());
+            envelopes += 1;
+            decoded.extend(decode(&body, format).unwrap());
+        }
+    }
+    assert_eq!(decoded.len(), n, "edge log:\n{}", edge.log());
+    for (m, want) in decoded.iter().zip(&readings) {
+        assert_eq!(m.topic, "gw-0001/sensors/t1");
+        assert_eq!(std::str::from_utf8(&m.payload).unwrap(), want);
+    }
+    assert!(envelopes > 1);
+    let rejected = wait_sys(edge.port, "$SYS/broker/bridge/cloud/messages/rejected", "0");
+    assert_eq!(rejected, "0");
+}
