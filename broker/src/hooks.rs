@@ -143,6 +143,13 @@ pub trait Authenticator: Send + Sync + 'static {
         let _ = (client, topic);
         true
     }
+    /// The known user (password database) whose client ids `client_id`
+    /// belongs to under `[auth] client_id_binding`, if any: a client
+    /// without a user name may not use it.
+    fn id_owner(&self, client_id: &str) -> Option<String> {
+        let _ = client_id;
+        None
+    }
 }
 
 /// The default policy without a password database: anonymous clients (and,

@@ -123,6 +123,11 @@ impl PasswordFile {
         }
     }
 
+    /// The user names in the file.
+    pub fn users(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
+    }
+
     pub fn len(&self) -> usize {
         self.users.len()
     }

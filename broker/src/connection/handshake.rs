@@ -11,8 +11,10 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::auth::ClientIdBinding;
 use crate::broker::Broker;
 use crate::hooks::{AuthDecision, AuthRequest, ClientIdentity};
+use crate::policy::{self, Publisher};
 use crate::protocol::{
     self, reason, topic, ConnAck, Connect, DecodeError, Packet, ProtocolVersion,
 };
@@ -121,16 +123,33 @@ pub async fn accept(
             }
         }
     };
+    let binding = broker.config.auth.client_id_binding;
+    if let (true, ClientIdBinding::Username | ClientIdBinding::UsernamePrefix, Some(user)) =
+        (connect.client_id.is_empty(), binding, &username)
+    {
+        // An assigned id follows the binding too.
+        client_id = match binding {
+            ClientIdBinding::Username => user.clone(),
+            _ => format!("{user}-{:016x}", broker.next_id() ^ rand_seed()),
+        };
+    }
+    if binding != ClientIdBinding::None {
+        let bound = match &username {
+            Some(user) => binding.allows(user, &client_id),
+            None => broker.auth.id_owner(&client_id).is_none(),
+        };
+        if !bound {
+            tracing::info!(user = ?username, client_id = ?client_id, "client id bound to another user");
+            return Err(reason::CLIENT_IDENTIFIER_NOT_VALID);
+        }
+    }
     if let Some(will) = &connect.will {
         let identity = ClientIdentity {
             client_id: Arc::from(client_id.as_str()),
             username: username.clone(),
         };
-        if denied(&broker.config.acl.deny_publish, &will.topic)
-            || !broker.auth.authorize_publish(&identity, &will.topic)
-        {
-            return Err(reason::NOT_AUTHORIZED);
-        }
+        // The same policy as PUBLISH: `$SYS`, deny lists, ACL.
+        policy::may_publish(broker, Publisher::Client(&identity), &will.topic)?;
     }
     Ok(Accepted {
         connect,
@@ -156,14 +175,7 @@ pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, version: ProtocolVers
 
 /// Topic length and level limits from config.
 pub fn topic_within_limits(broker: &Broker, name: &str) -> bool {
-    let l = &broker.config.limits;
-    name.len() <= l.max_topic_len
-        && name.bytes().filter(|&b| b == b'/').count() < l.max_topic_levels
-}
-
-/// True when a `[acl]` deny filter matches `topic`.
-pub fn denied(filters: &[String], topic_name: &str) -> bool {
-    filters.iter().any(|f| topic::matches(f, topic_name))
+    policy::within_limits(&broker.config.limits, name)
 }
 
 /// Per-process salt so assigned client ids differ across restarts.

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use crate::hooks::{BoxFuture, Durability, PersistError};
+use crate::policy::{self, Publisher};
 use crate::protocol::{
     reason, Disconnect, Packet, PubAck, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck,
     Unsubscribe,
@@ -17,7 +18,7 @@ use crate::router::{self, Delivery, Message, SubscriptionOptions};
 use crate::session::PubRecOutcome;
 use crate::sys;
 
-use super::handshake::{denied, topic_within_limits};
+use super::handshake::topic_within_limits;
 use super::{Conn, Exit};
 
 impl Conn {
@@ -103,10 +104,9 @@ impl Conn {
                 "receive maximum exceeded",
             ));
         }
-        // `$SYS/...` belongs to the broker: clients cannot spoof it.
-        let allowed = !topic.starts_with("$SYS/")
-            && !denied(&self.broker.config.acl.deny_publish, &topic)
-            && self.broker.auth.authorize_publish(&self.identity, &topic);
+        // `$SYS` belongs to the broker, then deny lists and ACL (`policy`).
+        let allowed =
+            policy::may_publish(&self.broker, Publisher::Client(&self.identity), &topic).is_ok();
         if !allowed {
             sys::inc(&metrics.dropped_denied);
             tracing::debug!(%topic, "publish denied");
@@ -248,21 +248,9 @@ impl Conn {
                     "No Local on a shared subscription",
                 ));
             }
-            if !router::valid_filter(&f.filter) || !topic_within_limits(&self.broker, inner) {
-                codes.push(if v5 {
-                    reason::TOPIC_FILTER_INVALID
-                } else {
-                    reason::UNSPECIFIED_ERROR
-                });
-                continue;
-            }
-            if denied(&self.broker.config.acl.deny_subscribe, inner)
-                || !self
-                    .broker
-                    .auth
-                    .authorize_subscribe(&self.identity, &f.filter)
-            {
-                codes.push(reason::NOT_AUTHORIZED);
+            // Validity, limits, deny-list overlap and ACL (see `policy`).
+            if let Err(code) = policy::may_subscribe(&self.broker, &self.identity, &f.filter) {
+                codes.push(code);
                 continue;
             }
             let options = SubscriptionOptions {

@@ -465,6 +465,12 @@ impl Conn {
     /// Publishes the will now or after its delay (capped by the session
     /// expiry: the will goes out when the session ends, if that is sooner).
     fn publish_will(&self, will: LastWill, now: bool) {
+        // Re-checked now: rights may have changed since CONNECT (SIGHUP).
+        let publisher = crate::policy::Publisher::Client(&self.identity);
+        if crate::policy::may_publish(&self.broker, publisher, &will.topic).is_err() {
+            sys::inc(&self.broker.metrics.dropped_denied);
+            return tracing::info!("will not published: no longer allowed");
+        }
         let delay = will.properties.will_delay_interval.unwrap_or(0);
         let delay = if now {
             0

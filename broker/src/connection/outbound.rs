@@ -13,8 +13,8 @@ use std::time::Instant;
 use crate::protocol::{self, Packet, PubAck, Publish, QoS};
 use crate::router::Delivery;
 use crate::session::aliases::AliasUse;
-use crate::session::{Inflight, Stage};
-use crate::sys;
+use crate::session::{Inflight, PubRecOutcome, Stage};
+use crate::{policy, sys};
 
 use super::Conn;
 
@@ -72,10 +72,8 @@ impl Conn {
             self.ack_persistence(&delivery);
             return;
         }
-        if !broker
-            .auth
-            .authorize_read(&self.identity, &delivery.message.topic)
-        {
+        // Deny lists and ACL `read`, again at delivery (retained included).
+        if !policy::may_deliver(&broker, &self.identity, &delivery.message.topic) {
             sys::inc(&metrics.dropped_denied);
             self.ack_persistence(&delivery);
             return;
@@ -147,10 +145,30 @@ impl Conn {
 
     /// Resends unacknowledged messages after a session resumed: PUBLISH
     /// with DUP for those awaiting PUBACK/PUBREC, PUBREL for the others.
+    /// The session may have been taken over by another user: a message the
+    /// current identity may not read is completed and dropped, not resent
+    /// (as Mosquitto filters inherited messages through the new user's ACL).
     pub fn resend_inflight(&mut self) {
         let now = Instant::now();
         let pending: Vec<Inflight> = self.session.outgoing.pending().cloned().collect();
         for inflight in pending {
+            let topic = &inflight.delivery.message.topic;
+            if inflight.stage != Stage::AwaitComp
+                && !policy::may_deliver(&self.broker, &self.identity, topic)
+            {
+                let done = match inflight.stage {
+                    Stage::AwaitAck => self.session.outgoing.on_puback(inflight.pkid).ok(),
+                    _ => match self.session.outgoing.on_pubrec(inflight.pkid, 0x80) {
+                        Ok(PubRecOutcome::Refused(d)) => Some(d),
+                        _ => None,
+                    },
+                };
+                if let Some(d) = done {
+                    sys::inc(&self.broker.metrics.dropped_denied);
+                    self.ack_persistence(&d);
+                }
+                continue;
+            }
             let packet = match inflight.stage {
                 Stage::AwaitComp => Packet::PubRel(PubAck {
                     pkid: inflight.pkid,

@@ -6,6 +6,29 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::*;
+
+#[test]
+fn a_clients_sys_topic_counts_against_the_retained_bounds() {
+    use crate::protocol::{PublishProperties, QoS};
+    let mut store = RetainedStore::new(1, 1 << 20);
+    let msg = |topic: &str, publisher: Option<&str>| {
+        Arc::new(Message::new(
+            topic.to_string(),
+            bytes::Bytes::from_static(b"v"),
+            QoS::AtMostOnce,
+            true,
+            PublishProperties::default(),
+            publisher.map(Arc::from),
+        ))
+    };
+    assert_eq!(store.set(msg("a", Some("c"))), RetainOutcome::Stored);
+    // The broker's own $SYS is outside the bound; anyone else's is not.
+    assert_eq!(
+        store.set(msg("$SYS/broker/uptime", None)),
+        RetainOutcome::Stored
+    );
+    assert_eq!(store.set(msg("$SYS/x", Some("c"))), RetainOutcome::Rejected);
+}
 use crate::protocol::{PublishProperties, QoS};
 use crate::session::MailboxLimits;
 
