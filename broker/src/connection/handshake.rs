@@ -34,6 +34,8 @@ pub enum HandshakeError {
     Decode(#[from] DecodeError),
     #[error("first packet is {0:?}, not CONNECT")]
     NotConnect(protocol::PacketType),
+    #[error("first byte is not a CONNECT's")]
+    NotConnectByte,
     #[error("CONNECT refused with reason 0x{0:02x}")]
     Refused(u8),
 }
@@ -47,14 +49,19 @@ pub struct Accepted {
     pub username: Option<String>,
 }
 
-/// Reads the first packet, which must be a CONNECT.
+/// Reads the first packet, which must be a CONNECT of at most `max_size`
+/// bytes: a larger one is refused from its fixed header, before it is
+/// buffered, and another packet type from its first byte.
 pub async fn read_connect<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
-    max_packet_size: u32,
+    max_size: u32,
 ) -> Result<Connect, HandshakeError> {
     loop {
-        match protocol::decode(buf, ProtocolVersion::V311, max_packet_size)? {
+        if buf.first().is_some_and(|&b| b >> 4 != 1) {
+            return Err(HandshakeError::NotConnectByte);
+        }
+        match protocol::decode(buf, ProtocolVersion::V311, max_size)? {
             Some(Packet::Connect(c)) => return Ok(*c),
             Some(other) => return Err(HandshakeError::NotConnect(other.packet_type())),
             None => {
@@ -67,13 +74,66 @@ pub async fn read_connect<S: AsyncRead + Unpin>(
     }
 }
 
+/// Reads no more than the start of a CONNECT (fixed header, protocol name
+/// and level: at most 16 bytes) to learn the client's protocol version, for
+/// a refusal in its version. `None` when the bytes are not a CONNECT's.
+pub async fn read_version<S: AsyncRead + Unpin>(stream: &mut S) -> Option<ProtocolVersion> {
+    let mut head = [0u8; 16];
+    let mut len = 0;
+    loop {
+        if let Some(answer) = version_from_head(&head[..len]) {
+            return answer;
+        }
+        let n = stream.read(head.get_mut(len..)?).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        len += n;
+    }
+}
+
+/// `Some(answer)` once `head` holds enough of a CONNECT to know its version.
+fn version_from_head(head: &[u8]) -> Option<Option<ProtocolVersion>> {
+    let (&first, rest) = head.split_first()?;
+    if first != 0x10 {
+        return Some(None);
+    }
+    // Remaining length: up to four bytes, the last without the top bit.
+    let varint = rest.iter().position(|b| b & 0x80 == 0)?;
+    if varint > 3 {
+        return Some(None);
+    }
+    let body = rest.get(varint + 1..)?;
+    let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    if name_len > 6 {
+        return Some(None);
+    }
+    let level = *body.get(2 + name_len)?;
+    Some(Some(if level == 5 {
+        ProtocolVersion::V5
+    } else {
+        ProtocolVersion::V311
+    }))
+}
+
+/// True when max_connections clients are connected.
+pub fn at_max_connections(broker: &Broker) -> bool {
+    let connected = broker
+        .metrics
+        .clients_connected
+        .load(std::sync::atomic::Ordering::Relaxed);
+    usize::try_from(connected).unwrap_or(usize::MAX) >= broker.config.server.max_connections
+}
+
 /// Validates a CONNECT and runs the authenticator. `Err(reason)` is the
 /// CONNACK reason code to refuse with.
 pub async fn accept(
     broker: &Arc<Broker>,
     info: &ConnectionInfo,
-    connect: Connect,
+    mut connect: Connect,
 ) -> Result<Accepted, u8> {
+    // CONNECT user properties are not used: free them before any wait.
+    connect.properties.user_properties = Vec::new();
     let limits = &broker.config.limits;
     let v5 = connect.protocol.is_v5();
     let mut client_id = connect.client_id.clone();
@@ -182,4 +242,23 @@ pub fn topic_within_limits(broker: &Broker, name: &str) -> bool {
 fn rand_seed() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(0u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_is_read_from_sixteen_bytes_at_most() {
+        let v311 = [0x10, 0xff, 0xff, 0x3f, 0, 4, b'M', b'Q', b'T', b'T', 4, 2];
+        assert_eq!(version_from_head(&v311), Some(Some(ProtocolVersion::V311)));
+        let v5 = [0x10, 20, 0, 4, b'M', b'Q', b'T', b'T', 5];
+        assert_eq!(version_from_head(&v5), Some(Some(ProtocolVersion::V5)));
+        assert_eq!(version_from_head(&v5[..8]), None, "needs more bytes");
+        assert_eq!(version_from_head(&[0x30, 0]), Some(None), "not a CONNECT");
+        let long_name = [0x10, 20, 0, 200, b'M'];
+        assert_eq!(version_from_head(&long_name), Some(None));
+        let bad_varint = [0x10, 0xff, 0xff, 0xff, 0xff, 1];
+        assert_eq!(version_from_head(&bad_varint), Some(None));
+    }
 }
