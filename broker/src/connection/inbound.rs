@@ -14,11 +14,12 @@ use crate::protocol::{
     reason, Disconnect, Packet, PubAck, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck,
     Unsubscribe,
 };
-use crate::router::{self, Delivery, Message, SubscriptionOptions};
+use crate::router::{self, Message, SubscriptionOptions};
 use crate::session::PubRecOutcome;
 use crate::sys;
 
 use super::handshake::topic_within_limits;
+use super::outbound::RetainedSend;
 use super::{Conn, Exit};
 
 impl Conn {
@@ -238,9 +239,26 @@ impl Conn {
     fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Exit> {
         let v5 = self.version.is_v5();
         let id = subscribe.properties.subscription_identifier;
+        let limits = &self.broker.config.limits;
+        let (max_filters, max_subscriptions) = (
+            limits.max_filters_per_subscribe,
+            limits.max_subscriptions_per_client,
+        );
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
-        for f in &subscribe.filters {
+        // Filters already handled in this packet: a repeat gets the same
+        // code and queues no retained messages again.
+        let mut seen: std::collections::HashMap<&str, u8> = std::collections::HashMap::new();
+        for (i, f) in subscribe.filters.iter().enumerate() {
+            if i >= max_filters {
+                // Beyond the per-packet cap: refused without being looked at.
+                codes.push(reason::QUOTA_EXCEEDED);
+                continue;
+            }
+            if let Some(&code) = seen.get(f.filter.as_str()) {
+                codes.push(code);
+                continue;
+            }
             let (group, inner) = router::split_shared(&f.filter);
             if group.is_some() && f.no_local {
                 return Err(Exit::Protocol(
@@ -251,8 +269,17 @@ impl Conn {
             // Validity, limits, deny-list overlap and ACL (see `policy`).
             if let Err(code) = policy::may_subscribe(&self.broker, &self.identity, &f.filter) {
                 codes.push(code);
+                seen.insert(&f.filter, code);
                 continue;
             }
+            if !self.session.subscriptions.contains_key(&f.filter)
+                && self.session.subscriptions.len() >= max_subscriptions
+            {
+                codes.push(reason::QUOTA_EXCEEDED);
+                seen.insert(&f.filter, reason::QUOTA_EXCEEDED);
+                continue;
+            }
+            seen.insert(&f.filter, f.qos as u8);
             let options = SubscriptionOptions {
                 qos: f.qos,
                 no_local: f.no_local,
@@ -275,15 +302,9 @@ impl Conn {
                     RetainHandling::DoNotSend => false,
                 };
             if send_retained {
-                for message in self.broker.router.retained_matching(inner) {
-                    retained.push(Delivery {
-                        qos: options.qos.min(message.qos),
-                        message,
-                        retain: true,
-                        subscription_ids: id.into_iter().collect(),
-                        shared: None,
-                    });
-                }
+                // Streamed by `pump` under the inflight window and the
+                // write batch, one filter at a time (see `outbound`).
+                retained.push(RetainedSend::new(inner, options.qos, id));
             }
         }
         if self.session.is_persistent() {
@@ -307,9 +328,7 @@ impl Conn {
             ..SubAck::default()
         }));
         // Retained messages go out after the SUBACK, ahead of newer traffic.
-        for d in retained.into_iter().rev() {
-            self.pending.push_front(d);
-        }
+        self.retained.extend(retained);
         Ok(())
     }
 

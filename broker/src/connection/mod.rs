@@ -119,6 +119,8 @@ struct Conn {
     out_aliases: OutboundAliases,
     /// Deliveries taken from the mailbox (or retained on subscribe) not yet sent.
     pending: VecDeque<Delivery>,
+    /// Retained messages owed to new subscriptions, streamed by `pump`.
+    retained: VecDeque<outbound::RetainedSend>,
     /// PUBACK/PUBREC packets in arrival order, each waiting (if `Some`) for
     /// its message to be durable.
     waiting_acks: VecDeque<WaitingAck>,
@@ -272,8 +274,10 @@ async fn attach(
         will: c.will.map(Box::new),
         client,
         in_aliases: InboundAliases::new(if v5 { limits.max_topic_aliases } else { 0 }),
-        out_aliases: OutboundAliases::new(client.topic_alias_maximum),
+        // Our aliases towards the client: its maximum, capped by ours.
+        out_aliases: OutboundAliases::new(client.topic_alias_maximum.min(limits.max_topic_aliases)),
         pending: VecDeque::new(),
+        retained: VecDeque::new(),
         waiting_acks: VecDeque::new(),
         wbuf: BytesMut::new(),
     };
@@ -363,7 +367,8 @@ impl Conn {
             }
             prepare_read_buffer(rbuf, max_packet, read_hint);
             let spare = rbuf.capacity() - rbuf.len();
-            let more = self.can_send_more() && (!self.pending.is_empty() || !mailbox.is_empty());
+            let owed = !self.pending.is_empty() || !self.retained.is_empty();
+            let more = self.can_send_more() && (owed || !mailbox.is_empty());
             let wake_on_mail = self.can_send_more() && self.pending.is_empty();
             // A spilled backlog is paged back in from the store once the
             // queue has run empty (see session::mailbox).

@@ -69,6 +69,8 @@ impl RetainedStore {
                 return RetainOutcome::Rejected;
             }
         }
+        // Owned buffers: a retained message may live for months.
+        let message = Arc::new(message.compacted());
         self.track(&message);
         if let Some(old) = self.messages.insert(message.topic.clone(), message) {
             self.untrack(&old);
