@@ -489,16 +489,30 @@ fn subscriptions_per_client_are_capped() {
 #[test]
 fn the_shipped_config_has_no_anonymous_lan_listener() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/edgemq.toml");
+    // Installed as docs/ARM.md says: certificates, password file and the
+    // shipped ACL under /etc/edgemq (here a temporary directory).
+    let etc = tempfile::tempdir().unwrap();
+    let certs = etc.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    edgemq_tests::make_pki(&certs);
+    auth_files(etc.path(), &["plc-1"], "");
+    let acl = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/edgemq.acl");
+    std::fs::copy(acl, etc.path().join("acl")).unwrap();
+    let text = std::fs::read_to_string(path).unwrap();
+    let installed = etc.path().join("edgemq.toml");
+    std::fs::write(
+        &installed,
+        text.replace("/etc/edgemq", etc.path().to_str().unwrap()),
+    )
+    .unwrap();
     let out = run(
-        edgemq_command().args(["check-config", path]),
+        edgemq_command().arg("check-config").arg(&installed),
         Duration::from_secs(30),
     )
     .unwrap();
-    assert!(
-        out.status.success(),
-        "check-config: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "check-config: {stderr}");
+    assert!(!stderr.contains("warning"), "check-config warns: {stderr}");
     let config = edgemq::config::Config::from_file(std::path::Path::new(path)).unwrap();
     for l in &config.listeners {
         if !l.address.ip().is_loopback() {

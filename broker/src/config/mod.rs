@@ -17,6 +17,7 @@
 
 mod listener;
 mod locate;
+mod security;
 
 pub use listener::{ListenerConfig, ListenerProtocol};
 
