@@ -527,6 +527,36 @@ fn the_shipped_config_has_no_anonymous_lan_listener() {
     }
 }
 
+// ---------------------------------------------------------------- M1
+
+#[test]
+fn parallel_password_guesses_are_refused_not_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = auth_files(dir.path(), &["alice"], "user alice\ntopic read #\n");
+    let broker = Broker::start_with(Some(&config));
+    let port = broker.port;
+    let guesses: Vec<_> = (0..20)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let c = with_user(
+                    connect_packet(V5, &format!("g{i}")),
+                    "alice",
+                    &format!("guess{i}"),
+                );
+                Raw::connect(port, c).1
+            })
+        })
+        .collect();
+    let codes: Vec<u8> = guesses.into_iter().map(|g| g.join().unwrap()).collect();
+    let checked = codes.iter().filter(|&&c| c == 0x86).count();
+    let refused = codes.iter().filter(|&&c| c == 0x9F).count();
+    assert_eq!(checked + refused, 20, "{codes:?}");
+    assert!(
+        checked <= 4,
+        "{checked} of 20 parallel guesses were checked: {codes:?}"
+    );
+}
+
 // ---------------------------------------------------------------- L2
 
 #[test]

@@ -195,7 +195,9 @@ where
             return handshake::refuse(&mut stream, version, reason::SERVER_BUSY).await;
         }
     };
-    tracing::Span::current().record("client_id", accepted.client_id.as_str());
+    // Escaped: a client id is client-chosen (no forged lines in the log).
+    let client_id_field = tracing::field::debug(accepted.client_id.as_str());
+    tracing::Span::current().record("client_id", client_id_field);
     let (mut conn, kicked, connack_props, keep_alive) = Box::pin(attach(&broker, accepted)).await;
     conn.encode(&Packet::ConnAck(connack_props));
     conn.resend_inflight();
