@@ -182,6 +182,7 @@ mod tests {
         ClientIdentity {
             client_id: std::sync::Arc::from("c"),
             username: None,
+            certificate: false,
         }
     }
 

@@ -96,6 +96,8 @@ pub struct FileAuth {
     throttle: throttle::LoginThrottle,
     /// Rate limit of failed-login log lines.
     log_limit: throttle::LogLimit,
+    /// Bumped after every successful reload (connections re-check).
+    reloaded: tokio::sync::watch::Sender<u64>,
     /// Password checks running at once (they are CPU-bound by design).
     hashing: Arc<tokio::sync::Semaphore>,
 }
@@ -109,6 +111,7 @@ impl FileAuth {
             state: RwLock::new(State::default()),
             throttle: throttle::LoginThrottle::default(),
             log_limit: throttle::LogLimit::default(),
+            reloaded: tokio::sync::watch::channel(0).0,
             hashing: Arc::new(tokio::sync::Semaphore::new(cores)),
         };
         auth.reload()?;
@@ -127,6 +130,9 @@ impl FileAuth {
         };
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         *state = State { passwords, acl };
+        drop(state);
+        // Connections re-check their user and subscriptions (M5).
+        self.reloaded.send_modify(|generation| *generation += 1);
         Ok(())
     }
 
@@ -224,6 +230,18 @@ impl Authenticator for FileAuth {
 
     fn authorize_read(&self, client: &ClientIdentity, topic: &str) -> bool {
         self.allowed(client, topic, Access::Read)
+    }
+
+    fn still_allowed(&self, client: &ClientIdentity) -> bool {
+        let (passwords, _) = self.snapshot();
+        match (&client.username, passwords, client.certificate) {
+            (Some(user), Some(passwords), false) => passwords.contains(user),
+            _ => true,
+        }
+    }
+
+    fn reloads(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.reloaded.subscribe())
     }
 
     fn id_owner(&self, client_id: &str) -> Option<String> {

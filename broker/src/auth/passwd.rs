@@ -128,6 +128,11 @@ impl PasswordFile {
         })
     }
 
+    /// True when `user` has an entry.
+    pub fn contains(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
     /// The user names in the file.
     pub fn users(&self) -> impl Iterator<Item = &str> {
         self.users.keys().map(String::as_str)

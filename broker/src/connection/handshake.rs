@@ -47,6 +47,8 @@ pub struct Accepted {
     /// True when the server assigned the client id (v5 Assigned Client Identifier).
     pub assigned_id: bool,
     pub username: Option<String>,
+    /// The user name comes from the client certificate.
+    pub certificate: bool,
 }
 
 /// Reads the first packet, which must be a CONNECT of at most `max_size`
@@ -161,6 +163,7 @@ pub async fn accept(
         // Enhanced (AUTH packet) authentication is not offered.
         return Err(reason::BAD_AUTHENTICATION_METHOD);
     }
+    let certificate = matches!(info.certificate_user, CertificateUser::Name(_));
     let username = match &info.certificate_user {
         // The certificate was verified in the TLS handshake: it is the
         // credential, and CONNECT's user name and password are ignored.
@@ -207,6 +210,7 @@ pub async fn accept(
         let identity = ClientIdentity {
             client_id: Arc::from(client_id.as_str()),
             username: username.clone(),
+            certificate,
         };
         // The same policy as PUBLISH: `$SYS`, deny lists, ACL.
         policy::may_publish(broker, Publisher::Client(&identity), &will.topic)?;
@@ -216,6 +220,7 @@ pub async fn accept(
         client_id,
         assigned_id,
         username,
+        certificate,
     })
 }
 

@@ -20,6 +20,7 @@
 mod handshake;
 mod inbound;
 mod outbound;
+mod revocation;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -271,6 +272,7 @@ async fn attach(
         identity: ClientIdentity {
             client_id,
             username: accepted.username,
+            certificate: accepted.certificate,
         },
         session: opened.session,
         will: c.will.map(Box::new),
@@ -304,6 +306,7 @@ impl Conn {
         let grace = Duration::from_millis(u64::from(keep_alive) * 1500);
         let mut deadline = Instant::now() + grace;
         let mailbox = self.session.mailbox.clone();
+        let mut reloads = self.broker.auth.reloads();
         let mut read_hint = MIN_READ;
         // Stop reading while this many acknowledgements wait for durability:
         // TCP back-pressure on a publisher that outruns the store.
@@ -389,6 +392,11 @@ impl Conn {
                 biased;
                 _ = &mut kicked => return Exit::TakenOver,
                 _ = shutdown.changed() => return Exit::Shutdown,
+                _ = revocation::reloaded(&mut reloads) => {
+                    if let Err(why) = self.still_authorized() {
+                        return Exit::Protocol(reason::NOT_AUTHORIZED, why);
+                    }
+                }
                 r = stream.read_buf(rbuf), if can_read => match r {
                     Ok(0) | Err(_) => return Exit::Closed,
                     Ok(n) => {
