@@ -165,8 +165,12 @@ impl Authenticator for FileAuth {
         let peer = request.peer;
         Box::pin(async move {
             let Some(passwords) = passwords else {
+                // No password database: a CONNECT user name is unverified,
+                // so the client is anonymous for the ACL (its `user`
+                // sections need a password file).
+                let _ = username;
                 return match anonymous_allowed {
-                    true => AuthDecision::Allow { username },
+                    true => AuthDecision::Allow { username: None },
                     false => AuthDecision::Deny(reason::NOT_AUTHORIZED),
                 };
             };
@@ -320,6 +324,30 @@ mod tests {
         let p = PasswordFile::parse(sha, "pw").unwrap();
         assert_eq!(p.dummy_format(), Some("sha512"));
         assert!(!p.verify("nobody", b"hunter2"));
+    }
+
+    #[tokio::test]
+    async fn without_a_password_file_user_names_are_unverified_and_anonymous() {
+        let dir = tempfile::tempdir().unwrap();
+        let acl = dir.path().join("acl");
+        std::fs::write(&acl, "user admin\ntopic readwrite #\n").unwrap();
+        let auth = FileAuth::load(&AuthConfig {
+            acl_file: Some(acl),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        let request = AuthRequest {
+            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+            anonymous_allowed: true,
+            client_id: "c",
+            username: Some("admin"),
+            password: None,
+        };
+        // Claiming to be admin without a password database grants nothing.
+        assert_eq!(
+            auth.authenticate(request).await,
+            AuthDecision::Allow { username: None }
+        );
     }
 
     #[test]

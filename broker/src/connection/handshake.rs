@@ -159,6 +159,15 @@ pub async fn accept(
             return Err(reason::TOPIC_NAME_INVALID);
         }
     }
+    // 3.1.1 has no Server Keep Alive: a client asking for more than
+    // max_keepalive (0 = never counts as more) is refused, as Mosquitto does.
+    let max_keepalive = limits.max_keepalive;
+    if !v5
+        && max_keepalive < u16::MAX
+        && (connect.keep_alive == 0 || connect.keep_alive > max_keepalive)
+    {
+        return Err(reason::CLIENT_IDENTIFIER_NOT_VALID);
+    }
     if connect.properties.authentication_method.is_some() {
         // Enhanced (AUTH packet) authentication is not offered.
         return Err(reason::BAD_AUTHENTICATION_METHOD);

@@ -78,6 +78,13 @@ impl Conn {
     fn on_publish(&mut self, publish: Publish) -> Result<(), Exit> {
         let metrics = &self.broker.metrics;
         sys::inc(&metrics.publish_received[usize::from(publish.qos as u8)]);
+        if !publish.properties.subscription_identifiers.is_empty() {
+            // MQTT-3.3.4-6: only the server sends Subscription Identifiers.
+            return Err(Exit::Protocol(
+                reason::PROTOCOL_ERROR,
+                "Subscription Identifier in PUBLISH",
+            ));
+        }
         let topic = if self.version.is_v5() {
             self.in_aliases
                 .resolve(&publish.topic, publish.properties.topic_alias)

@@ -291,7 +291,13 @@ async fn accept_loop(server: Server, bound: BoundListener) {
                     }
                     let server = server.clone();
                     let tls = bound.tls.clone();
-                    let websocket = bound.config.protocol.is_websocket();
+                    let websocket = match bound.config.protocol.is_websocket() {
+                        true => Some(websocket::OriginPolicy {
+                            allowed: bound.config.allowed_origins.clone(),
+                            anonymous: anonymous_allowed,
+                        }),
+                        false => None,
+                    };
                     tokio::spawn(async move {
                         upgrade(&server, stream, info, tls, websocket, admission).await;
                     });
@@ -313,7 +319,7 @@ async fn upgrade(
     stream: TcpStream,
     mut info: ConnectionInfo,
     tls: Option<Arc<TlsAcceptorCell>>,
-    websocket: bool,
+    websocket: Option<websocket::OriginPolicy>,
     admission: Admission,
 ) {
     let broker = server.broker.clone();
@@ -346,10 +352,10 @@ async fn upgrade(
             None => Box::new(stream),
         };
         match websocket {
-            true => Ok::<Box<dyn Transport>, String>(Box::new(
-                websocket::accept(stream, max_packet).await?,
+            Some(origins) => Ok::<Box<dyn Transport>, String>(Box::new(
+                websocket::accept(stream, max_packet, origins).await?,
             )),
-            false => Ok(stream),
+            None => Ok(stream),
         }
     };
     let stream = match tokio::time::timeout(limit, tracing::Instrument::instrument(handshake, span))

@@ -26,7 +26,11 @@ const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 
 /// Upgrades `stream` to a WebSocket and returns the byte stream the
 /// connection task reads MQTT from. `max_packet_size` bounds each frame.
-pub async fn accept<S>(stream: S, max_packet_size: u32) -> Result<DuplexStream, String>
+pub async fn accept<S>(
+    stream: S,
+    max_packet_size: u32,
+    origins: OriginPolicy,
+) -> Result<DuplexStream, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -36,13 +40,52 @@ where
     let config = WebSocketConfig::default()
         .max_message_size(Some(frame_limit))
         .max_frame_size(Some(frame_limit));
-    let ws =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, choose_subprotocol, Some(config))
-            .await
-            .map_err(|e| format!("WebSocket handshake failed: {e}"))?;
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        |request: &Request, response: Response| {
+            origins.check(request)?;
+            choose_subprotocol(request, response)
+        },
+        Some(config),
+    )
+    .await
+    .map_err(|e| format!("WebSocket handshake failed: {e}"))?;
     let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
     tokio::spawn(pump(ws, theirs));
     Ok(ours)
+}
+
+/// Which browser origins may open a WebSocket (cross-site WebSocket
+/// hijacking: a page in a LAN browser must not reach the broker on the
+/// user's behalf). A request without `Origin` is not from a browser and is
+/// always allowed. With `allowed_origins` set, a present `Origin` must be
+/// listed; without it, a listener that accepts anonymous clients refuses
+/// every browser origin, and one that needs credentials accepts them.
+#[derive(Debug, Clone, Default)]
+pub struct OriginPolicy {
+    pub allowed: Vec<String>,
+    pub anonymous: bool,
+}
+
+impl OriginPolicy {
+    #[allow(clippy::result_large_err)] // tungstenite's error response
+    fn check(&self, request: &Request) -> Result<(), ErrorResponse> {
+        let Some(origin) = request.headers().get("Origin") else {
+            return Ok(());
+        };
+        let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+        let listed = self
+            .allowed
+            .iter()
+            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin));
+        if listed || (self.allowed.is_empty() && !self.anonymous) {
+            return Ok(());
+        }
+        tracing::info!(origin = ?origin, "WebSocket refused: origin not allowed");
+        let mut refusal = ErrorResponse::new(Some("origin not allowed".into()));
+        *refusal.status_mut() = StatusCode::FORBIDDEN;
+        Err(refusal)
+    }
 }
 
 /// The handshake callback: picks `mqtt` from the offered subprotocols.
