@@ -202,3 +202,36 @@ fn a_v311_keep_alive_over_max_keepalive_is_refused() {
     c.keep_alive = 60;
     Raw::accepted(broker.port, c);
 }
+
+// ---------------------------------------------------------------- L5
+
+#[test]
+fn the_metrics_endpoint_serves_a_few_requests_at_a_time() {
+    let port = free_port();
+    let broker = Broker::start_with(Some(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n")));
+    // Four slow requests hold every slot...
+    let slow: Vec<std::net::TcpStream> = (0..4).map(|_| raw_connect(port)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // ...so a fifth connection is closed at once instead of being held.
+    let mut fifth = raw_connect(port);
+    fifth
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let started = Instant::now();
+    let r = fifth.read(&mut [0u8; 16]);
+    assert!(
+        matches!(r, Ok(0) | Err(_)) && started.elapsed() < Duration::from_secs(2),
+        "fifth metrics connection held: {r:?} after {:?}",
+        started.elapsed()
+    );
+    drop(slow);
+    // Once they are gone, requests are served again.
+    assert!(wait_until(Duration::from_secs(5), || {
+        let mut s = raw_connect(port);
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.starts_with("HTTP/1.1 200")
+    }));
+    drop(broker);
+}

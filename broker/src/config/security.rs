@@ -37,6 +37,13 @@ impl Config {
                 ));
             }
         }
+        if let Some(addr) = self.metrics.listen {
+            if !addr.ip().is_loopback() {
+                out.push(format!(
+                    "metrics on {addr}: unauthenticated, plaintext, and it tells client counts and bridge names"
+                ));
+            }
+        }
         for b in &self.bridges {
             if b.password.is_some() && b.tls.is_none() {
                 out.push(format!(

@@ -26,6 +26,7 @@ const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 
 /// Upgrades `stream` to a WebSocket and returns the byte stream the
 /// connection task reads MQTT from. `max_packet_size` bounds each frame.
+#[allow(clippy::result_large_err)] // the callback's error is tungstenite's response
 pub async fn accept<S>(
     stream: S,
     max_packet_size: u32,
