@@ -235,3 +235,32 @@ fn the_metrics_endpoint_serves_a_few_requests_at_a_time() {
     }));
     drop(broker);
 }
+
+// ---------------------------------------------------------------- H6
+
+#[test]
+fn a_publish_with_too_many_user_properties_closes_the_connection() {
+    let broker = Broker::start();
+    let mut c = Raw::accepted(broker.port, connect_packet(V5, "props"));
+    c.send(&Packet::Publish(Publish {
+        qos: QoS::AtMostOnce,
+        retain: true,
+        topic: "p/1".to_string(),
+        payload: Bytes::from_static(b"x"),
+        properties: PublishProperties {
+            user_properties: vec![(String::new(), String::new()); 20_000],
+            ..PublishProperties::default()
+        },
+        ..Publish::default()
+    }));
+    match c.next(Duration::from_secs(5)) {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, 0x97),
+        other => panic!("expected DISCONNECT 0x97, got {other:?}"),
+    }
+    let mut sub = Raw::accepted(broker.port, connect_packet(V5, "reader"));
+    sub.subscribe(&["p/#"], QoS::AtMostOnce);
+    assert!(
+        sub.publishes(Duration::from_millis(500)).is_empty(),
+        "it was retained"
+    );
+}

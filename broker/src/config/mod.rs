@@ -84,6 +84,7 @@ pub struct Limits {
     pub max_connect_size: u32,
     pub max_subscriptions_per_client: usize,
     pub max_filters_per_subscribe: usize,
+    pub max_user_properties: usize,
 }
 
 /// `[sys]`: the `$SYS` publisher.
@@ -159,6 +160,7 @@ impl Default for Limits {
             max_connect_size: 65_536,
             max_subscriptions_per_client: 1000,
             max_filters_per_subscribe: 256,
+            max_user_properties: 128,
         }
     }
 }

@@ -158,6 +158,10 @@ pub async fn accept(
         if !topic::valid_topic_name(&will.topic) || !topic_within_limits(broker, &will.topic) {
             return Err(reason::TOPIC_NAME_INVALID);
         }
+        // Kept for the connection's life: bounded like a PUBLISH's.
+        if will.properties.user_properties.len() > limits.max_user_properties {
+            return Err(reason::QUOTA_EXCEEDED);
+        }
     }
     // 3.1.1 has no Server Keep Alive: a client asking for more than
     // max_keepalive (0 = never counts as more) is refused, as Mosquitto does.

@@ -85,6 +85,13 @@ impl Conn {
                 "Subscription Identifier in PUBLISH",
             ));
         }
+        if publish.properties.user_properties.len() > self.broker.config.limits.max_user_properties
+        {
+            return Err(Exit::Protocol(
+                reason::QUOTA_EXCEEDED,
+                "too many user properties",
+            ));
+        }
         let topic = if self.version.is_v5() {
             self.in_aliases
                 .resolve(&publish.topic, publish.properties.topic_alias)
