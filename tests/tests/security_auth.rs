@@ -128,7 +128,7 @@ fn ws_upgrade_status(port: u16, origin: Option<&str>) -> String {
     let mut s = raw_connect(port);
     let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
     let request = format!(
-        "GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
          Sec-WebSocket-Protocol: mqtt\r\n{origin}\r\n"
     );
@@ -155,6 +155,11 @@ fn an_anonymous_websocket_listener_refuses_foreign_browser_origins() {
     assert!(
         ws_upgrade_status(ws, None).contains(" 101 "),
         "a non-browser client"
+    );
+    let same = ws_upgrade_status(ws, Some(&format!("http://127.0.0.1:{ws}")));
+    assert!(
+        same.contains(" 101 "),
+        "same origin on an IP address: {same}"
     );
     let foreign = ws_upgrade_status(ws, Some("http://evil.example"));
     assert!(foreign.contains(" 403 "), "{foreign}");

@@ -9,7 +9,10 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use std::time::Duration;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{timeout_at, Instant};
 
 use crate::auth::ClientIdBinding;
 use crate::broker::Broker;
@@ -18,6 +21,7 @@ use crate::policy::{self, Publisher};
 use crate::protocol::{
     self, reason, topic, ConnAck, Connect, DecodeError, Packet, ProtocolVersion,
 };
+use crate::sys;
 
 use super::{CertificateUser, ConnectionInfo};
 
@@ -49,6 +53,81 @@ pub struct Accepted {
     pub username: Option<String>,
     /// The user name comes from the client certificate.
     pub certificate: bool,
+}
+
+/// The whole login of a new socket: with `over_limit` (max_connections
+/// clients logged in) only the protocol level is read and the socket
+/// refused; otherwise the CONNECT (at most max_connect_size) is read and
+/// authenticated under one deadline (connect_timeout_ms). `None`: refused
+/// or failed, the socket is done.
+pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    rbuf: &mut BytesMut,
+    info: &ConnectionInfo,
+    broker: &Arc<Broker>,
+    over_limit: bool,
+) -> Option<Accepted> {
+    // Memory before login is bounded: the first packet may be at most
+    // max_connect_size, and reading it plus authentication share one
+    // deadline.
+    let first_packet_max = broker.config.limits.max_connect_size;
+    let connect_timeout = Duration::from_millis(broker.config.server.connect_timeout_ms);
+    let deadline = Instant::now() + connect_timeout;
+    if over_limit {
+        // Over max_connections: read no more than the protocol level to
+        // answer in the client's version, then close.
+        sys::inc(&broker.metrics.connections_refused);
+        let version = Box::pin(timeout_at(deadline, read_version(stream))).await;
+        let Ok(Some(version)) = version else {
+            return None;
+        };
+        tracing::warn!("refusing connection: max_connections reached");
+        refuse(stream, version, reason::QUOTA_EXCEEDED).await;
+        return None;
+    }
+    let read = read_connect(stream, rbuf, first_packet_max);
+    let connect = match Box::pin(timeout_at(deadline, read)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(HandshakeError::Decode(DecodeError::UnsupportedProtocol { level }))) => {
+            tracing::debug!(level, "unsupported protocol version");
+            let code = reason::UNSUPPORTED_PROTOCOL_VERSION;
+            refuse(stream, ProtocolVersion::V311, code).await;
+            return None;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("no CONNECT within the connect timeout");
+            return None;
+        }
+    };
+    let version = connect.protocol;
+    let accept = accept(broker, info, connect);
+    match Box::pin(timeout_at(deadline, accept)).await {
+        // max_connections counts connected clients, not sockets that have
+        // not logged in (those are bounded by max_pending_connections).
+        Ok(Ok(_)) if at_max_connections(broker) => {
+            sys::inc(&broker.metrics.connections_refused);
+            tracing::warn!("refusing connection: max_connections reached");
+            refuse(stream, version, reason::QUOTA_EXCEEDED).await;
+            None
+        }
+        Ok(Ok(a)) => Some(a),
+        Ok(Err(code)) => {
+            sys::inc(&broker.metrics.connections_refused);
+            tracing::info!(reason = code, "CONNECT refused");
+            refuse(stream, version, code).await;
+            None
+        }
+        Err(_) => {
+            sys::inc(&broker.metrics.connections_refused);
+            tracing::info!("CONNECT refused: authentication not done within the connect timeout");
+            refuse(stream, version, reason::SERVER_BUSY).await;
+            None
+        }
+    }
 }
 
 /// Reads the first packet, which must be a CONNECT of at most `max_size`

@@ -30,7 +30,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
-use tokio::time::{sleep_until, timeout, timeout_at, Instant};
+use tokio::time::{sleep_until, timeout, Instant};
 use tracing::Instrument;
 
 use crate::broker::Broker;
@@ -144,57 +144,13 @@ async fn serve_inner<S>(mut stream: S, info: ConnectionInfo, broker: Arc<Broker>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    // Memory before login is bounded: the first packet may be at most
-    // max_connect_size, and reading it plus authentication share one
-    // deadline (see `handshake`).
-    let first_packet_max = broker.config.limits.max_connect_size;
     let mut rbuf = BytesMut::new();
-    let connect_timeout = Duration::from_millis(broker.config.server.connect_timeout_ms);
-    let deadline = Instant::now() + connect_timeout;
-    if over_limit {
-        // Over max_connections: read no more than the protocol level to
-        // answer in the client's version, then close.
-        sys::inc(&broker.metrics.connections_refused);
-        let version = Box::pin(timeout_at(deadline, handshake::read_version(&mut stream))).await;
-        let Ok(Some(version)) = version else { return };
-        tracing::warn!("refusing connection: max_connections reached");
-        return handshake::refuse(&mut stream, version, reason::QUOTA_EXCEEDED).await;
-    }
-    let read = handshake::read_connect(&mut stream, &mut rbuf, first_packet_max);
     // The handshake, attach and goodbye futures are boxed: they are large
     // (timers, the authenticator) and short-lived, and inline they would
     // size every idle connection's task.
-    let connect = match Box::pin(timeout_at(deadline, read)).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(HandshakeError::Decode(DecodeError::UnsupportedProtocol { level }))) => {
-            tracing::debug!(level, "unsupported protocol version");
-            let code = reason::UNSUPPORTED_PROTOCOL_VERSION;
-            return handshake::refuse(&mut stream, ProtocolVersion::V311, code).await;
-        }
-        Ok(Err(e)) => return tracing::debug!(error = %e, "handshake failed"),
-        Err(_) => return tracing::debug!("no CONNECT within the connect timeout"),
-    };
-    let version = connect.protocol;
-    let accept = handshake::accept(&broker, &info, connect);
-    let accepted = match Box::pin(timeout_at(deadline, accept)).await {
-        // max_connections counts connected clients, not sockets that have
-        // not logged in (those are bounded by max_pending_connections).
-        Ok(Ok(_)) if handshake::at_max_connections(&broker) => {
-            sys::inc(&broker.metrics.connections_refused);
-            tracing::warn!("refusing connection: max_connections reached");
-            return handshake::refuse(&mut stream, version, reason::QUOTA_EXCEEDED).await;
-        }
-        Ok(Ok(a)) => a,
-        Ok(Err(code)) => {
-            sys::inc(&broker.metrics.connections_refused);
-            tracing::info!(reason = code, "CONNECT refused");
-            return handshake::refuse(&mut stream, version, code).await;
-        }
-        Err(_) => {
-            sys::inc(&broker.metrics.connections_refused);
-            tracing::info!("CONNECT refused: authentication not done within the connect timeout");
-            return handshake::refuse(&mut stream, version, reason::SERVER_BUSY).await;
-        }
+    let login = handshake::login(&mut stream, &mut rbuf, &info, &broker, over_limit);
+    let Some(accepted) = Box::pin(login).await else {
+        return;
     };
     // Escaped: a client id is client-chosen (no forged lines in the log).
     let client_id_field = tracing::field::debug(accepted.client_id.as_str());
