@@ -109,23 +109,6 @@ fn same_local_origin(origin: &str, host: &str) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn same_local_origin_is_an_ip_or_localhost_of_the_same_authority() {
-        use super::same_local_origin as f;
-        assert!(f("http://127.0.0.1:8080", "127.0.0.1:8080"));
-        assert!(f("https://[::1]:8443", "[::1]:8443"));
-        assert!(f("http://localhost:9001", "localhost:9001"));
-        assert!(
-            !f("http://evil.example:9001", "evil.example:9001"),
-            "DNS rebinding"
-        );
-        assert!(!f("http://evil.example", "127.0.0.1:9001"), "cross-site");
-        assert!(!f("null", "127.0.0.1:9001"));
-    }
-}
-
 /// The handshake callback: picks `mqtt` from the offered subprotocols.
 #[allow(clippy::result_large_err)] // the signature is tungstenite's
 fn choose_subprotocol(
@@ -213,5 +196,22 @@ where
             .is_err()
     {
         inbound.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn same_local_origin_is_an_ip_or_localhost_of_the_same_authority() {
+        use super::same_local_origin as f;
+        assert!(f("http://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(f("https://[::1]:8443", "[::1]:8443"));
+        assert!(f("http://localhost:9001", "localhost:9001"));
+        assert!(
+            !f("http://evil.example:9001", "evil.example:9001"),
+            "DNS rebinding"
+        );
+        assert!(!f("http://evil.example", "127.0.0.1:9001"), "cross-site");
+        assert!(!f("null", "127.0.0.1:9001"));
     }
 }
