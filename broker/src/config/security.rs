@@ -37,6 +37,16 @@ impl Config {
                 ));
             }
         }
+        if self.auth.client_id_binding != crate::auth::ClientIdBinding::None
+            && self.auth.password_file.is_none()
+            && !self.listeners.iter().any(|l| l.use_identity_as_username)
+        {
+            out.push(
+                "client_id_binding without password_file or certificate user names: \
+                 nothing verifies the user names it binds to"
+                    .to_string(),
+            );
+        }
         if let Some(addr) = self.metrics.listen {
             if !addr.ip().is_loopback() {
                 out.push(format!(
