@@ -127,6 +127,9 @@ pub enum AuthDecision {
 pub struct ClientIdentity {
     pub client_id: Arc<str>,
     pub username: Option<String>,
+    /// The user name comes from a verified TLS client certificate (not
+    /// from CONNECT and the password database).
+    pub certificate: bool,
 }
 
 /// Authentication and authorisation hooks.
@@ -142,6 +145,25 @@ pub trait Authenticator: Send + Sync + 'static {
     fn authorize_read(&self, client: &ClientIdentity, topic: &str) -> bool {
         let _ = (client, topic);
         true
+    }
+    /// The known user (password database) whose client ids `client_id`
+    /// belongs to under `[auth] client_id_binding`, if any: a client
+    /// without a user name may not use it.
+    fn id_owner(&self, client_id: &str) -> Option<String> {
+        let _ = client_id;
+        None
+    }
+    /// Is a connected `client` still allowed to be connected (after a
+    /// reload of the credentials)?
+    fn still_allowed(&self, client: &ClientIdentity) -> bool {
+        let _ = client;
+        true
+    }
+    /// Changes each time the credentials or ACLs are reloaded (SIGHUP), so
+    /// connections re-check [`Authenticator::still_allowed`] and their
+    /// subscriptions; `None` when they never change.
+    fn reloads(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
     }
 }
 

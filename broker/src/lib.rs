@@ -15,6 +15,7 @@ pub mod connection;
 pub mod envelope;
 pub mod hooks;
 pub mod metrics;
+pub mod policy;
 pub mod protocol;
 pub mod router;
 pub mod server;

@@ -86,6 +86,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         for listener in config.listeners.iter().filter(|l| l.protocol.is_tls()) {
             server::tls::TlsAcceptorCell::new(listener)?;
         }
+        for warning in config.security_warnings() {
+            eprintln!("{}: warning: {warning}", file.display());
+        }
         println!("{}: OK", file.display());
         return Ok(());
     }
@@ -123,6 +126,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         config.storage.dir = dir.clone();
     }
     init_logging(&config.log.level)?;
+    for warning in config.security_warnings() {
+        tracing::warn!("{warning}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads())
         .enable_all()

@@ -32,6 +32,9 @@ pub type Exposition = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Largest request head we read.
 const MAX_REQUEST: usize = 8192;
+/// Requests served at once; further connections are closed (they would
+/// share the file descriptors of the MQTT listeners).
+const MAX_CONCURRENT: usize = 4;
 
 /// Serves `/metrics` and `/healthz` until the broker shuts down.
 pub async fn serve(
@@ -41,6 +44,7 @@ pub async fn serve(
     exposition: Exposition,
 ) {
     let mut shutdown = broker.shutdown_signal();
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -48,6 +52,10 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, _)) => {
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    drop(stream);
+                    continue;
+                };
                 let (broker, extra, exposition) =
                     (broker.clone(), extra.clone(), exposition.clone());
                 tokio::spawn(async move {
@@ -56,6 +64,7 @@ pub async fn serve(
                         handle(stream, &broker, &extra, &exposition),
                     )
                     .await;
+                    drop(permit);
                 });
             }
             Err(e) => tracing::warn!(error = %e, "metrics accept failed"),
@@ -71,7 +80,11 @@ async fn handle(
 ) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST {
+    // Only the new bytes (and the 3 before them) are scanned for the end
+    // of the head: linear, not quadratic, in a slowly sent request.
+    let mut scanned = 0;
+    while !buf[scanned..].windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST {
+        scanned = buf.len().saturating_sub(3);
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
             return Ok(());

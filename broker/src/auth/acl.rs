@@ -108,6 +108,10 @@ impl Acl {
             .patterns
             .iter()
             .filter(|r| username.is_some() || !r.topic.contains("%u"))
+            // A `/` in a substituted name would reach into another level
+            // (`users/%u/#` for `alice/x`): such a pattern does not apply.
+            .filter(|r| !(r.topic.contains("%u") && username.is_some_and(|u| u.contains('/'))))
+            .filter(|r| !(r.topic.contains("%c") && client_id.contains('/')))
             .map(|r| Rule {
                 kind: r.kind,
                 topic: r
@@ -195,6 +199,21 @@ mod tests {
             ("c", Some("alice"), "alice/+/temp", Access::Subscribe, true),
             ("c", Some("alice"), "#", Access::Subscribe, false),
             ("c", None, "public/#", Access::Subscribe, true),
+            // A `/` in a substituted name does not reach another level.
+            (
+                "x",
+                Some("bob/inbox"),
+                "users/bob/inbox/y",
+                Access::Read,
+                false,
+            ),
+            (
+                "dev7/up",
+                Some("bob"),
+                "devices/dev7/up/up",
+                Access::Write,
+                false,
+            ),
         ];
         for (client, user, topic, access, want) in cases {
             assert_eq!(

@@ -45,6 +45,42 @@ pub struct AuthConfig {
     pub password_file: Option<PathBuf>,
     /// A Mosquitto ACL file; absent: every topic allowed (less `[acl]` deny lists).
     pub acl_file: Option<PathBuf>,
+    /// Which client ids a user may use (see [`ClientIdBinding`]).
+    pub client_id_binding: ClientIdBinding,
+}
+
+/// `[auth] client_id_binding`: binds client ids to user names (from the
+/// password file or the certificate), so one user cannot take over, drain
+/// or wipe another user's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientIdBinding {
+    /// Any client id (Mosquitto's default); inherited in-flight messages
+    /// are still filtered through the new user's read ACL.
+    #[default]
+    None,
+    /// The client id must equal the user name.
+    Username,
+    /// The client id must be the user name, or start with it followed by
+    /// one of `-`, `_`, `:`, `.` or `/` (`alice`, `alice-dash`, `alice/1`).
+    /// Clients without a user name may not use an id bound to a known user.
+    UsernamePrefix,
+}
+
+impl ClientIdBinding {
+    /// May a client authenticated as `user` use `client_id`?
+    pub fn allows(self, user: &str, client_id: &str) -> bool {
+        match self {
+            ClientIdBinding::None => true,
+            ClientIdBinding::Username => client_id == user,
+            ClientIdBinding::UsernamePrefix => {
+                client_id == user
+                    || client_id
+                        .strip_prefix(user)
+                        .is_some_and(|rest| rest.starts_with(['-', '_', ':', '.', '/']))
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -58,6 +94,10 @@ pub struct FileAuth {
     config: AuthConfig,
     state: RwLock<State>,
     throttle: throttle::LoginThrottle,
+    /// Rate limit of failed-login log lines.
+    log_limit: throttle::LogLimit,
+    /// Bumped after every successful reload (connections re-check).
+    reloaded: tokio::sync::watch::Sender<u64>,
     /// Password checks running at once (they are CPU-bound by design).
     hashing: Arc<tokio::sync::Semaphore>,
 }
@@ -70,6 +110,8 @@ impl FileAuth {
             config: config.clone(),
             state: RwLock::new(State::default()),
             throttle: throttle::LoginThrottle::default(),
+            log_limit: throttle::LogLimit::default(),
+            reloaded: tokio::sync::watch::channel(0).0,
             hashing: Arc::new(tokio::sync::Semaphore::new(cores)),
         };
         auth.reload()?;
@@ -88,6 +130,9 @@ impl FileAuth {
         };
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         *state = State { passwords, acl };
+        drop(state);
+        // Connections re-check their user and subscriptions (M5).
+        self.reloaded.send_modify(|generation| *generation += 1);
         Ok(())
     }
 
@@ -120,8 +165,12 @@ impl Authenticator for FileAuth {
         let peer = request.peer;
         Box::pin(async move {
             let Some(passwords) = passwords else {
+                // No password database: a CONNECT user name is unverified,
+                // so the client is anonymous for the ACL (its `user`
+                // sections need a password file).
+                let _ = username;
                 return match anonymous_allowed {
-                    true => AuthDecision::Allow { username },
+                    true => AuthDecision::Allow { username: None },
                     false => AuthDecision::Deny(reason::NOT_AUTHORIZED),
                 };
             };
@@ -132,10 +181,17 @@ impl Authenticator for FileAuth {
                 };
             };
             let password = password.unwrap_or_default();
-            let delay = self.throttle.delay(peer.ip());
-            if !delay.is_zero() {
-                tracing::debug!(%peer, ?delay, "slowing down a login after failures");
-                tokio::time::sleep(delay).await;
+            // Too many logins in progress from this address, or blocked
+            // for long after failures: refused before any hashing.
+            let Some(attempt) = self.throttle.begin(peer.ip()) else {
+                if let Some(suppressed) = self.log_limit.allow() {
+                    tracing::warn!(%peer, user = ?user, suppressed, "login refused: too many attempts from this address");
+                }
+                return AuthDecision::Deny(reason::CONNECTION_RATE_EXCEEDED);
+            };
+            if !attempt.wait.is_zero() {
+                tracing::debug!(%peer, wait = ?attempt.wait, "slowing down a login after failures");
+                tokio::time::sleep(attempt.wait).await;
             }
             let check_user = user.clone();
             let ok = match self.hashing.clone().acquire_owned().await {
@@ -148,15 +204,20 @@ impl Authenticator for FileAuth {
                 .unwrap_or(false),
                 Err(_) => false,
             };
+            drop(attempt);
             if ok {
-                self.throttle.succeeded(peer.ip());
+                self.throttle.succeeded(peer.ip(), &user);
                 AuthDecision::Allow {
                     username: Some(user),
                 }
             } else {
-                self.throttle.failed(peer.ip());
-                // Never log the password; the user name and peer are enough.
-                tracing::warn!(%peer, user = %user, "login failed");
+                self.throttle.failed(peer.ip(), &user);
+                // Never log the password; the user name is escaped (it is
+                // attacker-chosen: no forged lines or terminal escapes), and
+                // the lines are rate limited.
+                if let Some(suppressed) = self.log_limit.allow() {
+                    tracing::warn!(%peer, user = ?user, suppressed, "login failed");
+                }
                 AuthDecision::Deny(reason::BAD_USER_NAME_OR_PASSWORD)
             }
         })
@@ -173,6 +234,26 @@ impl Authenticator for FileAuth {
 
     fn authorize_read(&self, client: &ClientIdentity, topic: &str) -> bool {
         self.allowed(client, topic, Access::Read)
+    }
+
+    fn still_allowed(&self, client: &ClientIdentity) -> bool {
+        let (passwords, _) = self.snapshot();
+        match (&client.username, passwords, client.certificate) {
+            (Some(user), Some(passwords), false) => passwords.contains(user),
+            _ => true,
+        }
+    }
+
+    fn reloads(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.reloaded.subscribe())
+    }
+
+    fn id_owner(&self, client_id: &str) -> Option<String> {
+        let binding = self.config.client_id_binding;
+        let (passwords, _) = self.snapshot();
+        let passwords = passwords?;
+        let owner = passwords.users().find(|u| binding.allows(u, client_id));
+        owner.map(str::to_string)
     }
 }
 
@@ -226,6 +307,47 @@ mod tests {
         assert!(p.verify("dev", b"three") && !p.verify("dev", b"one") && p.verify("op", b"two"));
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn unknown_users_cost_what_known_ones_do() {
+        // argon2id users: an unknown one is checked against argon2 with the
+        // file's parameters, not against the cheaper PBKDF2 (37 vs 11 ms).
+        let argon = "carol:$argon2id$v=19$m=8192,t=2,p=1$Md3TkxnpW6oinYZsy7zRMg$7RejpExx+X6HdrHDLk2w2/yX793k545eA7l7cJ5hy/M\n";
+        let p = PasswordFile::parse(argon, "pw").unwrap();
+        assert_eq!(p.dummy_format(), Some("argon2"));
+        assert!(
+            !p.verify("nobody", b"s3cret"),
+            "an unknown user never logs in"
+        );
+        let sha = "bob:$6$pQlPvZaHngE4Ssu0$0cFAu3Et35h797bcD4XXchJ1tjEcl0X6otEqfWGZ/bhEeG29fjhn7t0VweU1Ef7874Oij8BwqSxaUc7gzfeC6w==\n";
+        let p = PasswordFile::parse(sha, "pw").unwrap();
+        assert_eq!(p.dummy_format(), Some("sha512"));
+        assert!(!p.verify("nobody", b"hunter2"));
+    }
+
+    #[tokio::test]
+    async fn without_a_password_file_user_names_are_unverified_and_anonymous() {
+        let dir = tempfile::tempdir().unwrap();
+        let acl = dir.path().join("acl");
+        std::fs::write(&acl, "user admin\ntopic readwrite #\n").unwrap();
+        let auth = FileAuth::load(&AuthConfig {
+            acl_file: Some(acl),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        let request = AuthRequest {
+            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+            anonymous_allowed: true,
+            client_id: "c",
+            username: Some("admin"),
+            password: None,
+        };
+        // Claiming to be admin without a password database grants nothing.
+        assert_eq!(
+            auth.authenticate(request).await,
+            AuthDecision::Allow { username: None }
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! recommendation; `edgemq passwd --pbkdf2` writes `$7$` entries for files
 //! that Mosquitto 2.0 must read too. Comparisons are constant-time, and an
 //! unknown user costs as much as a wrong password, so response times do not
-//! tell which user names exist.
+//! tell which user names exist: an unknown user is checked against a copy
+//! of an entry of the file's most common format, with its parameters
+//! (argon2 memory and passes, PBKDF2 iterations).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -54,6 +56,8 @@ pub enum NewHash {
 #[derive(Debug, Clone, Default)]
 pub struct PasswordFile {
     users: HashMap<String, Hash>,
+    /// Checked for unknown users: an entry of the most common format.
+    dummy: Option<Hash>,
 }
 
 impl PasswordFile {
@@ -80,31 +84,22 @@ impl PasswordFile {
                 parse_hash(hash).ok_or_else(|| bad("unsupported or malformed hash"))?,
             );
         }
-        Ok(PasswordFile { users })
+        let dummy = representative(&users);
+        Ok(PasswordFile { users, dummy })
     }
 
     /// True when `user` exists and `password` is theirs.
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
         match self.users.get(user) {
-            Some(Hash::Pbkdf2 {
-                iterations,
-                salt,
-                hash,
-            }) => pbkdf2::verify(
-                pbkdf2::PBKDF2_HMAC_SHA512,
-                *iterations,
-                salt,
-                password,
-                hash,
-            )
-            .is_ok(),
-            Some(Hash::Sha512 { salt, hash }) => {
-                let mut ctx = digest::Context::new(&digest::SHA512);
-                ctx.update(password);
-                ctx.update(salt);
-                constant_time_eq(ctx.finish().as_ref(), hash)
+            None if self.dummy.is_some() => {
+                // Same work as a wrong password for a typical known user;
+                // the result is discarded.
+                if let Some(dummy) = &self.dummy {
+                    let _ = check(dummy, password);
+                }
+                false
             }
-            Some(Hash::Argon2(phc)) => verify_argon2(phc, password),
+            Some(hash) => check(hash, password),
             None => {
                 // Same work as a wrong password for a known user.
                 let salt = [0u8; 12];
@@ -123,6 +118,26 @@ impl PasswordFile {
         }
     }
 
+    /// The format unknown users are checked against (tests).
+    #[cfg(test)]
+    pub fn dummy_format(&self) -> Option<&'static str> {
+        self.dummy.as_ref().map(|h| match h {
+            Hash::Argon2(_) => "argon2",
+            Hash::Pbkdf2 { .. } => "pbkdf2",
+            Hash::Sha512 { .. } => "sha512",
+        })
+    }
+
+    /// True when `user` has an entry.
+    pub fn contains(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
+    /// The user names in the file.
+    pub fn users(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
+    }
+
     pub fn len(&self) -> usize {
         self.users.len()
     }
@@ -130,6 +145,50 @@ impl PasswordFile {
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
     }
+}
+
+/// Does `password` match `hash`?
+fn check(hash: &Hash, password: &[u8]) -> bool {
+    match hash {
+        Hash::Pbkdf2 {
+            iterations,
+            salt,
+            hash,
+        } => pbkdf2::verify(
+            pbkdf2::PBKDF2_HMAC_SHA512,
+            *iterations,
+            salt,
+            password,
+            hash,
+        )
+        .is_ok(),
+        Hash::Sha512 { salt, hash } => {
+            let mut ctx = digest::Context::new(&digest::SHA512);
+            ctx.update(password);
+            ctx.update(salt);
+            constant_time_eq(ctx.finish().as_ref(), hash)
+        }
+        Hash::Argon2(phc) => verify_argon2(phc, password),
+    }
+}
+
+/// An entry of the most common format in `users` (argon2 first on a tie:
+/// the costliest), for unknown users.
+fn representative(users: &HashMap<String, Hash>) -> Option<Hash> {
+    let rank = |h: &Hash| match h {
+        Hash::Argon2(_) => 2,
+        Hash::Pbkdf2 { .. } => 1,
+        Hash::Sha512 { .. } => 0,
+    };
+    let mut counts = [0usize; 3];
+    for h in users.values() {
+        counts[rank(h)] += 1;
+    }
+    let best = (0..3).rev().max_by_key(|&r| (counts[r], r))?;
+    if counts[best] == 0 {
+        return None;
+    }
+    users.values().find(|h| rank(h) == best).cloned()
 }
 
 fn parse_hash(s: &str) -> Option<Hash> {

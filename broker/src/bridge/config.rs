@@ -4,8 +4,9 @@ use serde::Deserialize;
 
 use crate::protocol::topic::valid_topic_filter;
 
-/// One cloud uplink.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// One cloud uplink. `Debug` is written by hand in `config::security`: it
+/// never prints the password.
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BridgeConfig {
     pub name: String,

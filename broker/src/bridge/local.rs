@@ -87,7 +87,8 @@ impl Bridge {
                 .strip_prefix(rule.strip_prefix.as_str())
                 .unwrap_or(&p.topic)
                 .to_string();
-            if protocol::topic::valid_topic_name(&topic) {
+            let size = p.payload.len();
+            if crate::policy::may_publish_downlink(&self.broker, &self.config.name, &topic, size) {
                 let qos = p
                     .qos
                     .min(QoS::from_u8(rule.qos).unwrap_or(QoS::AtLeastOnce));

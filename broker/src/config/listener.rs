@@ -63,6 +63,10 @@ pub struct ListenerConfig {
     /// ACLs); the CONNECT's user name and password are then ignored.
     #[serde(default)]
     pub use_identity_as_username: bool,
+    /// WebSocket: browser origins (`https://dash.example`) allowed to
+    /// connect; see `server::websocket::OriginPolicy`.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 fn default_protocol() -> ListenerProtocol {
@@ -81,6 +85,7 @@ impl ListenerConfig {
             ca_file: None,
             require_certificate: false,
             use_identity_as_username: false,
+            allowed_origins: Vec::new(),
         }
     }
 
@@ -113,6 +118,12 @@ impl ListenerConfig {
             if let Some((key, _)) = tls_keys.iter().find(|(_, set)| *set) {
                 return Err((key, format!("only for TLS listeners (protocol {proto:?})")));
             }
+        }
+        if !self.protocol.is_websocket() && !self.allowed_origins.is_empty() {
+            return Err((
+                "allowed_origins",
+                format!("only for WebSocket listeners (protocol {proto:?})"),
+            ));
         }
         if (self.require_certificate || self.use_identity_as_username) && self.ca_file.is_none() {
             let key = match self.require_certificate {

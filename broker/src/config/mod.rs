@@ -17,6 +17,7 @@
 
 mod listener;
 mod locate;
+mod security;
 
 pub use listener::{ListenerConfig, ListenerProtocol};
 
@@ -59,6 +60,7 @@ pub struct ServerConfig {
     pub worker_threads: usize,
     pub max_connections: usize,
     pub connect_timeout_ms: u64,
+    pub max_pending_connections: usize,
 }
 
 /// `[limits]`: every queue and size bound of the broker.
@@ -79,6 +81,10 @@ pub struct Limits {
     pub max_retained_messages: usize,
     pub max_retained_bytes: usize,
     pub write_timeout_ms: u64,
+    pub max_connect_size: u32,
+    pub max_subscriptions_per_client: usize,
+    pub max_filters_per_subscribe: usize,
+    pub max_user_properties: usize,
 }
 
 /// `[sys]`: the `$SYS` publisher.
@@ -129,6 +135,7 @@ impl Default for ServerConfig {
             worker_threads: 1,
             max_connections: 10_000,
             connect_timeout_ms: 10_000,
+            max_pending_connections: 512,
         }
     }
 }
@@ -150,6 +157,10 @@ impl Default for Limits {
             max_retained_messages: 10_000,
             max_retained_bytes: 64 * 1024 * 1024,
             write_timeout_ms: 30_000,
+            max_connect_size: 65_536,
+            max_subscriptions_per_client: 1000,
+            max_filters_per_subscribe: 256,
+            max_user_properties: 128,
         }
     }
 }
@@ -251,7 +262,22 @@ impl Config {
 
     fn validate_core(&self) -> Result<(), (&'static str, &'static str, String)> {
         let l = &self.limits;
-        let positive: [(&'static str, &'static str, u64); 10] = [
+        let positive: [(&'static str, &'static str, u64); 13] = [
+            (
+                "server",
+                "max_pending_connections",
+                self.server.max_pending_connections as u64,
+            ),
+            (
+                "limits",
+                "max_subscriptions_per_client",
+                l.max_subscriptions_per_client as u64,
+            ),
+            (
+                "limits",
+                "max_filters_per_subscribe",
+                l.max_filters_per_subscribe as u64,
+            ),
             (
                 "server",
                 "max_connections",
@@ -289,6 +315,13 @@ impl Config {
                 "limits",
                 "max_packet_size",
                 "must be between 64 and 268435455 bytes".to_string(),
+            ));
+        }
+        if !(64..=l.max_packet_size).contains(&l.max_connect_size) {
+            return Err((
+                "limits",
+                "max_connect_size",
+                "must be between 64 bytes and max_packet_size".to_string(),
             ));
         }
         if self.listeners.is_empty() {

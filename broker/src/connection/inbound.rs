@@ -9,15 +9,17 @@
 use std::sync::Arc;
 
 use crate::hooks::{BoxFuture, Durability, PersistError};
+use crate::policy::{self, Publisher};
 use crate::protocol::{
     reason, Disconnect, Packet, PubAck, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck,
     Unsubscribe,
 };
-use crate::router::{self, Delivery, Message, SubscriptionOptions};
+use crate::router::{self, Message, SubscriptionOptions};
 use crate::session::PubRecOutcome;
 use crate::sys;
 
-use super::handshake::{denied, topic_within_limits};
+use super::handshake::topic_within_limits;
+use super::outbound::RetainedSend;
 use super::{Conn, Exit};
 
 impl Conn {
@@ -76,6 +78,20 @@ impl Conn {
     fn on_publish(&mut self, publish: Publish) -> Result<(), Exit> {
         let metrics = &self.broker.metrics;
         sys::inc(&metrics.publish_received[usize::from(publish.qos as u8)]);
+        if !publish.properties.subscription_identifiers.is_empty() {
+            // MQTT-3.3.4-6: only the server sends Subscription Identifiers.
+            return Err(Exit::Protocol(
+                reason::PROTOCOL_ERROR,
+                "Subscription Identifier in PUBLISH",
+            ));
+        }
+        if publish.properties.user_properties.len() > self.broker.config.limits.max_user_properties
+        {
+            return Err(Exit::Protocol(
+                reason::QUOTA_EXCEEDED,
+                "too many user properties",
+            ));
+        }
         let topic = if self.version.is_v5() {
             self.in_aliases
                 .resolve(&publish.topic, publish.properties.topic_alias)
@@ -103,10 +119,9 @@ impl Conn {
                 "receive maximum exceeded",
             ));
         }
-        // `$SYS/...` belongs to the broker: clients cannot spoof it.
-        let allowed = !topic.starts_with("$SYS/")
-            && !denied(&self.broker.config.acl.deny_publish, &topic)
-            && self.broker.auth.authorize_publish(&self.identity, &topic);
+        // `$SYS` belongs to the broker, then deny lists and ACL (`policy`).
+        let allowed =
+            policy::may_publish(&self.broker, Publisher::Client(&self.identity), &topic).is_ok();
         if !allowed {
             sys::inc(&metrics.dropped_denied);
             tracing::debug!(%topic, "publish denied");
@@ -238,9 +253,26 @@ impl Conn {
     fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Exit> {
         let v5 = self.version.is_v5();
         let id = subscribe.properties.subscription_identifier;
+        let limits = &self.broker.config.limits;
+        let (max_filters, max_subscriptions) = (
+            limits.max_filters_per_subscribe,
+            limits.max_subscriptions_per_client,
+        );
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
-        for f in &subscribe.filters {
+        // Filters already handled in this packet: a repeat gets the same
+        // code and queues no retained messages again.
+        let mut seen: std::collections::HashMap<&str, u8> = std::collections::HashMap::new();
+        for (i, f) in subscribe.filters.iter().enumerate() {
+            if i >= max_filters {
+                // Beyond the per-packet cap: refused without being looked at.
+                codes.push(reason::QUOTA_EXCEEDED);
+                continue;
+            }
+            if let Some(&code) = seen.get(f.filter.as_str()) {
+                codes.push(code);
+                continue;
+            }
             let (group, inner) = router::split_shared(&f.filter);
             if group.is_some() && f.no_local {
                 return Err(Exit::Protocol(
@@ -248,23 +280,20 @@ impl Conn {
                     "No Local on a shared subscription",
                 ));
             }
-            if !router::valid_filter(&f.filter) || !topic_within_limits(&self.broker, inner) {
-                codes.push(if v5 {
-                    reason::TOPIC_FILTER_INVALID
-                } else {
-                    reason::UNSPECIFIED_ERROR
-                });
+            // Validity, limits, deny-list overlap and ACL (see `policy`).
+            if let Err(code) = policy::may_subscribe(&self.broker, &self.identity, &f.filter) {
+                codes.push(code);
+                seen.insert(&f.filter, code);
                 continue;
             }
-            if denied(&self.broker.config.acl.deny_subscribe, inner)
-                || !self
-                    .broker
-                    .auth
-                    .authorize_subscribe(&self.identity, &f.filter)
+            if !self.session.subscriptions.contains_key(&f.filter)
+                && self.session.subscriptions.len() >= max_subscriptions
             {
-                codes.push(reason::NOT_AUTHORIZED);
+                codes.push(reason::QUOTA_EXCEEDED);
+                seen.insert(&f.filter, reason::QUOTA_EXCEEDED);
                 continue;
             }
+            seen.insert(&f.filter, f.qos as u8);
             let options = SubscriptionOptions {
                 qos: f.qos,
                 no_local: f.no_local,
@@ -287,15 +316,9 @@ impl Conn {
                     RetainHandling::DoNotSend => false,
                 };
             if send_retained {
-                for message in self.broker.router.retained_matching(inner) {
-                    retained.push(Delivery {
-                        qos: options.qos.min(message.qos),
-                        message,
-                        retain: true,
-                        subscription_ids: id.into_iter().collect(),
-                        shared: None,
-                    });
-                }
+                // Streamed by `pump` under the inflight window and the
+                // write batch, one filter at a time (see `outbound`).
+                retained.push(RetainedSend::new(inner, options.qos, id));
             }
         }
         if self.session.is_persistent() {
@@ -319,9 +342,7 @@ impl Conn {
             ..SubAck::default()
         }));
         // Retained messages go out after the SUBACK, ahead of newer traffic.
-        for d in retained.into_iter().rev() {
-            self.pending.push_front(d);
-        }
+        self.retained.extend(retained);
         Ok(())
     }
 

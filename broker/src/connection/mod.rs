@@ -20,6 +20,7 @@
 mod handshake;
 mod inbound;
 mod outbound;
+mod revocation;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -119,6 +120,8 @@ struct Conn {
     out_aliases: OutboundAliases,
     /// Deliveries taken from the mailbox (or retained on subscribe) not yet sent.
     pending: VecDeque<Delivery>,
+    /// Retained messages owed to new subscriptions, streamed by `pump`.
+    retained: VecDeque<outbound::RetainedSend>,
     /// PUBACK/PUBREC packets in arrival order, each waiting (if `Some`) for
     /// its message to be durable.
     waiting_acks: VecDeque<WaitingAck>,
@@ -141,38 +144,17 @@ async fn serve_inner<S>(mut stream: S, info: ConnectionInfo, broker: Arc<Broker>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let max_packet_size = broker.config.limits.max_packet_size;
     let mut rbuf = BytesMut::new();
-    let connect_timeout = Duration::from_millis(broker.config.server.connect_timeout_ms);
-    let read = handshake::read_connect(&mut stream, &mut rbuf, max_packet_size);
     // The handshake, attach and goodbye futures are boxed: they are large
     // (timers, the authenticator) and short-lived, and inline they would
     // size every idle connection's task.
-    let connect = match Box::pin(timeout(connect_timeout, read)).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(HandshakeError::Decode(DecodeError::UnsupportedProtocol { level }))) => {
-            tracing::debug!(level, "unsupported protocol version");
-            let code = reason::UNSUPPORTED_PROTOCOL_VERSION;
-            return handshake::refuse(&mut stream, ProtocolVersion::V311, code).await;
-        }
-        Ok(Err(e)) => return tracing::debug!(error = %e, "handshake failed"),
-        Err(_) => return tracing::debug!("no CONNECT within the connect timeout"),
+    let login = handshake::login(&mut stream, &mut rbuf, &info, &broker, over_limit);
+    let Some(accepted) = Box::pin(login).await else {
+        return;
     };
-    let version = connect.protocol;
-    if over_limit {
-        sys::inc(&broker.metrics.connections_refused);
-        tracing::warn!("refusing connection: max_connections reached");
-        return handshake::refuse(&mut stream, version, reason::QUOTA_EXCEEDED).await;
-    }
-    let accepted = match Box::pin(handshake::accept(&broker, &info, connect)).await {
-        Ok(a) => a,
-        Err(code) => {
-            sys::inc(&broker.metrics.connections_refused);
-            tracing::info!(reason = code, "CONNECT refused");
-            return handshake::refuse(&mut stream, version, code).await;
-        }
-    };
-    tracing::Span::current().record("client_id", accepted.client_id.as_str());
+    // Escaped: a client id is client-chosen (no forged lines in the log).
+    let client_id_field = tracing::field::debug(accepted.client_id.as_str());
+    tracing::Span::current().record("client_id", client_id_field);
     let (mut conn, kicked, connack_props, keep_alive) = Box::pin(attach(&broker, accepted)).await;
     conn.encode(&Packet::ConnAck(connack_props));
     conn.resend_inflight();
@@ -246,13 +228,16 @@ async fn attach(
         identity: ClientIdentity {
             client_id,
             username: accepted.username,
+            certificate: accepted.certificate,
         },
         session: opened.session,
         will: c.will.map(Box::new),
         client,
         in_aliases: InboundAliases::new(if v5 { limits.max_topic_aliases } else { 0 }),
-        out_aliases: OutboundAliases::new(client.topic_alias_maximum),
+        // Our aliases towards the client: its maximum, capped by ours.
+        out_aliases: OutboundAliases::new(client.topic_alias_maximum.min(limits.max_topic_aliases)),
         pending: VecDeque::new(),
+        retained: VecDeque::new(),
         waiting_acks: VecDeque::new(),
         wbuf: BytesMut::new(),
     };
@@ -277,6 +262,7 @@ impl Conn {
         let grace = Duration::from_millis(u64::from(keep_alive) * 1500);
         let mut deadline = Instant::now() + grace;
         let mailbox = self.session.mailbox.clone();
+        let mut reloads = self.broker.auth.reloads();
         let mut read_hint = MIN_READ;
         // Stop reading while this many acknowledgements wait for durability:
         // TCP back-pressure on a publisher that outruns the store.
@@ -342,7 +328,8 @@ impl Conn {
             }
             prepare_read_buffer(rbuf, max_packet, read_hint);
             let spare = rbuf.capacity() - rbuf.len();
-            let more = self.can_send_more() && (!self.pending.is_empty() || !mailbox.is_empty());
+            let owed = !self.pending.is_empty() || !self.retained.is_empty();
+            let more = self.can_send_more() && (owed || !mailbox.is_empty());
             let wake_on_mail = self.can_send_more() && self.pending.is_empty();
             // A spilled backlog is paged back in from the store once the
             // queue has run empty (see session::mailbox).
@@ -361,6 +348,11 @@ impl Conn {
                 biased;
                 _ = &mut kicked => return Exit::TakenOver,
                 _ = shutdown.changed() => return Exit::Shutdown,
+                _ = revocation::reloaded(&mut reloads) => {
+                    if let Err(why) = self.still_authorized() {
+                        return Exit::Protocol(reason::NOT_AUTHORIZED, why);
+                    }
+                }
                 r = stream.read_buf(rbuf), if can_read => match r {
                     Ok(0) | Err(_) => return Exit::Closed,
                     Ok(n) => {
@@ -465,6 +457,12 @@ impl Conn {
     /// Publishes the will now or after its delay (capped by the session
     /// expiry: the will goes out when the session ends, if that is sooner).
     fn publish_will(&self, will: LastWill, now: bool) {
+        // Re-checked now: rights may have changed since CONNECT (SIGHUP).
+        let publisher = crate::policy::Publisher::Client(&self.identity);
+        if crate::policy::may_publish(&self.broker, publisher, &will.topic).is_err() {
+            sys::inc(&self.broker.metrics.dropped_denied);
+            return tracing::info!("will not published: no longer allowed");
+        }
         let delay = will.properties.will_delay_interval.unwrap_or(0);
         let delay = if now {
             0

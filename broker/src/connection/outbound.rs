@@ -7,14 +7,24 @@
 //! Maximum Packet Size (a message that would exceed it is dropped and
 //! counted, as MQTT 5.0 section 3.1.2.11.4 requires). Packets are appended
 //! to one write buffer so a batch goes out in a single write.
+//!
+//! Retained messages for a new subscription are streamed, not built at
+//! once: SUBSCRIBE queues one [`RetainedSend`] per granted filter (at most
+//! `max_filters_per_subscribe` per packet), and [`Conn::pump`] looks the
+//! filter's retained messages up only when it is that filter's turn, turning
+//! at most `DRAIN_BATCH` of them into deliveries at a time, under the
+//! inflight window and the write batch. Memory per subscriber is therefore
+//! the filter list plus one lookup's message pointers, whatever the number
+//! of filters times retained messages.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::protocol::{self, Packet, PubAck, Publish, QoS};
-use crate::router::Delivery;
+use crate::router::{Delivery, Message};
 use crate::session::aliases::AliasUse;
-use crate::session::{Inflight, Stage};
-use crate::sys;
+use crate::session::{Inflight, PubRecOutcome, Stage};
+use crate::{policy, sys};
 
 use super::Conn;
 
@@ -23,12 +33,68 @@ pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// Deliveries taken from the mailbox at once.
 const DRAIN_BATCH: usize = 64;
 
+/// Longest topic given an outbound topic alias: an alias saves little on a
+/// short topic, and the alias table keeps two copies of each topic.
+const MAX_ALIASED_TOPIC: usize = 256;
+
+/// The retained messages still owed to one new subscription.
+#[derive(Debug)]
+pub struct RetainedSend {
+    filter: String,
+    qos: QoS,
+    id: Option<u32>,
+    /// Looked up when this filter's turn comes.
+    messages: Option<std::vec::IntoIter<Arc<Message>>>,
+}
+
+impl RetainedSend {
+    pub fn new(filter: &str, qos: QoS, id: Option<u32>) -> RetainedSend {
+        RetainedSend {
+            filter: filter.to_string(),
+            qos,
+            id,
+            messages: None,
+        }
+    }
+}
+
 impl Conn {
+    /// Moves up to a batch of owed retained messages into `pending`; false
+    /// when none are owed.
+    fn refill_retained(&mut self) -> bool {
+        while let Some(front) = self.retained.front_mut() {
+            let router = &self.broker.router;
+            let messages = front
+                .messages
+                .get_or_insert_with(|| router.retained_matching(&front.filter).into_iter());
+            let (qos, id) = (front.qos, front.id);
+            for message in messages.by_ref().take(DRAIN_BATCH) {
+                self.pending.push_back(Delivery {
+                    qos: qos.min(message.qos),
+                    message,
+                    retain: true,
+                    subscription_ids: id.into_iter().collect(),
+                    shared: None,
+                });
+            }
+            if front.messages.as_ref().is_some_and(|m| m.len() == 0) {
+                self.retained.pop_front();
+            }
+            if !self.pending.is_empty() {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Moves deliveries from the mailbox into the write buffer while the
     /// inflight window and the batch size allow.
     pub fn pump(&mut self) {
         let now = Instant::now();
         while self.wbuf.len() < WRITE_BATCH_BYTES {
+            if self.pending.is_empty() && self.refill_retained() {
+                continue;
+            }
             if self.pending.is_empty() {
                 let mut batch = Vec::new();
                 self.session.mailbox.drain(DRAIN_BATCH, &mut batch);
@@ -72,10 +138,8 @@ impl Conn {
             self.ack_persistence(&delivery);
             return;
         }
-        if !broker
-            .auth
-            .authorize_read(&self.identity, &delivery.message.topic)
-        {
+        // Deny lists and ACL `read`, again at delivery (retained included).
+        if !policy::may_deliver(&broker, &self.identity, &delivery.message.topic) {
             sys::inc(&metrics.dropped_denied);
             self.ack_persistence(&delivery);
             return;
@@ -135,6 +199,9 @@ impl Conn {
     }
 
     fn apply_alias(&mut self, publish: &mut Publish) {
+        if publish.topic.len() > MAX_ALIASED_TOPIC {
+            return;
+        }
         match self.out_aliases.assign(&publish.topic) {
             AliasUse::None => {}
             AliasUse::Assign(a) => publish.properties.topic_alias = Some(a),
@@ -147,10 +214,30 @@ impl Conn {
 
     /// Resends unacknowledged messages after a session resumed: PUBLISH
     /// with DUP for those awaiting PUBACK/PUBREC, PUBREL for the others.
+    /// The session may have been taken over by another user: a message the
+    /// current identity may not read is completed and dropped, not resent
+    /// (as Mosquitto filters inherited messages through the new user's ACL).
     pub fn resend_inflight(&mut self) {
         let now = Instant::now();
         let pending: Vec<Inflight> = self.session.outgoing.pending().cloned().collect();
         for inflight in pending {
+            let topic = &inflight.delivery.message.topic;
+            if inflight.stage != Stage::AwaitComp
+                && !policy::may_deliver(&self.broker, &self.identity, topic)
+            {
+                let done = match inflight.stage {
+                    Stage::AwaitAck => self.session.outgoing.on_puback(inflight.pkid).ok(),
+                    _ => match self.session.outgoing.on_pubrec(inflight.pkid, 0x80) {
+                        Ok(PubRecOutcome::Refused(d)) => Some(d),
+                        _ => None,
+                    },
+                };
+                if let Some(d) = done {
+                    sys::inc(&self.broker.metrics.dropped_denied);
+                    self.ack_persistence(&d);
+                }
+                continue;
+            }
             let packet = match inflight.stage {
                 Stage::AwaitComp => Packet::PubRel(PubAck {
                     pkid: inflight.pkid,

@@ -84,9 +84,50 @@ impl Message {
         })
     }
 
-    /// Bytes this message accounts for in queue and retained-store bounds.
+    /// Bytes this message accounts for in queue and retained-store bounds:
+    /// topic, payload and every property (user properties at their length
+    /// plus the in-memory cost of each entry, so many empty ones count).
     pub fn weight(&self) -> usize {
-        self.topic.len() + self.payload.len()
+        let p = &self.properties;
+        let entry = std::mem::size_of::<crate::protocol::UserProperty>();
+        let user: usize = p
+            .user_properties
+            .iter()
+            .map(|(k, v)| k.len().saturating_add(v.len()).saturating_add(entry))
+            .fold(0, usize::saturating_add);
+        let optional = |s: Option<usize>| s.unwrap_or(0);
+        [
+            self.topic.len(),
+            self.payload.len(),
+            user,
+            optional(p.correlation_data.as_ref().map(|b| b.len())),
+            optional(p.content_type.as_ref().map(String::len)),
+            optional(p.response_topic.as_ref().map(String::len)),
+        ]
+        .into_iter()
+        .fold(0, usize::saturating_add)
+    }
+
+    /// A copy whose payload and correlation data own right-sized buffers,
+    /// for messages kept long (retained): a slice of a connection's read
+    /// buffer would otherwise keep the whole buffer (up to max_packet_size)
+    /// alive for a few bytes.
+    pub fn compacted(&self) -> Message {
+        let mut properties = self.properties.clone();
+        properties.correlation_data = properties
+            .correlation_data
+            .map(|b| Bytes::copy_from_slice(&b));
+        properties.user_properties.shrink_to_fit();
+        Message {
+            id: self.id,
+            topic: self.topic.clone(),
+            payload: Bytes::copy_from_slice(&self.payload),
+            qos: self.qos,
+            retain: self.retain,
+            properties,
+            publisher: self.publisher.clone(),
+            expires_at: self.expires_at,
+        }
     }
 }
 

@@ -3,8 +3,9 @@
 //! Bounded in count and payload bytes by config: a retained message for a
 //! new topic that would exceed a bound is not stored (the caller counts it);
 //! replacing an existing topic is always allowed when the result fits.
-//! The broker's own `$SYS/...` topics (clients cannot publish there) are
-//! kept outside the bounds: they are a fixed set, and counting them would
+//! The broker's own `$SYS` messages (published by the broker itself, no
+//! publisher; clients, wills and bridges cannot write `$SYS`, see `policy`)
+//! are kept outside the bounds: they are a fixed set, and counting them would
 //! leave clients fewer retained topics than configured, and would drop and
 //! count the broker's own figures when the bound is small.
 //! An empty payload clears the topic. Expired messages are removed lazily
@@ -60,7 +61,7 @@ impl RetainedStore {
             }
             return RetainOutcome::Cleared;
         }
-        if !is_broker_topic(&message.topic) {
+        if !is_broker_message(&message) {
             let old_weight = self.messages.get(&message.topic).map(|m| m.weight());
             let new_count = self.client_count + usize::from(old_weight.is_none());
             let new_bytes = self.client_bytes - old_weight.unwrap_or(0) + message.weight();
@@ -68,6 +69,8 @@ impl RetainedStore {
                 return RetainOutcome::Rejected;
             }
         }
+        // Owned buffers: a retained message may live for months.
+        let message = Arc::new(message.compacted());
         self.track(&message);
         if let Some(old) = self.messages.insert(message.topic.clone(), message) {
             self.untrack(&old);
@@ -77,7 +80,7 @@ impl RetainedStore {
 
     fn track(&mut self, m: &Message) {
         self.bytes += m.weight();
-        if !is_broker_topic(&m.topic) {
+        if !is_broker_message(m) {
             self.client_count += 1;
             self.client_bytes += m.weight();
         }
@@ -85,7 +88,7 @@ impl RetainedStore {
 
     fn untrack(&mut self, m: &Message) {
         self.bytes -= m.weight();
-        if !is_broker_topic(&m.topic) {
+        if !is_broker_message(m) {
             self.client_count -= 1;
             self.client_bytes -= m.weight();
         }
@@ -127,7 +130,8 @@ impl RetainedStore {
     }
 }
 
-/// The broker's own topics, outside the bounds.
-fn is_broker_topic(topic: &str) -> bool {
-    topic.starts_with("$SYS/")
+/// The broker's own messages, outside the bounds: a `$SYS` topic *and* no
+/// publisher (a client's message never escapes the bounds by its topic).
+fn is_broker_message(m: &Message) -> bool {
+    m.publisher.is_none() && crate::policy::reserved_topic(&m.topic)
 }

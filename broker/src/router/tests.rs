@@ -6,6 +6,29 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::*;
+
+#[test]
+fn a_clients_sys_topic_counts_against_the_retained_bounds() {
+    use crate::protocol::{PublishProperties, QoS};
+    let mut store = RetainedStore::new(1, 1 << 20);
+    let msg = |topic: &str, publisher: Option<&str>| {
+        Arc::new(Message::new(
+            topic.to_string(),
+            bytes::Bytes::from_static(b"v"),
+            QoS::AtMostOnce,
+            true,
+            PublishProperties::default(),
+            publisher.map(Arc::from),
+        ))
+    };
+    assert_eq!(store.set(msg("a", Some("c"))), RetainOutcome::Stored);
+    // The broker's own $SYS is outside the bound; anyone else's is not.
+    assert_eq!(
+        store.set(msg("$SYS/broker/uptime", None)),
+        RetainOutcome::Stored
+    );
+    assert_eq!(store.set(msg("$SYS/x", Some("c"))), RetainOutcome::Rejected);
+}
 use crate::protocol::{PublishProperties, QoS};
 use crate::session::MailboxLimits;
 
@@ -329,4 +352,40 @@ fn unsubscribe_mailbox_spares_a_newer_session_with_the_same_id() {
     assert!(Arc::ptr_eq(&out[0].0, &new));
     assert!(router.unsubscribe_mailbox(&new, "t"));
     assert_eq!(router.subscription_count(), 0);
+}
+
+#[test]
+fn weight_counts_properties_and_retained_copies_own_their_bytes() {
+    use crate::protocol::{PublishProperties, QoS};
+    let backing = Bytes::from(vec![7u8; 1 << 20]);
+    let properties = PublishProperties {
+        user_properties: vec![(String::new(), String::new()); 10_000],
+        correlation_data: Some(backing.slice(0..4)),
+        ..PublishProperties::default()
+    };
+    let m = Message::new(
+        "t".to_string(),
+        backing.slice(10..11),
+        QoS::AtMostOnce,
+        true,
+        properties,
+        Some(Arc::from("c")),
+    );
+    // 10,000 empty user properties are not free.
+    assert!(m.weight() >= 10_000 * 48, "weight {}", m.weight());
+    let mut store = RetainedStore::new(10, 100_000);
+    assert_eq!(store.set(Arc::new(m)), RetainOutcome::Rejected);
+    let m = Message::new(
+        "t".to_string(),
+        backing.slice(10..11),
+        QoS::AtMostOnce,
+        true,
+        PublishProperties::default(),
+        Some(Arc::from("c")),
+    );
+    assert_eq!(store.set(Arc::new(m)), RetainOutcome::Stored);
+    let kept = store.matching("t", std::time::Instant::now());
+    // The retained copy does not point into the 1 MiB buffer.
+    let range = backing.as_ptr() as usize..backing.as_ptr() as usize + backing.len();
+    assert!(!range.contains(&(kept[0].payload.as_ptr() as usize)));
 }

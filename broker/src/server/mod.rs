@@ -6,9 +6,14 @@
 //! listeners wrap the stream first, in the connection's own task and within
 //! the connect timeout, so a slow handshake never stalls the accept loop.
 //!
-//! Admission: beyond `max_connections` the connection is still read up to
-//! its CONNECT so it can be refused cleanly (v5 CONNACK 0x97, 3.1.1 return
-//! code 3) instead of being reset. Shutdown: the accept loops stop, every
+//! Admission, before anything is read: a socket beyond
+//! `max_pending_connections` (sockets that have not logged in yet) is
+//! closed at once; with `max_connections` clients logged in, a new socket
+//! is read only up to its protocol level (16 bytes at most, never through
+//! TLS) and refused cleanly (v5 CONNACK 0x97, 3.1.1 return code 3). Idle
+//! sockets therefore never take a logged-in client's place, and memory
+//! before login is bounded by `max_pending_connections` ×
+//! `max_connect_size`. Shutdown: the accept loops stop, every
 //! connection is told (v5 DISCONNECT 0x8B) and flushes, and [`Server::run`]
 //! returns once all connection tasks ended or the grace period ran out.
 
@@ -184,7 +189,9 @@ impl Server {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let admission = self.admit();
+        let Some(admission) = self.admit() else {
+            return;
+        };
         let broker = self.broker.clone();
         tokio::spawn(async move {
             connection::serve(stream, info, broker, admission.over_limit).await;
@@ -193,13 +200,27 @@ impl Server {
     }
 
     /// Counts a new connection; the count drops with the returned value.
-    fn admit(&self) -> Admission {
-        let count = self.active.fetch_add(1, Ordering::Relaxed) + 1;
-        Admission {
-            over_limit: count > self.broker.config.server.max_connections,
-            _guard: ActiveGuard(self.active.clone()),
-            _alive: self.alive.clone(),
+    /// `None`: too many sockets have not logged in yet, close this one.
+    fn admit(&self) -> Option<Admission> {
+        let sockets = self.active.fetch_add(1, Ordering::Relaxed) + 1;
+        let guard = ActiveGuard(self.active.clone());
+        let connected = self
+            .broker
+            .metrics
+            .clients_connected
+            .load(Ordering::Relaxed);
+        let connected = usize::try_from(connected).unwrap_or(usize::MAX);
+        let server = &self.broker.config.server;
+        if sockets.saturating_sub(connected) > server.max_pending_connections {
+            crate::sys::inc(&self.broker.metrics.connections_refused);
+            tracing::debug!("closing a new socket: max_pending_connections reached");
+            return None;
         }
+        Some(Admission {
+            over_limit: connected >= server.max_connections,
+            _guard: guard,
+            _alive: self.alive.clone(),
+        })
     }
 
     /// Connections currently open.
@@ -262,11 +283,21 @@ async fn accept_loop(server: Server, bound: BoundListener) {
                 };
                 if plain {
                     server.spawn_connection(stream, info);
-                } else {
-                    let admission = server.admit();
+                } else if let Some(admission) = server.admit() {
+                    if admission.over_limit {
+                        // No TLS handshake (a server signature) for a
+                        // socket that will be refused anyway.
+                        continue;
+                    }
                     let server = server.clone();
                     let tls = bound.tls.clone();
-                    let websocket = bound.config.protocol.is_websocket();
+                    let websocket = match bound.config.protocol.is_websocket() {
+                        true => Some(websocket::OriginPolicy {
+                            allowed: bound.config.allowed_origins.clone(),
+                            anonymous: anonymous_allowed,
+                        }),
+                        false => None,
+                    };
                     tokio::spawn(async move {
                         upgrade(&server, stream, info, tls, websocket, admission).await;
                     });
@@ -288,7 +319,7 @@ async fn upgrade(
     stream: TcpStream,
     mut info: ConnectionInfo,
     tls: Option<Arc<TlsAcceptorCell>>,
-    websocket: bool,
+    websocket: Option<websocket::OriginPolicy>,
     admission: Admission,
 ) {
     let broker = server.broker.clone();
@@ -321,10 +352,10 @@ async fn upgrade(
             None => Box::new(stream),
         };
         match websocket {
-            true => Ok::<Box<dyn Transport>, String>(Box::new(
-                websocket::accept(stream, max_packet).await?,
+            Some(origins) => Ok::<Box<dyn Transport>, String>(Box::new(
+                websocket::accept(stream, max_packet, origins).await?,
             )),
-            false => Ok(stream),
+            None => Ok(stream),
         }
     };
     let stream = match tokio::time::timeout(limit, tracing::Instrument::instrument(handshake, span))

@@ -26,7 +26,12 @@ const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 
 /// Upgrades `stream` to a WebSocket and returns the byte stream the
 /// connection task reads MQTT from. `max_packet_size` bounds each frame.
-pub async fn accept<S>(stream: S, max_packet_size: u32) -> Result<DuplexStream, String>
+#[allow(clippy::result_large_err)] // the callback's error is tungstenite's response
+pub async fn accept<S>(
+    stream: S,
+    max_packet_size: u32,
+    origins: OriginPolicy,
+) -> Result<DuplexStream, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -36,13 +41,72 @@ where
     let config = WebSocketConfig::default()
         .max_message_size(Some(frame_limit))
         .max_frame_size(Some(frame_limit));
-    let ws =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, choose_subprotocol, Some(config))
-            .await
-            .map_err(|e| format!("WebSocket handshake failed: {e}"))?;
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        |request: &Request, response: Response| {
+            origins.check(request)?;
+            choose_subprotocol(request, response)
+        },
+        Some(config),
+    )
+    .await
+    .map_err(|e| format!("WebSocket handshake failed: {e}"))?;
     let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
     tokio::spawn(pump(ws, theirs));
     Ok(ours)
+}
+
+/// Which browser origins may open a WebSocket (cross-site WebSocket
+/// hijacking: a page in a LAN browser must not reach the broker on the
+/// user's behalf). A request without `Origin` is not from a browser and is
+/// always allowed. With `allowed_origins` set, a present `Origin` must be
+/// listed; without it, a listener that accepts anonymous clients accepts
+/// only a same-origin request to an IP address or `localhost` (what
+/// non-browser clients such as paho send; a DNS-rebinding page has its own
+/// host name), and one that needs credentials accepts any origin.
+#[derive(Debug, Clone, Default)]
+pub struct OriginPolicy {
+    pub allowed: Vec<String>,
+    pub anonymous: bool,
+}
+
+impl OriginPolicy {
+    #[allow(clippy::result_large_err)] // tungstenite's error response
+    fn check(&self, request: &Request) -> Result<(), ErrorResponse> {
+        let Some(origin) = request.headers().get("Origin") else {
+            return Ok(());
+        };
+        let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+        let listed = self
+            .allowed
+            .iter()
+            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin));
+        let host = request.headers().get("Host").and_then(|h| h.to_str().ok());
+        let same_local = host.is_some_and(|h| same_local_origin(origin, h));
+        if listed || (self.allowed.is_empty() && (!self.anonymous || same_local)) {
+            return Ok(());
+        }
+        tracing::info!(origin = ?origin, "WebSocket refused: origin not allowed");
+        let mut refusal = ErrorResponse::new(Some("origin not allowed".into()));
+        *refusal.status_mut() = StatusCode::FORBIDDEN;
+        Err(refusal)
+    }
+}
+
+/// True when `origin` (`scheme://authority`) names the same authority as the
+/// `Host` header and that host is an IP address or `localhost`.
+fn same_local_origin(origin: &str, host: &str) -> bool {
+    let Some((_, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    if !authority.eq_ignore_ascii_case(host) {
+        return false;
+    }
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// The handshake callback: picks `mqtt` from the offered subprotocols.
@@ -132,5 +196,22 @@ where
             .is_err()
     {
         inbound.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn same_local_origin_is_an_ip_or_localhost_of_the_same_authority() {
+        use super::same_local_origin as f;
+        assert!(f("http://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(f("https://[::1]:8443", "[::1]:8443"));
+        assert!(f("http://localhost:9001", "localhost:9001"));
+        assert!(
+            !f("http://evil.example:9001", "evil.example:9001"),
+            "DNS rebinding"
+        );
+        assert!(!f("http://evil.example", "127.0.0.1:9001"), "cross-site");
+        assert!(!f("null", "127.0.0.1:9001"));
     }
 }

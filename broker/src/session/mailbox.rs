@@ -162,7 +162,8 @@ impl Mailbox {
             (true, false, true) => l.outbound_capacity + l.max_queued_messages,
             (false, false, _) => l.max_queued_messages,
         };
-        let over_bytes = !qos0 && q.bytes + weight > l.max_queued_bytes;
+        // Every queued delivery counts against the byte bound, QoS 0 too.
+        let over_bytes = q.bytes.saturating_add(weight) > l.max_queued_bytes;
         let full = q.items.len() >= limit || over_bytes;
         if !qos0 && q.persistent && l.spill && (full || q.spilled_from.is_some()) {
             let id = delivery.message.id;
