@@ -27,6 +27,10 @@ use super::record::{self, Record, StoredMessage, StoredSession, ERASED_LEN, FRAM
 use super::segment::{Header, HEADER_LEN};
 use super::{Overflow, StoreError, StoreStats};
 
+mod budget;
+mod reclaim;
+mod recovery;
+
 /// Where a record lives on flash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Loc {
@@ -145,137 +149,6 @@ impl<F: Durable> Store<F> {
         s.queued_messages = self.messages.len() as u64;
         s.erase_counts = self.segs.iter().map(|g| g.erase_count).collect();
         s
-    }
-
-    // ---- recovery ----------------------------------------------------
-
-    fn recover(&mut self) -> Result<RecoveryReport, StoreError> {
-        let started = Instant::now();
-        let mut report = RecoveryReport::default();
-        let mut order = Vec::new();
-        for i in 0..self.segs.len() {
-            let mut raw = [0u8; HEADER_LEN];
-            self.flash
-                .read(self.seg_base(i), &mut raw)
-                .map_err(StoreError::flash)?;
-            match Header::decode(&raw) {
-                Some(h) => {
-                    self.segs[i].seq = Some(h.seq);
-                    self.segs[i].erase_count = h.erase_count;
-                    order.push((h.seq, i));
-                }
-                // No valid header: free, but it may hold unsynced writes
-                // whose header was lost, so it is erased before reuse.
-                None => self.segs[i].clean = false,
-            }
-        }
-        order.sort_unstable();
-        let mut buf = vec![0u8; self.seg_size as usize];
-        let mut newest_clean = false;
-        for &(seq, i) in &order {
-            self.flash
-                .read(self.seg_base(i), &mut buf)
-                .map_err(StoreError::flash)?;
-            let (end, records, torn) = self.replay_segment(i as u32, &buf);
-            self.segs[i].write_off = end;
-            newest_clean = !torn && buf[end as usize..].iter().all(|b| *b == 0xFF);
-            report.records += records;
-            report.torn_segments += usize::from(torn);
-            self.next_seq = self.next_seq.max(seq + 1);
-        }
-        report.segments = order.len();
-        // Recount live bytes from the index now that every record is applied.
-        for seg in &mut self.segs {
-            seg.live_bytes = 0;
-        }
-        let locs: Vec<Loc> = self
-            .messages
-            .values()
-            .map(|m| m.loc)
-            .chain(self.retained.values().copied())
-            .chain(self.sessions.values().copied())
-            .chain(self.qos2.values().copied())
-            .collect();
-        for loc in locs {
-            self.segs[loc.seg as usize].live_bytes += loc.len;
-        }
-        self.next_id = self
-            .messages
-            .keys()
-            .max()
-            .map_or(self.next_id, |m| (m + 1).max(self.next_id));
-        self.stats.recovered_next_id = self.next_id;
-        // Erase superseded segments first (a lost erase brings one back).
-        let newest = order.last().map(|&(_, i)| i);
-        self.head = usize::MAX;
-        self.erase_dead_tails()?;
-        // Keep appending to the newest segment only if it ends cleanly: never
-        // write behind a torn record (invariant 1).
-        match newest {
-            Some(i) if newest_clean && self.segs[i].seq.is_some() => self.head = i,
-            Some(i) => {
-                self.head = i;
-                self.open_new_head()?;
-            }
-            None => {
-                self.head = self.segs.len() - 1;
-                self.open_new_head()?;
-            }
-        }
-        // Opening a fresh head may have used a reserved segment: reclaim old
-        // segments into it until two are free again (invariant 4).
-        let mut reclaims = 0;
-        while self.free_segments() < 2 && reclaims < self.segs.len() {
-            let Some(tail) = self.oldest_sealed() else {
-                break;
-            };
-            if !self.head_fits(self.segs[tail].live_bytes as usize) {
-                break;
-            }
-            self.reclaim_oldest()?;
-            reclaims += 1;
-        }
-        report.messages = self.messages.len();
-        report.retained = self.retained.len();
-        report.sessions = self.sessions.len();
-        report.millis = started.elapsed().as_millis() as u64;
-        self.stats.recovery_millis = report.millis;
-        Ok(report)
-    }
-
-    /// Applies the valid records of one segment; returns (end offset, records, torn).
-    fn replay_segment(&mut self, seg: u32, buf: &[u8]) -> (u32, u64, bool) {
-        let word = F::WRITE_SIZE;
-        let mut off = HEADER_LEN;
-        let mut count = 0;
-        while off + FRAME_HEADER <= buf.len() {
-            let len = u32::from_le_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]);
-            if len == ERASED_LEN {
-                return (off as u32, count, false);
-            }
-            let crc = u32::from_le_bytes([buf[off + 4], buf[off + 5], buf[off + 6], buf[off + 7]]);
-            let body_end = off + FRAME_HEADER + len as usize;
-            if body_end > buf.len()
-                || record::frame_crc(len, &buf[off + FRAME_HEADER..body_end]) != crc
-            {
-                return (off as u32, count, true);
-            }
-            let Some(rec) = record::decode_body(&buf[off + FRAME_HEADER..body_end]) else {
-                return (off as u32, count, true);
-            };
-            let frame = record::frame_len(len as usize, word) as u32;
-            self.apply(
-                rec,
-                Loc {
-                    seg,
-                    off: off as u32,
-                    len: frame,
-                },
-            );
-            count += 1;
-            off += frame as usize;
-        }
-        (off as u32, count, false)
     }
 
     /// Applies one record to the index (recovery and live writes share this).
@@ -420,66 +293,6 @@ impl<F: Durable> Store<F> {
         self.segs.iter().map(|s| u64::from(s.live_bytes)).sum()
     }
 
-    /// Bytes we may promise: all segments but three (two kept free, one
-    /// head), less their headers.
-    fn budget(&self) -> u64 {
-        (self.segs.len() as u64 - 3) * u64::from(self.seg_size - HEADER_LEN as u32)
-    }
-
-    fn free_segments(&self) -> usize {
-        self.segs.iter().filter(|s| s.seq.is_none()).count()
-    }
-
-    /// Opens the next free segment in ring order as the head.
-    fn open_new_head(&mut self) -> Result<(), StoreError> {
-        let n = self.segs.len();
-        let next = (1..=n)
-            .map(|k| (self.head + k) % n)
-            .find(|&i| self.segs[i].seq.is_none())
-            .ok_or(StoreError::Full)?;
-        if !self.segs[next].clean {
-            self.erase_segment(next)?;
-        }
-        let header = Header {
-            seq: self.next_seq,
-            erase_count: self.segs[next].erase_count,
-        };
-        self.flash
-            .write(self.seg_base(next), &header.encode())
-            .map_err(StoreError::flash)?;
-        self.stats.bytes_written += HEADER_LEN as u64;
-        let seg = &mut self.segs[next];
-        seg.seq = Some(self.next_seq);
-        seg.write_off = HEADER_LEN as u32;
-        seg.clean = false;
-        self.next_seq += 1;
-        self.head = next;
-        self.dirty = true;
-        Ok(())
-    }
-
-    /// Erases a segment between two syncs (invariant 3): what made it dead
-    /// is durable before the erase, and the erase is durable before anything
-    /// is programmed into the segment again.
-    fn erase_segment(&mut self, i: usize) -> Result<(), StoreError> {
-        self.sync()?;
-        let base = self.seg_base(i);
-        self.flash
-            .erase(base, base + self.seg_size)
-            .map_err(StoreError::flash)?;
-        self.dirty = true;
-        self.sync()?;
-        let seg = &mut self.segs[i];
-        *seg = Segment {
-            erase_count: seg.erase_count + 1,
-            clean: true,
-            ..Segment::default()
-        };
-        self.stats.erases += 1;
-        self.dirty = true;
-        Ok(())
-    }
-
     /// Writes a record at the head, making room first. Returns its location.
     fn write_record(&mut self, rec: &Record) -> Result<Loc, StoreError> {
         let frame = record::encode_frame(rec, F::WRITE_SIZE)
@@ -493,61 +306,6 @@ impl<F: Durable> Store<F> {
 
     fn head_fits(&self, len: usize) -> bool {
         self.segs[self.head].write_off as usize + len <= self.seg_size as usize
-    }
-
-    /// Ensures the head can take `len` more bytes. Free segments are kept
-    /// at two or more at rest (invariant 4): a new head is opened from them
-    /// while three or more are free; otherwise the oldest segment is
-    /// reclaimed into a fresh head, which its live records always fit. Even a
-    /// crash in the middle of a reclamation leaves one free segment for the
-    /// head recovery opens.
-    fn make_room(&mut self, len: usize) -> Result<(), StoreError> {
-        let mut reclaims = 0;
-        while !self.head_fits(len) {
-            let free = self.free_segments();
-            if free >= 3 {
-                self.open_new_head()?;
-                continue;
-            }
-            // Reclaim into the head when the oldest segment's live data fits
-            // there (no free segment used); otherwise into a fresh head.
-            if reclaims == self.segs.len() {
-                return Err(StoreError::Full);
-            }
-            let tail_live = self
-                .oldest_sealed()
-                .map_or(0, |t| self.segs[t].live_bytes as usize);
-            if !self.head_fits(tail_live) && free > 0 {
-                self.open_new_head()?;
-            }
-            self.reclaim_oldest()?;
-            reclaims += 1;
-        }
-        Ok(())
-    }
-
-    /// Copies the live records of the oldest segment to the head, then erases it.
-    fn reclaim_oldest(&mut self) -> Result<(), StoreError> {
-        let Some(tail) = self.oldest_sealed() else {
-            return Err(StoreError::Full);
-        };
-        let live: Vec<Record> = self.live_records_in(tail)?;
-        for rec in live {
-            let frame = record::encode_frame(&rec, F::WRITE_SIZE)
-                .map_err(|e| StoreError::Record(e.to_string()))?;
-            if !self.head_fits(frame.len()) {
-                if self.free_segments() == 0 {
-                    return Err(StoreError::Full);
-                }
-                self.open_new_head()?;
-            }
-            let loc = self.write_record_at_head(&frame)?;
-            self.stats.bytes_copied += frame.len() as u64;
-            self.apply(rec, loc);
-        }
-        self.erase_segment(tail)?;
-        self.stats.reclaims += 1;
-        Ok(())
     }
 
     fn write_record_at_head(&mut self, frame: &[u8]) -> Result<Loc, StoreError> {
@@ -566,48 +324,6 @@ impl<F: Durable> Store<F> {
         self.dirty = true;
         Ok(loc)
     }
-
-    fn oldest_sealed(&self) -> Option<usize> {
-        self.segs
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| s.seq.is_some() && *i != self.head)
-            .min_by_key(|(_, s)| s.seq)
-            .map(|(i, _)| i)
-    }
-
-    /// The records of segment `i` that are still live, ready to rewrite.
-    fn live_records_in(&mut self, i: usize) -> Result<Vec<Record>, StoreError> {
-        let seg = i as u32;
-        let mut out = Vec::new();
-        let ids = std::mem::take(&mut self.segs[i].ids);
-        for id in ids {
-            let Some(entry) = self.messages.get(&id).filter(|e| e.loc.seg == seg) else {
-                continue;
-            };
-            let (loc, dests) = (entry.loc, entry.dests.clone());
-            if let Record::Message(mut m) = self.read_record(loc)? {
-                m.destinations = dests
-                    .iter()
-                    .map(|d| self.dest_names[*d as usize].clone())
-                    .collect();
-                out.push(Record::Message(m));
-            }
-        }
-        let keyed: Vec<Loc> = self
-            .retained
-            .values()
-            .chain(self.sessions.values())
-            .chain(self.qos2.values())
-            .filter(|l| l.seg == seg)
-            .copied()
-            .collect();
-        for loc in keyed {
-            out.push(self.read_record(loc)?);
-        }
-        Ok(out)
-    }
-
     fn read_record(&mut self, loc: Loc) -> Result<Record, StoreError> {
         let mut frame = vec![0u8; loc.len as usize];
         self.flash
@@ -651,18 +367,6 @@ impl<F: Durable> Store<F> {
         self.sync()?;
         self.erase_dead_tails()?;
         self.sync()
-    }
-
-    /// Erases the oldest segments while nothing in them is live (in ring
-    /// order only: invariant 2).
-    fn erase_dead_tails(&mut self) -> Result<(), StoreError> {
-        while let Some(tail) = self.oldest_sealed() {
-            if self.segs[tail].live_bytes > 0 {
-                break;
-            }
-            self.erase_segment(tail)?;
-        }
-        Ok(())
     }
 
     // ---- API ---------------------------------------------------------
@@ -714,29 +418,6 @@ impl<F: Durable> Store<F> {
         };
         let loc = self.write_record(&rec)?;
         self.apply(rec, loc);
-        Ok(())
-    }
-
-    /// Applies the overflow policy when `need` more live bytes exceed the budget.
-    fn ensure_budget(&mut self, need: u64, destinations: &[String]) -> Result<(), StoreError> {
-        while self.live_bytes() + need > self.budget() {
-            if self.overflow == Overflow::Reject {
-                self.stats.rejected += 1;
-                return Err(StoreError::Full);
-            }
-            // Drop the oldest message of the first destination that has one.
-            let victim = destinations.iter().find_map(|d| {
-                let id = *self.dest_ids.get(d)?;
-                let oldest = *self.queues.get(&id)?.iter().next()?;
-                Some((oldest, d.clone()))
-            });
-            let Some((oldest, dest)) = victim else {
-                self.stats.rejected += 1;
-                return Err(StoreError::Full);
-            };
-            self.ack(oldest, &dest)?;
-            self.stats.dropped_oldest += 1;
-        }
         Ok(())
     }
 

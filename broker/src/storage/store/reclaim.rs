@@ -1,0 +1,170 @@
+//! Reclamation: opening heads, copying live records out of the oldest
+//! segment, erasing segments.
+//!
+//! Invariants: see the list in `store/mod.rs` (2, 3 and 4 live here).
+
+use super::*;
+
+impl<F: Durable> Store<F> {
+    pub(super) fn free_segments(&self) -> usize {
+        self.segs.iter().filter(|s| s.seq.is_none()).count()
+    }
+
+    /// Opens the next free segment in ring order as the head.
+    pub(super) fn open_new_head(&mut self) -> Result<(), StoreError> {
+        let n = self.segs.len();
+        let next = (1..=n)
+            .map(|k| (self.head + k) % n)
+            .find(|&i| self.segs[i].seq.is_none())
+            .ok_or(StoreError::Full)?;
+        if !self.segs[next].clean {
+            self.erase_segment(next)?;
+        }
+        let header = Header {
+            seq: self.next_seq,
+            erase_count: self.segs[next].erase_count,
+        };
+        self.flash
+            .write(self.seg_base(next), &header.encode())
+            .map_err(StoreError::flash)?;
+        self.stats.bytes_written += HEADER_LEN as u64;
+        let seg = &mut self.segs[next];
+        seg.seq = Some(self.next_seq);
+        seg.write_off = HEADER_LEN as u32;
+        seg.clean = false;
+        self.next_seq += 1;
+        self.head = next;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Erases a segment between two syncs (invariant 3): what made it dead
+    /// is durable before the erase, and the erase is durable before anything
+    /// is programmed into the segment again.
+    pub(super) fn erase_segment(&mut self, i: usize) -> Result<(), StoreError> {
+        self.sync()?;
+        let base = self.seg_base(i);
+        self.flash
+            .erase(base, base + self.seg_size)
+            .map_err(StoreError::flash)?;
+        self.dirty = true;
+        self.sync()?;
+        let seg = &mut self.segs[i];
+        *seg = Segment {
+            erase_count: seg.erase_count + 1,
+            clean: true,
+            ..Segment::default()
+        };
+        self.stats.erases += 1;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Ensures the head can take `len` more bytes. Free segments are kept
+    /// at two or more at rest (invariant 4): a new head is opened from them
+    /// while three or more are free; otherwise the oldest segment is
+    /// reclaimed into a fresh head, which its live records always fit. Even a
+    /// crash in the middle of a reclamation leaves one free segment for the
+    /// head recovery opens.
+    pub(super) fn make_room(&mut self, len: usize) -> Result<(), StoreError> {
+        let mut reclaims = 0;
+        while !self.head_fits(len) {
+            let free = self.free_segments();
+            if free >= 3 {
+                self.open_new_head()?;
+                continue;
+            }
+            // Reclaim into the head when the oldest segment's live data fits
+            // there (no free segment used); otherwise into a fresh head.
+            if reclaims == self.segs.len() {
+                return Err(StoreError::Full);
+            }
+            let tail_live = self
+                .oldest_sealed()
+                .map_or(0, |t| self.segs[t].live_bytes as usize);
+            if !self.head_fits(tail_live) && free > 0 {
+                self.open_new_head()?;
+            }
+            self.reclaim_oldest()?;
+            reclaims += 1;
+        }
+        Ok(())
+    }
+
+    /// Copies the live records of the oldest segment to the head, then erases it.
+    pub(super) fn reclaim_oldest(&mut self) -> Result<(), StoreError> {
+        let Some(tail) = self.oldest_sealed() else {
+            return Err(StoreError::Full);
+        };
+        let live: Vec<Record> = self.live_records_in(tail)?;
+        for rec in live {
+            let frame = record::encode_frame(&rec, F::WRITE_SIZE)
+                .map_err(|e| StoreError::Record(e.to_string()))?;
+            if !self.head_fits(frame.len()) {
+                if self.free_segments() == 0 {
+                    return Err(StoreError::Full);
+                }
+                self.open_new_head()?;
+            }
+            let loc = self.write_record_at_head(&frame)?;
+            self.stats.bytes_copied += frame.len() as u64;
+            self.apply(rec, loc);
+        }
+        self.erase_segment(tail)?;
+        self.stats.reclaims += 1;
+        Ok(())
+    }
+
+    pub(super) fn oldest_sealed(&self) -> Option<usize> {
+        self.segs
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| s.seq.is_some() && *i != self.head)
+            .min_by_key(|(_, s)| s.seq)
+            .map(|(i, _)| i)
+    }
+
+    /// The records of segment `i` that are still live, ready to rewrite.
+    pub(super) fn live_records_in(&mut self, i: usize) -> Result<Vec<Record>, StoreError> {
+        let seg = i as u32;
+        let mut out = Vec::new();
+        let ids = std::mem::take(&mut self.segs[i].ids);
+        for id in ids {
+            let Some(entry) = self.messages.get(&id).filter(|e| e.loc.seg == seg) else {
+                continue;
+            };
+            let (loc, dests) = (entry.loc, entry.dests.clone());
+            if let Record::Message(mut m) = self.read_record(loc)? {
+                m.destinations = dests
+                    .iter()
+                    .map(|d| self.dest_names[*d as usize].clone())
+                    .collect();
+                out.push(Record::Message(m));
+            }
+        }
+        let keyed: Vec<Loc> = self
+            .retained
+            .values()
+            .chain(self.sessions.values())
+            .chain(self.qos2.values())
+            .filter(|l| l.seg == seg)
+            .copied()
+            .collect();
+        for loc in keyed {
+            out.push(self.read_record(loc)?);
+        }
+        Ok(out)
+    }
+
+    /// Erases the oldest segments while nothing in them is live (in ring
+    /// order only: invariant 2).
+    pub(super) fn erase_dead_tails(&mut self) -> Result<(), StoreError> {
+        while let Some(tail) = self.oldest_sealed() {
+            if self.segs[tail].live_bytes > 0 {
+                break;
+            }
+            self.erase_segment(tail)?;
+        }
+        Ok(())
+    }
+}
