@@ -17,6 +17,7 @@
 pub mod config;
 pub mod durable;
 pub mod flash;
+pub mod fuzzing;
 pub mod latency;
 pub mod record;
 pub mod segment;
@@ -25,6 +26,10 @@ pub mod task;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_recovery;
+#[cfg(test)]
+mod tests_task;
 
 pub use config::{Durability, Overflow, StorageConfig};
 pub use record::{StoredMessage, StoredSession, StoredSubscription};
@@ -77,6 +82,10 @@ pub struct StoreStats {
     pub bytes_copied: u64,
     pub syncs: u64,
     pub erases: u64,
+    /// Bytes erased (0xFF written by an image file): part of the wear.
+    pub erased_bytes: u64,
+    /// Damaged ranges and headers found by recovery (D8).
+    pub damaged: u64,
     pub reclaims: u64,
     pub rejected: u64,
     pub dropped_oldest: u64,
@@ -101,6 +110,8 @@ impl StoreStats {
             ("bytes_written", self.bytes_written.to_string()),
             ("syncs", self.syncs.to_string()),
             ("erases", self.erases.to_string()),
+            ("erased_bytes", self.erased_bytes.to_string()),
+            ("damaged", self.damaged.to_string()),
             ("rejected", self.rejected.to_string()),
             ("dropped_oldest", self.dropped_oldest.to_string()),
             (

@@ -88,6 +88,16 @@ impl StoreHandle {
         store: Store<F>,
         config: &StorageConfig,
     ) -> StoreHandle {
+        Self::spawn_gated(store, config, None)
+    }
+
+    /// [`StoreHandle::spawn`], but the thread takes no request before
+    /// `gate` fires (tests queue a whole batch first).
+    pub(crate) fn spawn_gated<F: Durable + Send + 'static>(
+        store: Store<F>,
+        config: &StorageConfig,
+        gate: Option<std::sync::mpsc::Receiver<()>>,
+    ) -> StoreHandle {
         let (tx, rx) = flume::bounded(config.queue_capacity);
         let handle = StoreHandle {
             tx,
@@ -105,7 +115,12 @@ impl StoreHandle {
         };
         let spawned = thread::Builder::new()
             .name("edgemq-store".into())
-            .spawn(move || worker.run());
+            .spawn(move || {
+                if let Some(gate) = gate {
+                    let _ = gate.recv();
+                }
+                worker.run()
+            });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the store thread");
             if let Ok(mut f) = handle.failed.lock() {
@@ -321,7 +336,13 @@ impl<F: Durable> Worker<F> {
             }
             let due = !interval || !pending.is_empty() || last_sync.elapsed() >= self.interval;
             if due {
-                let result = self.store.commit();
+                // A failed store never commits again (D1): everything still
+                // waiting for this batch's sync is refused, whatever a later
+                // fdatasync would claim.
+                let result = match self.store.failure() {
+                    Some(f) => Err(StoreError::Failed(f.to_string())),
+                    None => self.store.commit(),
+                };
                 last_sync = Instant::now();
                 if let Err(e) = &result {
                     self.fail(e);
@@ -330,19 +351,44 @@ impl<F: Durable> Worker<F> {
                     answer(p, result.clone());
                 }
             }
-            if let Ok(mut s) = self.stats.lock() {
-                *s = self.store.stats();
+            self.publish_stats();
+        }
+        if self.store.failure().is_none() {
+            if let Err(e) = self.store.commit() {
+                tracing::error!(error = %e, "final store sync failed");
             }
         }
-        if let Err(e) = self.store.commit() {
-            tracing::error!(error = %e, "final store sync failed");
+        self.publish_stats();
+    }
+
+    fn publish_stats(&self) {
+        if let Ok(mut s) = self.stats.lock() {
+            *s = self.store.stats();
         }
     }
 
+    /// Records the sticky failure for the handle (and $SYS, /healthz). The
+    /// store itself refuses every write, erase and sync from then on.
     fn fail(&mut self, e: &StoreError) {
-        tracing::error!(error = %e, "store failed; refusing durable writes from now on");
+        let reason = match self.store.failure() {
+            Some(f) => f.to_string(),
+            None => e.to_string(),
+        };
         if let Ok(mut f) = self.failed.lock() {
-            f.get_or_insert_with(|| e.to_string());
+            if f.is_none() {
+                tracing::error!(error = %reason, "store failed; refusing durable writes until restart");
+                *f = Some(reason);
+            }
+        }
+    }
+
+    /// An error of a request nobody waits for (ack, QoS 2 state, clear):
+    /// sticky only when the store failed; `Full` is logged and counted.
+    fn background_error(&mut self, what: &'static str, e: &StoreError) {
+        if self.store.failure().is_some() {
+            self.fail(e);
+        } else {
+            tracing::warn!(error = %e, request = what, "store request refused");
         }
     }
 
@@ -368,7 +414,7 @@ impl<F: Durable> Worker<F> {
             Request::Ack(id, dest) => {
                 if failure.is_none() {
                     if let Err(e) = self.store.ack(id, &dest) {
-                        self.fail(&e);
+                        self.background_error("ack", &e);
                     }
                 }
             }
@@ -391,7 +437,7 @@ impl<F: Durable> Worker<F> {
             Request::Qos2(client, pkid, pending) => {
                 if failure.is_none() {
                     if let Err(e) = self.store.set_qos2(&client, pkid, pending) {
-                        self.fail(&e);
+                        self.background_error("qos2", &e);
                     }
                 }
             }
@@ -399,7 +445,7 @@ impl<F: Durable> Worker<F> {
             Request::ClearDestination(dest) => {
                 if failure.is_none() {
                     if let Err(e) = self.store.clear_destination(&dest) {
-                        self.fail(&e);
+                        self.background_error("clear destination", &e);
                     }
                 }
             }
@@ -429,12 +475,10 @@ impl<F: Durable> Worker<F> {
         }
     }
 
-    /// `Full` and `TooLarge` are answers; anything else is a failed store.
+    /// `Full`, `TooLarge` and the like are answers; a flash error has made
+    /// the store failed (sticky).
     fn write_error<T>(&mut self, e: StoreError, tx: Reply<T>) {
-        if !matches!(
-            e,
-            StoreError::Full | StoreError::TooLarge(_) | StoreError::NoDestination
-        ) {
+        if self.store.failure().is_some() {
             self.fail(&e);
         }
         drop(tx.send(Err(e)));

@@ -1,30 +1,51 @@
 //! The log-structured store: segments in a ring, a RAM index of what is
 //! live, recovery, and reclamation.
 //!
-//! Invariants (tested by `storage::tests` with random power cuts):
+//! Invariants (tested by `storage::tests*` with random power cuts, power
+//! failures inside an operation, failed syncs and bit flips):
 //! 1. Segments are written in sequence-number order and only at their end.
-//!    Recovery keeps appending to the newest segment only when its data ends
-//!    cleanly in erased flash; otherwise it opens a fresh segment, so nothing
-//!    is ever appended behind a torn record.
+//!    Recovery keeps appending to the newest segment when its data ends
+//!    cleanly in erased flash. Otherwise it opens a fresh segment, or, with
+//!    fewer than two free, continues after the last used byte of the newest
+//!    one: replay resynchronises past the torn range (invariant 6).
 //! 2. Segments are reclaimed (erased) strictly oldest first. An ack, a
 //!    retained clear or a session removal is therefore never needed once its
 //!    segment is the oldest: whatever it cancels is in the same or an older,
 //!    already erased, segment.
-//! 3. Every erase sits between two syncs: live records copied out of the
-//!    oldest segment are durable before it is erased, and the erase is
-//!    durable before a new header is programmed into the segment, so stale
-//!    records can never reappear under a new sequence number. Recovery
-//!    applies segments in sequence order and a later record for a key wins.
-//! 4. `live_bytes <= budget` and two segments stay free at rest, so
-//!    reclamation always has a fresh segment to copy into, even right after
-//!    a crash in the middle of a reclamation.
+//! 3. Every erase sits between syncs: live records copied out of the
+//!    oldest segment are durable before it is erased, the header block is
+//!    erased and synced before the rest (a torn erase leaves a headerless,
+//!    free segment, never a header over a half-erased body), and the erase
+//!    is durable before a new header is programmed. Each frame's CRC covers
+//!    its segment's seq, so a stale frame can never verify under a new seq.
+//!    Recovery applies segments in sequence order and a later record for a
+//!    key wins.
+//! 4. `live_bytes <= budget` for every live record (messages, retained,
+//!    sessions, QoS 2 state), with room reserved so that deletions and
+//!    compaction always succeed; two segments are free at rest, and
+//!    recovery restores two even after consecutive power cuts during a
+//!    compaction. `Full` answers one request; it is never sticky.
+//! 5. After any failed program, erase or sync the store is failed for the
+//!    rest of the process: it never programs, erases or syncs again (a
+//!    retried fdatasync can succeed for data Linux dropped), and everything
+//!    waiting for a sync is answered with an error.
+//! 6. Recovery never panics on any byte pattern (all lengths read from
+//!    flash are checked, on 32-bit too). A bad frame in a sealed segment is
+//!    skipped by resynchronising on the next frame whose CRC verifies; a
+//!    damaged header is never taken for an erased one; both are logged with
+//!    segment and offset and counted (`StoreStats::damaged`).
+//! 7. The image records its geometry and format version: an image written
+//!    with another `segment_size` or `capacity`, or by a newer format, is
+//!    refused, never read with the wrong geometry or erased.
+//! 8. The index only points at records it has verified: a read checks the
+//!    frame's CRC and that a message has the id the index expects.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use super::flash::Durable;
 use super::record::{self, Record, StoredMessage, StoredSession, ERASED_LEN, FRAME_HEADER};
-use super::segment::{Header, HEADER_LEN};
+use super::segment::{Header, HEADER_LEN, HEADER_LEN_V1};
 use super::{Overflow, StoreError, StoreStats};
 
 mod budget;
@@ -52,6 +73,8 @@ struct Segment {
     ids: Vec<u64>,
     /// False when the segment may hold data and must be erased before use.
     clean: bool,
+    /// Written in format version 1 (24-byte header, frame CRC without seq).
+    v1: bool,
 }
 
 struct MsgEntry {
@@ -66,6 +89,9 @@ pub struct RecoveryReport {
     pub segments: usize,
     pub records: u64,
     pub torn_segments: usize,
+    /// Damaged ranges in sealed segments and damaged headers (logged with
+    /// segment and offset; D8).
+    pub damaged: usize,
     pub messages: usize,
     pub retained: usize,
     pub sessions: usize,
@@ -90,6 +116,8 @@ pub struct Store<F: Durable> {
     qos2: HashMap<(String, u16), Loc>,
     overflow: Overflow,
     dirty: bool,
+    /// Set by the first failed program, erase or sync; never cleared.
+    failed: Option<String>,
     stats: StoreStats,
 }
 
@@ -125,6 +153,7 @@ impl<F: Durable> Store<F> {
             qos2: HashMap::new(),
             overflow,
             dirty: false,
+            failed: None,
             stats: StoreStats::default(),
         };
         let report = store.recover()?;
@@ -295,20 +324,28 @@ impl<F: Durable> Store<F> {
 
     /// Writes a record at the head, making room first. Returns its location.
     fn write_record(&mut self, rec: &Record) -> Result<Loc, StoreError> {
-        let frame = record::encode_frame(rec, F::WRITE_SIZE)
-            .map_err(|e| StoreError::Record(e.to_string()))?;
-        if frame.len() > self.seg_size as usize - HEADER_LEN {
-            return Err(StoreError::TooLarge(frame.len()));
+        let body = self.body_of(rec)?;
+        let len = record::frame_len(body.len(), F::WRITE_SIZE);
+        if len > self.seg_size as usize - HEADER_LEN {
+            return Err(StoreError::TooLarge(len));
         }
-        self.make_room(frame.len())?;
-        self.write_record_at_head(&frame)
+        self.make_room(len)?;
+        self.write_record_at_head(&body)
+    }
+
+    fn body_of(&self, rec: &Record) -> Result<Vec<u8>, StoreError> {
+        record::encode_body(rec).map_err(|e| StoreError::Record(e.to_string()))
     }
 
     fn head_fits(&self, len: usize) -> bool {
         self.segs[self.head].write_off as usize + len <= self.seg_size as usize
     }
 
-    fn write_record_at_head(&mut self, frame: &[u8]) -> Result<Loc, StoreError> {
+    /// Frames `body` for the head segment (its seq is in the CRC) and
+    /// programs it there; the caller made room.
+    fn write_record_at_head(&mut self, body: &[u8]) -> Result<Loc, StoreError> {
+        let seq = self.segs[self.head].seq.unwrap_or(0);
+        let frame = record::frame_body(body, seq, F::WRITE_SIZE);
         let seg = &mut self.segs[self.head];
         let loc = Loc {
             seg: self.head as u32,
@@ -317,43 +354,118 @@ impl<F: Durable> Store<F> {
         };
         seg.write_off += frame.len() as u32;
         let base = self.seg_base(self.head);
-        self.flash
-            .write(base + loc.off, frame)
-            .map_err(StoreError::flash)?;
+        self.program(base + loc.off, &frame)?;
         self.stats.bytes_written += frame.len() as u64;
-        self.dirty = true;
         Ok(loc)
     }
+
+    /// Where the records of segment `i` start.
+    fn data_start(&self, i: usize) -> usize {
+        if self.segs[i].v1 {
+            HEADER_LEN_V1
+        } else {
+            HEADER_LEN
+        }
+    }
+
+    /// Reads the message `id` at `loc`, checking that it is that message (D7).
+    fn read_message(&mut self, loc: Loc, id: u64) -> Result<StoredMessage, StoreError> {
+        match self.read_record(loc)? {
+            Record::Message(m) if m.id == id => Ok(m),
+            _ => Err(StoreError::Corrupt {
+                seg: loc.seg,
+                off: loc.off,
+            }),
+        }
+    }
+
     fn read_record(&mut self, loc: Loc) -> Result<Record, StoreError> {
+        let corrupt = StoreError::Corrupt {
+            seg: loc.seg,
+            off: loc.off,
+        };
         let mut frame = vec![0u8; loc.len as usize];
         self.flash
             .read(self.seg_base(loc.seg as usize) + loc.off, &mut frame)
             .map_err(StoreError::flash)?;
-        let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
-        let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        let body = frame
-            .get(FRAME_HEADER..FRAME_HEADER + len)
-            .ok_or(StoreError::Corrupt {
-                seg: loc.seg,
-                off: loc.off,
-            })?;
-        if record::frame_crc(len as u32, body) != crc {
-            return Err(StoreError::Corrupt {
-                seg: loc.seg,
-                off: loc.off,
-            });
+        let Some(head) = frame.get(..FRAME_HEADER) else {
+            return Err(corrupt);
+        };
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let body = usize::try_from(len)
+            .ok()
+            .and_then(|l| FRAME_HEADER.checked_add(l))
+            .and_then(|end| frame.get(FRAME_HEADER..end))
+            .ok_or(corrupt.clone())?;
+        let seg = &self.segs[loc.seg as usize];
+        let expected = match (seg.v1, seg.seq) {
+            (true, _) => record::frame_crc(len, body),
+            (false, Some(seq)) => record::frame_crc_seq(seq, len, body),
+            (false, None) => return Err(corrupt),
+        };
+        if expected != crc {
+            return Err(corrupt);
         }
-        record::decode_body(body).ok_or(StoreError::Corrupt {
-            seg: loc.seg,
-            off: loc.off,
-        })
+        record::decode_body(body).ok_or(corrupt)
     }
 
-    /// Syncs the flash if anything was written since the last sync.
+    /// Err once the store has failed: nothing is programmed, erased or
+    /// synced again in this process (invariant 5).
+    fn check_failed(&self) -> Result<(), StoreError> {
+        match &self.failed {
+            Some(f) => Err(StoreError::Failed(f.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes the store failed for the rest of the process; returns `e`.
+    fn mark_failed(&mut self, e: StoreError) -> StoreError {
+        if self.failed.is_none() {
+            tracing::error!(error = %e, "store failed: no further writes, erases or syncs in this process");
+            self.failed = Some(e.to_string());
+        }
+        e
+    }
+
+    /// The reason the store failed, if it has.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// Programs `bytes` at `off` (every program goes through here).
+    fn program(&mut self, off: u32, bytes: &[u8]) -> Result<(), StoreError> {
+        self.check_failed()?;
+        self.dirty = true;
+        match self.flash.write(off, bytes) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.mark_failed(StoreError::flash(e))),
+        }
+    }
+
+    /// Erases `from..to` (every erase goes through here).
+    fn erase_range(&mut self, from: u32, to: u32) -> Result<(), StoreError> {
+        self.check_failed()?;
+        self.dirty = true;
+        match self.flash.erase(from, to) {
+            Ok(()) => {
+                self.stats.erased_bytes += u64::from(to - from);
+                Ok(())
+            }
+            Err(e) => Err(self.mark_failed(StoreError::flash(e))),
+        }
+    }
+
+    /// Syncs the flash if anything was written since the last sync. A
+    /// failed sync is never retried: on Linux the retry would report
+    /// success for data that was dropped (fsyncgate), so the store fails.
     fn sync(&mut self) -> Result<(), StoreError> {
+        self.check_failed()?;
         if self.dirty {
             let started = std::time::Instant::now();
-            self.flash.sync().map_err(StoreError::flash)?;
+            if let Err(e) = self.flash.sync() {
+                return Err(self.mark_failed(StoreError::flash(e)));
+            }
             self.stats.sync_latency.record(started.elapsed());
             self.dirty = false;
             self.stats.syncs += 1;
@@ -389,9 +501,7 @@ impl<F: Durable> Store<F> {
         let id = msg.id;
         msg.destinations = destinations.to_vec();
         let rec = Record::Message(msg);
-        let need = record::encode_frame(&rec, F::WRITE_SIZE)
-            .map_err(|e| StoreError::Record(e.to_string()))?
-            .len() as u64;
+        let need = record::frame_len(self.body_of(&rec)?.len(), F::WRITE_SIZE) as u64;
         self.ensure_budget(need, destinations)?;
         let loc = self.write_record(&rec)?;
         self.next_id = self.next_id.max(id + 1);

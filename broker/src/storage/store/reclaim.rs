@@ -17,38 +17,44 @@ impl<F: Durable> Store<F> {
             .map(|k| (self.head + k) % n)
             .find(|&i| self.segs[i].seq.is_none())
             .ok_or(StoreError::Full)?;
-        if !self.segs[next].clean {
+        if !self.segs[next].clean && !self.reads_erased(next)? {
             self.erase_segment(next)?;
         }
         let header = Header {
             seq: self.next_seq,
             erase_count: self.segs[next].erase_count,
+            segment_size: self.seg_size,
+            capacity: self.capacity_u32()?,
         };
-        self.flash
-            .write(self.seg_base(next), &header.encode())
-            .map_err(StoreError::flash)?;
+        self.program(self.seg_base(next), &header.encode())?;
         self.stats.bytes_written += HEADER_LEN as u64;
         let seg = &mut self.segs[next];
         seg.seq = Some(self.next_seq);
         seg.write_off = HEADER_LEN as u32;
         seg.clean = false;
+        seg.v1 = false;
         self.next_seq += 1;
         self.head = next;
         self.dirty = true;
         Ok(())
     }
 
-    /// Erases a segment between two syncs (invariant 3): what made it dead
-    /// is durable before the erase, and the erase is durable before anything
-    /// is programmed into the segment again.
+    /// Erases a segment between syncs (invariant 3): what made it dead is
+    /// durable before the erase, and the erase is durable before anything
+    /// is programmed into the segment again. The header block goes first
+    /// and is synced on its own (D6): a power cut in the middle of the rest
+    /// leaves a segment without a header (free, erased again before use),
+    /// never a header in front of a half-erased body.
     pub(super) fn erase_segment(&mut self, i: usize) -> Result<(), StoreError> {
         self.sync()?;
         let base = self.seg_base(i);
-        self.flash
-            .erase(base, base + self.seg_size)
-            .map_err(StoreError::flash)?;
-        self.dirty = true;
+        let block = (F::ERASE_SIZE as u32).min(self.seg_size);
+        self.erase_range(base, base + block)?;
         self.sync()?;
+        if block < self.seg_size {
+            self.erase_range(base + block, base + self.seg_size)?;
+            self.sync()?;
+        }
         let seg = &mut self.segs[i];
         *seg = Segment {
             erase_count: seg.erase_count + 1,
@@ -56,8 +62,30 @@ impl<F: Durable> Store<F> {
             ..Segment::default()
         };
         self.stats.erases += 1;
-        self.dirty = true;
         Ok(())
+    }
+
+    /// True when a free segment already reads as erased (all 0xFF), so it
+    /// need not be erased again (M2: after a restart every free segment
+    /// used to be erased once more). Synced first if anything is pending,
+    /// so the erased state the read saw is durable before a header goes in.
+    fn reads_erased(&mut self, i: usize) -> Result<bool, StoreError> {
+        let mut buf = vec![0u8; self.seg_size as usize];
+        self.flash
+            .read(self.seg_base(i), &mut buf)
+            .map_err(StoreError::flash)?;
+        if buf.iter().any(|b| *b != 0xFF) {
+            return Ok(false);
+        }
+        self.sync()?;
+        self.segs[i].clean = true;
+        Ok(true)
+    }
+
+    /// The image's capacity as the header records it.
+    pub(super) fn capacity_u32(&self) -> Result<u32, StoreError> {
+        u32::try_from(self.flash.capacity())
+            .map_err(|_| StoreError::Config("storage.capacity must be below 4 GiB".into()))
     }
 
     /// Ensures the head can take `len` more bytes. Free segments are kept
@@ -98,16 +126,16 @@ impl<F: Durable> Store<F> {
         };
         let live: Vec<Record> = self.live_records_in(tail)?;
         for rec in live {
-            let frame = record::encode_frame(&rec, F::WRITE_SIZE)
-                .map_err(|e| StoreError::Record(e.to_string()))?;
-            if !self.head_fits(frame.len()) {
+            let body = self.body_of(&rec)?;
+            let len = record::frame_len(body.len(), F::WRITE_SIZE);
+            if !self.head_fits(len) {
                 if self.free_segments() == 0 {
                     return Err(StoreError::Full);
                 }
                 self.open_new_head()?;
             }
-            let loc = self.write_record_at_head(&frame)?;
-            self.stats.bytes_copied += frame.len() as u64;
+            let loc = self.write_record_at_head(&body)?;
+            self.stats.bytes_copied += len as u64;
             self.apply(rec, loc);
         }
         self.erase_segment(tail)?;
@@ -128,19 +156,21 @@ impl<F: Durable> Store<F> {
     pub(super) fn live_records_in(&mut self, i: usize) -> Result<Vec<Record>, StoreError> {
         let seg = i as u32;
         let mut out = Vec::new();
-        let ids = std::mem::take(&mut self.segs[i].ids);
+        // Cloned, not taken: if the reclaim fails half way, the next one
+        // still knows which messages live here (D7). Copied ones now point
+        // at the head and are skipped by the filter below.
+        let ids = self.segs[i].ids.clone();
         for id in ids {
             let Some(entry) = self.messages.get(&id).filter(|e| e.loc.seg == seg) else {
                 continue;
             };
             let (loc, dests) = (entry.loc, entry.dests.clone());
-            if let Record::Message(mut m) = self.read_record(loc)? {
-                m.destinations = dests
-                    .iter()
-                    .map(|d| self.dest_names[*d as usize].clone())
-                    .collect();
-                out.push(Record::Message(m));
-            }
+            let mut m = self.read_message(loc, id)?;
+            m.destinations = dests
+                .iter()
+                .map(|d| self.dest_names[*d as usize].clone())
+                .collect();
+            out.push(Record::Message(m));
         }
         let keyed: Vec<Loc> = self
             .retained
