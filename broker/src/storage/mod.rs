@@ -27,6 +27,8 @@ pub mod task;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_crash;
+#[cfg(test)]
 mod tests_recovery;
 #[cfg(test)]
 mod tests_task;
@@ -71,7 +73,11 @@ impl StoreError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreStats {
     pub segments: u64,
+    /// Segments free (no header); two or more at rest.
+    pub free_segments: u64,
     pub capacity_bytes: u64,
+    /// Live bytes the store may hold (capacity less reserved segments).
+    pub budget_bytes: u64,
     pub live_bytes: u64,
     pub queued_messages: u64,
     pub appended: u64,

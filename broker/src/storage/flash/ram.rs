@@ -21,6 +21,7 @@
 //! - `power_fail_after(k)`: the k-th program or erase from now is cut in
 //!   the middle (a prefix of its words or blocks reaches `data`) and it and
 //!   every later operation and sync fail, until `power_cut` "reboots".
+//! - `power_fail_at_sync(k)`: the power fails just before the k-th sync.
 //! - `flip_bit` flips one bit in both images: bit rot in an erased or a
 //!   programmed word.
 //! - `set_fail_write`/`set_fail_sync` make every program/erase or sync fail
@@ -80,6 +81,8 @@ pub struct RamFlash {
     drop_next_sync: bool,
     /// Programs/erases left before the power fails inside one.
     power_fail_in: Option<u64>,
+    /// Syncs left before the power fails just before one.
+    sync_fail_in: Option<u64>,
     /// The power failed: everything fails until `power_cut`.
     powered_off: bool,
     ops: u64,
@@ -98,6 +101,7 @@ impl RamFlash {
             fail_sync: false,
             drop_next_sync: false,
             power_fail_in: None,
+            sync_fail_in: None,
             powered_off: false,
             ops: 0,
             syncs: 0,
@@ -124,6 +128,13 @@ impl RamFlash {
     /// now (k = 0: the next one). `None` disarms.
     pub fn power_fail_after(&mut self, k: Option<u64>) {
         self.power_fail_in = k;
+    }
+
+    /// The power fails just before the `k`-th sync from now (k = 0: the
+    /// next one): what was written since the last sync is left to
+    /// `power_cut`, erases block by block. `None` disarms.
+    pub fn power_fail_at_sync(&mut self, k: Option<u64>) {
+        self.sync_fail_in = k;
     }
 
     /// True once an armed power failure has happened (until `power_cut`).
@@ -209,6 +220,7 @@ impl RamFlash {
         self.pending.clear();
         self.powered_off = false;
         self.power_fail_in = None;
+        self.sync_fail_in = None;
     }
 
     fn check(&self, offset: u32, len: usize, align: usize) -> Result<(), RamFlashError> {
@@ -324,6 +336,14 @@ impl Durable for RamFlash {
     fn sync(&mut self) -> Result<(), Self::Error> {
         if self.powered_off {
             return Err(RamFlashError::Injected("power lost"));
+        }
+        match self.sync_fail_in {
+            Some(0) => {
+                self.powered_off = true;
+                return Err(RamFlashError::Injected("power lost before a sync"));
+            }
+            Some(k) => self.sync_fail_in = Some(k - 1),
+            None => {}
         }
         if self.fail_sync {
             return Err(RamFlashError::Injected("sync"));

@@ -128,14 +128,25 @@ impl<F: Durable> Store<F> {
         segment_size: usize,
         overflow: Overflow,
     ) -> Result<(Self, RecoveryReport), StoreError> {
+        Self::open_or_return(flash, segment_size, overflow).map_err(|(e, _)| e)
+    }
+
+    /// [`Store::open`] that gives the flash back when it fails (tests cut
+    /// the power again after a recovery that failed half way).
+    pub fn open_or_return(
+        flash: F,
+        segment_size: usize,
+        overflow: Overflow,
+    ) -> Result<(Self, RecoveryReport), (StoreError, F)> {
         let block = F::ERASE_SIZE;
         let seg_size = (segment_size.max(block) / block * block) as u32;
         let nsegs = flash.capacity() / seg_size as usize;
         if nsegs < 5 {
-            return Err(StoreError::Config(format!(
+            let e = StoreError::Config(format!(
                 "capacity {} holds {nsegs} segments of {seg_size} bytes; at least 5 are needed",
                 flash.capacity()
-            )));
+            ));
+            return Err((e, flash));
         }
         let mut store = Store {
             flash,
@@ -156,7 +167,10 @@ impl<F: Durable> Store<F> {
             failed: None,
             stats: StoreStats::default(),
         };
-        let report = store.recover()?;
+        let report = match store.recover() {
+            Ok(r) => r,
+            Err(e) => return Err((e, store.flash)),
+        };
         store.stats.segments = nsegs as u64;
         store.stats.capacity_bytes = (nsegs as u64) * u64::from(seg_size);
         Ok((store, report))
@@ -177,6 +191,8 @@ impl<F: Durable> Store<F> {
         s.live_bytes = self.live_bytes();
         s.queued_messages = self.messages.len() as u64;
         s.erase_counts = self.segs.iter().map(|g| g.erase_count).collect();
+        s.free_segments = self.free_segments() as u64;
+        s.budget_bytes = self.budget();
         s
     }
 
