@@ -15,6 +15,7 @@
 //! - `config`: the `[storage]` section.
 
 pub mod config;
+mod dir;
 pub mod durable;
 pub mod flash;
 pub mod fuzzing;
@@ -27,6 +28,8 @@ pub mod task;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_budget;
+#[cfg(test)]
 mod tests_crash;
 #[cfg(test)]
 mod tests_recovery;
@@ -35,8 +38,8 @@ mod tests_task;
 
 pub use config::{Durability, Overflow, StorageConfig};
 pub use record::{StoredMessage, StoredSession, StoredSubscription};
-pub use store::{RecoveryReport, Store};
-pub use task::StoreHandle;
+pub use store::{Quota, RecoveryReport, Store};
+pub use task::{StoreHandle, StoreState};
 
 use embedded_storage::nor_flash::NorFlashError;
 
@@ -73,6 +76,8 @@ impl StoreError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreStats {
     pub segments: u64,
+    /// The store refuses new messages for lack of space (`Store::is_full`).
+    pub full: bool,
     /// Segments free (no header); two or more at rest.
     pub free_segments: u64,
     pub capacity_bytes: u64,
@@ -95,6 +100,8 @@ pub struct StoreStats {
     pub reclaims: u64,
     pub rejected: u64,
     pub dropped_oldest: u64,
+    /// Copies not stored because their destination was over its quota.
+    pub quota_rejected: u64,
     pub recovery_millis: u64,
     pub recovered_next_id: u64,
     /// Erase count of every segment (wear spread).
@@ -120,6 +127,8 @@ impl StoreStats {
             ("damaged", self.damaged.to_string()),
             ("rejected", self.rejected.to_string()),
             ("dropped_oldest", self.dropped_oldest.to_string()),
+            ("quota_rejected", self.quota_rejected.to_string()),
+            ("free_segments", self.free_segments.to_string()),
             (
                 "write_amplification",
                 format!("{:.3}", self.write_amplification()),

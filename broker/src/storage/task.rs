@@ -38,6 +38,7 @@ enum Request {
     ClearDestination(String),
     Qos2(String, u16, bool),
     Qos2Pending(Reply<std::collections::HashMap<String, Vec<u16>>>),
+    SetQuota(String, Option<super::Quota>),
 }
 
 /// A cloneable handle to the store thread.
@@ -47,6 +48,39 @@ pub struct StoreHandle {
     stats: Arc<Mutex<StoreStats>>,
     failed: Arc<Mutex<Option<String>>>,
     durability: Durability,
+    /// The data directory's lock, held while any handle lives.
+    lock: Option<Arc<std::fs::File>>,
+}
+
+/// What `/healthz` and `$SYS/broker/store/state` report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreState {
+    /// Accepting durable work.
+    Ok,
+    /// Refusing new messages for lack of space (not sticky: acks free it).
+    Full,
+    /// A write or sync failed: durable work is refused until a restart.
+    Failed(String),
+}
+
+impl StoreState {
+    /// `ok`, `full` or `failed`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StoreState::Ok => "ok",
+            StoreState::Full => "full",
+            StoreState::Failed(_) => "failed",
+        }
+    }
+
+    /// 0 ok, 1 full, 2 failed (the /metrics gauge).
+    pub fn code(&self) -> u8 {
+        match self {
+            StoreState::Ok => 0,
+            StoreState::Full => 1,
+            StoreState::Failed(_) => 2,
+        }
+    }
 }
 
 /// Answers that wait for the next sync.
@@ -69,18 +103,25 @@ fn answer(p: Pending, result: Result<(), StoreError>) {
 
 impl StoreHandle {
     /// Opens (or creates) `dir/store.img`, recovers it and starts the store
-    /// thread. Not for `Durability::Memory`, which needs no store.
+    /// thread. Not for `Durability::Memory`, which needs no store. The data
+    /// directory is locked for the life of the process (a second edgemq on
+    /// it refuses to start) and fsynced on every open (M4).
     pub fn open(config: &StorageConfig) -> Result<(StoreHandle, RecoveryReport), StoreError> {
         config
             .validate()
             .map_err(|(key, m)| StoreError::Config(format!("storage.{key} {m}")))?;
-        std::fs::create_dir_all(&config.dir).map_err(|e| {
-            StoreError::Config(format!("cannot create {}: {e}", config.dir.display()))
-        })?;
-        let flash = FileFlash::open(&image_path(&config.dir), config.capacity as usize)
+        let lock = super::dir::prepare(&config.dir)?;
+        let image = image_path(&config.dir);
+        super::dir::check_capacity(&image, config.capacity)?;
+        let flash = FileFlash::open(&image, config.capacity as usize)
             .map_err(|e| StoreError::Flash(e.to_string()))?;
-        let (store, report) = Store::open(flash, config.segment_size as usize, config.overflow)?;
-        Ok((Self::spawn(store, config), report))
+        super::dir::sync_dir(&config.dir)?;
+        let (mut store, report) =
+            Store::open(flash, config.segment_size as usize, config.overflow)?;
+        store.set_default_quota(config.default_quota());
+        let mut handle = Self::spawn(store, config);
+        handle.lock = Some(Arc::new(lock));
+        Ok((handle, report))
     }
 
     /// Starts the store thread over an opened store (tests pass a RAM flash).
@@ -104,6 +145,7 @@ impl StoreHandle {
             stats: Arc::new(Mutex::new(store.stats())),
             failed: Arc::new(Mutex::new(None)),
             durability: config.durability,
+            lock: None,
         };
         let worker = Worker {
             store,
@@ -142,6 +184,22 @@ impl StoreHandle {
     /// The sticky failure, if the store has failed.
     pub fn failure(&self) -> Option<String> {
         self.failed.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Ok, full or failed (with the reason), as of the last batch.
+    pub fn state(&self) -> StoreState {
+        match self.failure() {
+            Some(reason) => StoreState::Failed(reason),
+            None if self.stats().full => StoreState::Full,
+            None => StoreState::Ok,
+        }
+    }
+
+    /// Gives `destination` its own store quota (`None`: back to the
+    /// `[storage]` default). Not persisted: set it again after a restart,
+    /// before traffic (the bridge does so when it starts its lanes).
+    pub fn set_destination_quota(&self, destination: String, quota: Option<super::Quota>) {
+        let _ = self.tx.send(Request::SetQuota(destination, quota));
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, StoreError> {
@@ -347,11 +405,14 @@ impl<F: Durable> Worker<F> {
                 if let Err(e) = &result {
                     self.fail(e);
                 }
+                // Figures first: whoever is answered sees this batch's state.
+                self.publish_stats();
                 for p in pending {
                     answer(p, result.clone());
                 }
+            } else {
+                self.publish_stats();
             }
-            self.publish_stats();
         }
         if self.store.failure().is_none() {
             if let Err(e) = self.store.commit() {
@@ -442,6 +503,7 @@ impl<F: Durable> Worker<F> {
                 }
             }
             Request::Qos2Pending(tx) => drop(tx.send(Ok(self.store.qos2_pending()))),
+            Request::SetQuota(dest, quota) => self.store.set_destination_quota(&dest, quota),
             Request::ClearDestination(dest) => {
                 if failure.is_none() {
                     if let Err(e) = self.store.clear_destination(&dest) {

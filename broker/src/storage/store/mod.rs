@@ -48,6 +48,8 @@ use super::record::{self, Record, StoredMessage, StoredSession, ERASED_LEN, FRAM
 use super::segment::{Header, HEADER_LEN, HEADER_LEN_V1};
 use super::{Overflow, StoreError, StoreStats};
 
+pub use budget::Quota;
+
 mod budget;
 mod reclaim;
 mod recovery;
@@ -118,6 +120,12 @@ pub struct Store<F: Durable> {
     dirty: bool,
     /// Set by the first failed program, erase or sync; never cleared.
     failed: Option<String>,
+    /// Frame bytes owed to each destination (quotas).
+    dest_bytes: HashMap<u32, u64>,
+    default_quota: Quota,
+    quotas: HashMap<String, Quota>,
+    /// Size of the last append refused for lack of space (`is_full`).
+    refused_need: Option<u64>,
     stats: StoreStats,
 }
 
@@ -165,6 +173,10 @@ impl<F: Durable> Store<F> {
             overflow,
             dirty: false,
             failed: None,
+            dest_bytes: HashMap::new(),
+            default_quota: Quota::UNLIMITED,
+            quotas: HashMap::new(),
+            refused_need: None,
             stats: StoreStats::default(),
         };
         let report = match store.recover() {
@@ -192,6 +204,7 @@ impl<F: Durable> Store<F> {
         s.queued_messages = self.messages.len() as u64;
         s.erase_counts = self.segs.iter().map(|g| g.erase_count).collect();
         s.free_segments = self.free_segments() as u64;
+        s.full = self.is_full();
         s.budget_bytes = self.budget();
         s
     }
@@ -205,10 +218,12 @@ impl<F: Durable> Store<F> {
                     self.unlive(old.loc);
                     for d in old.dests {
                         self.queue_remove(d, m.id);
+                        self.dest_bytes_sub(d, old.loc.len);
                     }
                 }
                 for &d in &dests {
                     self.queues.entry(d).or_default().insert(m.id);
+                    *self.dest_bytes.entry(d).or_default() += u64::from(loc.len);
                 }
                 self.segs[loc.seg as usize].ids.push(m.id);
                 if !dests.is_empty() {
@@ -320,7 +335,17 @@ impl<F: Durable> Store<F> {
             self.unlive(loc);
         }
         self.queue_remove(dest, id);
+        self.dest_bytes_sub(dest, loc.len);
         true
+    }
+
+    fn dest_bytes_sub(&mut self, dest: u32, len: u32) {
+        if let Some(b) = self.dest_bytes.get_mut(&dest) {
+            *b = b.saturating_sub(u64::from(len));
+            if *b == 0 {
+                self.dest_bytes.remove(&dest);
+            }
+        }
     }
 
     fn unlive(&mut self, loc: Loc) {
@@ -516,9 +541,15 @@ impl<F: Durable> Store<F> {
         }
         let id = msg.id;
         msg.destinations = destinations.to_vec();
-        let rec = Record::Message(msg);
+        let mut rec = Record::Message(msg);
         let need = record::frame_len(self.body_of(&rec)?.len(), F::WRITE_SIZE) as u64;
-        self.ensure_budget(need, destinations)?;
+        let accepted = self.within_quotas(need, destinations)?;
+        if accepted.len() < destinations.len() {
+            if let Record::Message(m) = &mut rec {
+                m.destinations = accepted;
+            }
+        }
+        self.ensure_budget(need)?;
         let loc = self.write_record(&rec)?;
         self.next_id = self.next_id.max(id + 1);
         if let Record::Message(m) = &rec {
@@ -613,7 +644,9 @@ impl<F: Durable> Store<F> {
     /// Sets (or replaces) the retained message of its topic.
     pub fn set_retained(&mut self, mut msg: StoredMessage) -> Result<(), StoreError> {
         msg.destinations.clear();
+        let replaces = self.retained.get(&msg.topic).copied();
         let rec = Record::RetainedSet(msg);
+        self.ensure_room_for_keyed(&rec, replaces)?;
         let loc = self.write_record(&rec)?;
         self.apply(rec, loc);
         Ok(())
@@ -646,7 +679,9 @@ impl<F: Durable> Store<F> {
 
     /// Saves (or replaces) a persistent session's state.
     pub fn save_session(&mut self, session: StoredSession) -> Result<(), StoreError> {
+        let replaces = self.sessions.get(&session.client_id).copied();
         let rec = Record::SessionSave(session);
+        self.ensure_room_for_keyed(&rec, replaces)?;
         let loc = self.write_record(&rec)?;
         self.apply(rec, loc);
         Ok(())
@@ -682,6 +717,9 @@ impl<F: Durable> Store<F> {
             pkid,
             pending,
         };
+        if pending {
+            self.ensure_room_for_keyed(&rec, None)?;
+        }
         let loc = self.write_record(&rec)?;
         self.apply(rec, loc);
         Ok(())
