@@ -72,12 +72,19 @@ impl StoreError {
     }
 }
 
+/// `ok`, `full` or `failed` (`/healthz` answers 503 unless `ok`).
+pub const STATE_TOPIC: &str = "$SYS/broker/store/state";
+/// The reason of a failed store (present only then).
+pub const FAILURE_TOPIC: &str = "$SYS/broker/store/failure";
+
 /// Figures the store exports to $SYS and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreStats {
     pub segments: u64,
     /// The store refuses new messages for lack of space (`Store::is_full`).
     pub full: bool,
+    /// Why the store failed (sticky until a restart), if it did.
+    pub failure: Option<String>,
     /// Segments free (no header); two or more at rest.
     pub free_segments: u64,
     pub capacity_bytes: u64,
@@ -115,7 +122,14 @@ impl StoreStats {
     pub fn sys_topics(&self) -> Vec<(String, String)> {
         let min = self.erase_counts.iter().min().copied().unwrap_or(0);
         let max = self.erase_counts.iter().max().copied().unwrap_or(0);
-        [
+        let (state, code) = match (&self.failure, self.full) {
+            (Some(_), _) => ("failed", 2),
+            (None, true) => ("full", 1),
+            (None, false) => ("ok", 0),
+        };
+        let mut topics: Vec<(String, String)> = [
+            ("state", state.to_string()),
+            ("state_code", code.to_string()),
             ("capacity_bytes", self.capacity_bytes.to_string()),
             ("live_bytes", self.live_bytes.to_string()),
             ("queued_messages", self.queued_messages.to_string()),
@@ -140,7 +154,11 @@ impl StoreStats {
         ]
         .into_iter()
         .map(|(k, v)| (format!("$SYS/broker/store/{k}"), v))
-        .collect()
+        .collect();
+        if let Some(f) = &self.failure {
+            topics.push((FAILURE_TOPIC.to_string(), f.clone()));
+        }
+        topics
     }
 
     /// Bytes written to flash per payload byte stored.

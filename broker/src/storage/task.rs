@@ -423,8 +423,10 @@ impl<F: Durable> Worker<F> {
     }
 
     fn publish_stats(&self) {
+        let mut stats = self.store.stats();
+        stats.failure = self.failed.lock().ok().and_then(|f| f.clone());
         if let Ok(mut s) = self.stats.lock() {
-            *s = self.store.stats();
+            *s = stats;
         }
     }
 
@@ -441,6 +443,7 @@ impl<F: Durable> Worker<F> {
                 *f = Some(reason);
             }
         }
+        self.publish_stats();
     }
 
     /// An error of a request nobody waits for (ack, QoS 2 state, clear):
@@ -542,6 +545,9 @@ impl<F: Durable> Worker<F> {
     fn write_error<T>(&mut self, e: StoreError, tx: Reply<T>) {
         if self.store.failure().is_some() {
             self.fail(&e);
+        } else if e == StoreError::Full {
+            // Whoever sees the refusal sees the "full" state too.
+            self.publish_stats();
         }
         drop(tx.send(Err(e)));
     }
