@@ -295,3 +295,40 @@ fn d6_a_torn_erase_never_resurrects_cancelled_records() {
         "cancelled message came back after a torn erase"
     );
 }
+
+/// M2 (wear): after a restart, a free segment that already reads as erased
+/// is not erased again before use (every one used to be).
+#[test]
+fn m2_free_segments_that_read_erased_are_not_erased_again() {
+    let (mut store, _) =
+        Store::open(RamFlash::new(16 * BLOCK), 2 * BLOCK, Overflow::Reject).unwrap();
+    store.append(msg(b"x"), &["d".into()]).unwrap();
+    store.commit().unwrap();
+    let (mut store, _) = Store::open(store.into_flash(), 2 * BLOCK, Overflow::Reject).unwrap();
+    for _ in 0..5 {
+        // Each of these needs a new head.
+        store.append(msg(&[1; 7000]), &["d".into()]).unwrap();
+        store.commit().unwrap();
+    }
+    assert_eq!(
+        store.stats().erases,
+        0,
+        "free, erased segments were erased again"
+    );
+    assert_eq!(store.stats().erased_bytes, 0);
+    // Erasing is counted in bytes when it happens.
+    let ids: Vec<u64> = store
+        .read("d", None, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    for id in ids {
+        store.ack(id, "d").unwrap();
+    }
+    store.append(msg(&[1; 7000]), &["d".into()]).unwrap();
+    store.commit().unwrap();
+    let s = store.stats();
+    assert!(s.erases > 0);
+    assert_eq!(s.erased_bytes, s.erases * 2 * BLOCK as u64);
+}
