@@ -151,7 +151,36 @@ pub fn metric_name(topic: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::metric_name;
+    use super::{health, metric_name};
+    use crate::storage::StoreStats;
+    use std::sync::Arc;
+
+    fn health_of(stats: StoreStats) -> (&'static str, String) {
+        let extra: crate::sys::ExtraTopics = Arc::new(move || stats.sys_topics());
+        health(&extra)
+    }
+
+    #[test]
+    fn healthz_reports_a_full_or_failed_store() {
+        assert_eq!(health_of(StoreStats::default()).0, "200 OK");
+        let (status, body) = health_of(StoreStats {
+            full: true,
+            ..StoreStats::default()
+        });
+        assert!(
+            status.starts_with("503") && body.contains("store full"),
+            "{body}"
+        );
+        let (status, body) = health_of(StoreStats {
+            failure: Some("flash error: fdatasync: EIO".into()),
+            ..StoreStats::default()
+        });
+        assert!(status.starts_with("503"), "{status}");
+        assert!(
+            body.contains("store failed") && body.contains("EIO"),
+            "{body}"
+        );
+    }
 
     #[test]
     fn names_follow_prometheus_rules() {

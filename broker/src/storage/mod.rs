@@ -11,7 +11,9 @@
 //! - `store`: the RAM index, append/ack/read, retained, sessions, recovery
 //!   and reclamation, with its invariants written at the top;
 //! - `task`: the group-commit owner thread and the async `StoreHandle` the
-//!   broker uses;
+//!   broker uses, with the store's state (ok, full, failed);
+//! - `dir`: the data directory (lock, directory fsyncs, capacity check);
+//! - `fuzzing`: recovery from arbitrary images (the fuzz target's logic);
 //! - `config`: the `[storage]` section.
 
 pub mod config;

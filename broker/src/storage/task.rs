@@ -5,8 +5,23 @@
 //! syncs the flash once, and only then answers the requests that needed
 //! durability. Under load one fdatasync covers hundreds of messages; with a
 //! single publisher it costs one sync per message, as it must. Reads are
-//! answered at once. A failed sync is sticky: the store refuses every later
-//! durable request (logged and counted) instead of pretending.
+//! answered at once.
+//!
+//! Invariants:
+//! - A reply that promises durability is sent only after a sync that
+//!   covered it returned Ok, and no program, erase or sync failed in
+//!   between (D1).
+//! - After any failed program, erase or sync the store is failed for the
+//!   rest of the process (`StoreState::Failed`): every request still
+//!   waiting in the batch gets an error, later durable requests are
+//!   refused, nothing is written, erased or synced again (not even at
+//!   exit), reads still work. The broker keeps running and reports it
+//!   (`/healthz` 503, `$SYS/broker/store/state`); a restart recovers from
+//!   what is really on flash.
+//! - `Full` answers one request and never fails the store; the published
+//!   state is `full` until enough space is freed.
+//! - Figures (`stats`, `state`) are published before the answers of a
+//!   batch, so whoever is answered sees the state that answer came from.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -60,3 +60,26 @@ fn d1_a_failed_sync_inside_a_batch_fails_every_pending_request() {
         assert!(handle.read("d", None, 10).await.is_ok());
     });
 }
+
+/// W9: a failed store says so: `state()`, `$SYS/broker/store/state`, the
+/// reason, and the gauge.
+#[test]
+fn w9_a_failed_store_reports_its_state() {
+    let (mut store, _) =
+        Store::open(RamFlash::new(16 * BLOCK), 2 * BLOCK, Overflow::Reject).unwrap();
+    store.flash_mut().fail_next_sync_dropping();
+    let handle = StoreHandle::spawn(store, &StorageConfig::default());
+    assert_eq!(handle.state(), StoreState::Ok);
+    runtime().block_on(async {
+        assert!(handle.append(msg(10), vec!["d".into()]).await.is_err());
+    });
+    let StoreState::Failed(reason) = handle.state() else {
+        panic!("{:?}", handle.state());
+    };
+    assert!(reason.contains("sync"), "{reason}");
+    let topics = handle.stats().sys_topics();
+    let get = |k: &str| topics.iter().find(|(t, _)| t == k).map(|(_, v)| v.clone());
+    assert_eq!(get(STATE_TOPIC).as_deref(), Some("failed"));
+    assert_eq!(get("$SYS/broker/store/state_code").as_deref(), Some("2"));
+    assert!(get(FAILURE_TOPIC).is_some_and(|f| f.contains("sync")));
+}
