@@ -33,3 +33,8 @@ echo "== arm-test: end-to-end suite against the aarch64 broker under qemu-aarch6
 EDGEMQ_BIN="$target_dir/aarch64-unknown-linux-gnu/debug/edgemq" \
 EDGEMQ_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu" \
   cargo test --locked -p edgemq-tests
+# 32-bit: recovery arithmetic on lengths read from flash (issue 11, C1).
+echo "== arm-test: damaged-flash start of the armv7 broker under qemu-arm"
+EDGEMQ_BIN="$target_dir/armv7-unknown-linux-gnueabihf/debug/edgemq" \
+EDGEMQ_RUNNER="qemu-arm-static -L /usr/arm-linux-gnueabihf" \
+  cargo test --locked -p edgemq-tests --test durability a_flipped_bit_after_the_last_record

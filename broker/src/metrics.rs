@@ -5,7 +5,8 @@
 //! `edgemq_messages_received`. The HTTP side is deliberately tiny: one
 //! request per connection, bounded request size, GET only; a scraper is the
 //! only client. `/healthz` answers 200 once the server runs, which is after
-//! the store was recovered and the listeners were bound.
+//! the store was recovered and the listeners were bound, and 503 with the
+//! reason while the store is full or has failed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -95,7 +96,7 @@ async fn handle(
     let path = head.split_whitespace().nth(1).unwrap_or("");
     let (status, body) = match (head.starts_with("GET "), path) {
         (true, "/metrics") => ("200 OK", render(broker, extra) + &exposition()),
-        (true, "/healthz") => ("200 OK", "ok\n".to_string()),
+        (true, "/healthz") => health(extra),
         (true, _) => ("404 Not Found", "not found\n".to_string()),
         (false, _) => ("405 Method Not Allowed", "GET only\n".to_string()),
     };
@@ -105,6 +106,33 @@ async fn handle(
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// `/healthz`: 200 while the store (if any) is ok; 503 with the reason
+/// while it is full or has failed.
+fn health(extra: &ExtraTopics) -> (&'static str, String) {
+    use crate::storage::{FAILURE_TOPIC, STATE_TOPIC};
+    let topics = extra();
+    let value = |name: &str| {
+        topics
+            .iter()
+            .find(|(t, _)| t == name)
+            .map(|(_, v)| v.clone())
+    };
+    match value(STATE_TOPIC).as_deref() {
+        Some("failed") => (
+            "503 Service Unavailable",
+            format!(
+                "store failed: {}\n",
+                value(FAILURE_TOPIC).unwrap_or_default()
+            ),
+        ),
+        Some("full") => (
+            "503 Service Unavailable",
+            "store full: new messages are refused until stored ones are delivered\n".to_string(),
+        ),
+        _ => ("200 OK", "ok\n".to_string()),
+    }
 }
 
 /// The Prometheus text exposition of every numeric `$SYS` value.
@@ -136,7 +164,36 @@ pub fn metric_name(topic: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::metric_name;
+    use super::{health, metric_name};
+    use crate::storage::StoreStats;
+    use std::sync::Arc;
+
+    fn health_of(stats: StoreStats) -> (&'static str, String) {
+        let extra: crate::sys::ExtraTopics = Arc::new(move || stats.sys_topics());
+        health(&extra)
+    }
+
+    #[test]
+    fn healthz_reports_a_full_or_failed_store() {
+        assert_eq!(health_of(StoreStats::default()).0, "200 OK");
+        let (status, body) = health_of(StoreStats {
+            full: true,
+            ..StoreStats::default()
+        });
+        assert!(
+            status.starts_with("503") && body.contains("store full"),
+            "{body}"
+        );
+        let (status, body) = health_of(StoreStats {
+            failure: Some("flash error: fdatasync: EIO".into()),
+            ..StoreStats::default()
+        });
+        assert!(status.starts_with("503"), "{status}");
+        assert!(
+            body.contains("store failed") && body.contains("EIO"),
+            "{body}"
+        );
+    }
 
     #[test]
     fn names_follow_prometheus_rules() {

@@ -6,9 +6,9 @@
 
 use bytes::Bytes;
 use edgemq::storage::record::{
-    encode_frame, Record, StoredMessage, StoredSession, StoredSubscription,
+    encode_body, encode_frame, frame_body, Record, StoredMessage, StoredSession, StoredSubscription,
 };
-use edgemq::storage::segment::Header;
+use edgemq::storage::segment::{encode_v1, Header};
 
 fn records() -> Vec<Record> {
     let message = StoredMessage {
@@ -65,16 +65,42 @@ fn records() -> Vec<Record> {
 }
 
 fn encoded() -> Vec<u8> {
-    let mut out = Header {
-        seq: 7,
-        erase_count: 3,
-    }
-    .encode()
-    .to_vec();
+    let mut out = encode_v1(7, 3).to_vec();
     for r in records() {
         out.extend(encode_frame(&r, 4).expect("encodable"));
     }
     out
+}
+
+/// Format version 2: 32-byte header with geometry, frame CRCs bound to the
+/// segment's seq.
+fn encoded_v2() -> Vec<u8> {
+    let mut out = Header {
+        seq: 7,
+        erase_count: 3,
+        segment_size: 1 << 20,
+        capacity: 64 << 20,
+    }
+    .encode()
+    .to_vec();
+    for r in records() {
+        out.extend(frame_body(&encode_body(&r).expect("encodable"), 7, 4));
+    }
+    out
+}
+
+#[test]
+fn record_format_v2_is_pinned() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/records-v2.bin");
+    let now = encoded_v2();
+    if std::env::var_os("EDGEMQ_WRITE_GOLDEN").is_some() {
+        std::fs::write(path, &now).expect("write golden file");
+    }
+    let golden = std::fs::read(path).expect("golden file missing: it is part of the repository");
+    assert_eq!(
+        now, golden,
+        "the on-flash format changed: bump segment::FORMAT_VERSION and migrate"
+    );
 }
 
 #[test]
@@ -95,7 +121,7 @@ fn record_format_is_pinned() {
 fn golden_records_decode_back() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/records-v1.bin");
     let golden = std::fs::read(path).expect("golden file");
-    let mut off = edgemq::storage::segment::HEADER_LEN;
+    let mut off = edgemq::storage::segment::HEADER_LEN_V1;
     for want in records() {
         let len = u32::from_le_bytes(golden[off..off + 4].try_into().expect("4 bytes")) as usize;
         let body = &golden[off + 8..off + 8 + len];

@@ -47,6 +47,10 @@ pub struct StorageConfig {
     pub overflow: Overflow,
     /// Requests queued to the store task before publishers wait.
     pub queue_capacity: usize,
+    /// Messages one destination (session or bridge lane) may have stored.
+    pub max_stored_messages_per_session: u64,
+    /// Frame bytes one destination may have stored.
+    pub max_stored_bytes_per_session: u64,
 }
 
 impl Default for StorageConfig {
@@ -59,11 +63,21 @@ impl Default for StorageConfig {
             sync_interval_ms: 100,
             overflow: Overflow::Reject,
             queue_capacity: 4096,
+            max_stored_messages_per_session: 200_000,
+            max_stored_bytes_per_session: 32 * 1024 * 1024,
         }
     }
 }
 
 impl StorageConfig {
+    /// The quota every destination gets unless the bridge sets its own.
+    pub fn default_quota(&self) -> super::Quota {
+        super::Quota {
+            messages: self.max_stored_messages_per_session,
+            bytes: self.max_stored_bytes_per_session,
+        }
+    }
+
     /// Checks values a typed parse cannot; the error names the key.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.segment_size < 4096 || self.segment_size % 4096 != 0 {
@@ -80,6 +94,18 @@ impl StorageConfig {
         }
         if self.sync_interval_ms == 0 {
             return Err(("sync_interval_ms", "must be at least 1".into()));
+        }
+        if self.max_stored_messages_per_session == 0 {
+            return Err((
+                "max_stored_messages_per_session",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.max_stored_bytes_per_session < 4096 {
+            return Err((
+                "max_stored_bytes_per_session",
+                "must be at least 4096".into(),
+            ));
         }
         Ok(())
     }

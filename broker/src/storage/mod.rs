@@ -11,12 +11,16 @@
 //! - `store`: the RAM index, append/ack/read, retained, sessions, recovery
 //!   and reclamation, with its invariants written at the top;
 //! - `task`: the group-commit owner thread and the async `StoreHandle` the
-//!   broker uses;
+//!   broker uses, with the store's state (ok, full, failed);
+//! - `dir`: the data directory (lock, directory fsyncs, capacity check);
+//! - `fuzzing`: recovery from arbitrary images (the fuzz target's logic);
 //! - `config`: the `[storage]` section.
 
 pub mod config;
+mod dir;
 pub mod durable;
 pub mod flash;
+pub mod fuzzing;
 pub mod latency;
 pub mod record;
 pub mod segment;
@@ -25,11 +29,19 @@ pub mod task;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_budget;
+#[cfg(test)]
+mod tests_crash;
+#[cfg(test)]
+mod tests_recovery;
+#[cfg(test)]
+mod tests_task;
 
 pub use config::{Durability, Overflow, StorageConfig};
 pub use record::{StoredMessage, StoredSession, StoredSubscription};
-pub use store::{RecoveryReport, Store};
-pub use task::StoreHandle;
+pub use store::{Quota, RecoveryReport, Store};
+pub use task::{StoreHandle, StoreState};
 
 use embedded_storage::nor_flash::NorFlashError;
 
@@ -62,11 +74,24 @@ impl StoreError {
     }
 }
 
+/// `ok`, `full` or `failed` (`/healthz` answers 503 unless `ok`).
+pub const STATE_TOPIC: &str = "$SYS/broker/store/state";
+/// The reason of a failed store (present only then).
+pub const FAILURE_TOPIC: &str = "$SYS/broker/store/failure";
+
 /// Figures the store exports to $SYS and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreStats {
     pub segments: u64,
+    /// The store refuses new messages for lack of space (`Store::is_full`).
+    pub full: bool,
+    /// Why the store failed (sticky until a restart), if it did.
+    pub failure: Option<String>,
+    /// Segments free (no header); two or more at rest.
+    pub free_segments: u64,
     pub capacity_bytes: u64,
+    /// Live bytes the store may hold (capacity less reserved segments).
+    pub budget_bytes: u64,
     pub live_bytes: u64,
     pub queued_messages: u64,
     pub appended: u64,
@@ -77,9 +102,15 @@ pub struct StoreStats {
     pub bytes_copied: u64,
     pub syncs: u64,
     pub erases: u64,
+    /// Bytes erased (0xFF written by an image file): part of the wear.
+    pub erased_bytes: u64,
+    /// Damaged ranges and headers found by recovery (D8).
+    pub damaged: u64,
     pub reclaims: u64,
     pub rejected: u64,
     pub dropped_oldest: u64,
+    /// Copies not stored because their destination was over its quota.
+    pub quota_rejected: u64,
     pub recovery_millis: u64,
     pub recovered_next_id: u64,
     /// Erase count of every segment (wear spread).
@@ -93,7 +124,14 @@ impl StoreStats {
     pub fn sys_topics(&self) -> Vec<(String, String)> {
         let min = self.erase_counts.iter().min().copied().unwrap_or(0);
         let max = self.erase_counts.iter().max().copied().unwrap_or(0);
-        [
+        let (state, code) = match (&self.failure, self.full) {
+            (Some(_), _) => ("failed", 2),
+            (None, true) => ("full", 1),
+            (None, false) => ("ok", 0),
+        };
+        let mut topics: Vec<(String, String)> = [
+            ("state", state.to_string()),
+            ("state_code", code.to_string()),
             ("capacity_bytes", self.capacity_bytes.to_string()),
             ("live_bytes", self.live_bytes.to_string()),
             ("queued_messages", self.queued_messages.to_string()),
@@ -101,8 +139,12 @@ impl StoreStats {
             ("bytes_written", self.bytes_written.to_string()),
             ("syncs", self.syncs.to_string()),
             ("erases", self.erases.to_string()),
+            ("erased_bytes", self.erased_bytes.to_string()),
+            ("damaged", self.damaged.to_string()),
             ("rejected", self.rejected.to_string()),
             ("dropped_oldest", self.dropped_oldest.to_string()),
+            ("quota_rejected", self.quota_rejected.to_string()),
+            ("free_segments", self.free_segments.to_string()),
             (
                 "write_amplification",
                 format!("{:.3}", self.write_amplification()),
@@ -114,7 +156,11 @@ impl StoreStats {
         ]
         .into_iter()
         .map(|(k, v)| (format!("$SYS/broker/store/{k}"), v))
-        .collect()
+        .collect();
+        if let Some(f) = &self.failure {
+            topics.push((FAILURE_TOPIC.to_string(), f.clone()));
+        }
+        topics
     }
 
     /// Bytes written to flash per payload byte stored.

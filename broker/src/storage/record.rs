@@ -1,9 +1,12 @@
 //! The records of the log and their framing on flash.
 //!
 //! Frame: `[len: u32 LE][crc32: u32 LE][postcard(Record)]`, padded with 0xFF
-//! to the flash word. `len` counts the postcard bytes; the CRC covers `len`
-//! and the postcard bytes, so a torn length is caught too. A length word of
-//! 0xFFFF_FFFF is erased flash: the end of a segment's data.
+//! to the flash word. `len` counts the postcard bytes. In format version 2
+//! the CRC covers the segment's sequence number (u64 LE), `len` and the
+//! postcard bytes, so a torn length is caught and a stale frame left by a
+//! torn erase never verifies under the segment's new seq (D6); version 1
+//! frames (read only) leave the seq out. A length word of 0xFFFF_FFFF is
+//! erased flash: the end of a segment's data.
 //!
 //! Format rules (pinned by golden files in `broker/tests/golden/`): `Record`
 //! is append-only: never reorder or remove variants, never change a field's
@@ -104,7 +107,33 @@ pub enum RecordError {
     TooLarge(usize),
 }
 
-/// Encodes `record` as a padded frame ready to program.
+/// The postcard body of a record (framed later, once its segment is known).
+pub fn encode_body(record: &Record) -> Result<Vec<u8>, RecordError> {
+    Ok(postcard::to_stdvec(record)?)
+}
+
+/// Frames `body` for the segment with sequence number `seq` (format 2).
+pub fn frame_body(body: &[u8], seq: u64, word: usize) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(frame_len(body.len(), word));
+    let len = body.len() as u32;
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(&frame_crc_seq(seq, len, body).to_le_bytes());
+    frame.extend_from_slice(body);
+    frame.resize(frame_len(body.len(), word), 0xFF);
+    frame
+}
+
+/// The CRC of a format 2 frame: over the segment's seq, the length and the body.
+pub fn frame_crc_seq(seq: u64, len: u32, body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&seq.to_le_bytes());
+    h.update(&len.to_le_bytes());
+    h.update(body);
+    h.finalize()
+}
+
+/// Encodes `record` as a padded format 1 frame (read-only format: tests
+/// and golden files build old images with it).
 pub fn encode_frame(record: &Record, word: usize) -> Result<Vec<u8>, RecordError> {
     let mut frame = postcard::to_extend(record, vec![0u8; FRAME_HEADER])?;
     let len = (frame.len() - FRAME_HEADER) as u32;
@@ -115,7 +144,7 @@ pub fn encode_frame(record: &Record, word: usize) -> Result<Vec<u8>, RecordError
     Ok(frame)
 }
 
-/// The CRC of a frame: over the length word and the body.
+/// The CRC of a format 1 frame: over the length word and the body.
 pub fn frame_crc(len: u32, body: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&len.to_le_bytes());

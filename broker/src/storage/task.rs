@@ -5,8 +5,23 @@
 //! syncs the flash once, and only then answers the requests that needed
 //! durability. Under load one fdatasync covers hundreds of messages; with a
 //! single publisher it costs one sync per message, as it must. Reads are
-//! answered at once. A failed sync is sticky: the store refuses every later
-//! durable request (logged and counted) instead of pretending.
+//! answered at once.
+//!
+//! Invariants:
+//! - A reply that promises durability is sent only after a sync that
+//!   covered it returned Ok, and no program, erase or sync failed in
+//!   between (D1).
+//! - After any failed program, erase or sync the store is failed for the
+//!   rest of the process (`StoreState::Failed`): every request still
+//!   waiting in the batch gets an error, later durable requests are
+//!   refused, nothing is written, erased or synced again (not even at
+//!   exit), reads still work. The broker keeps running and reports it
+//!   (`/healthz` 503, `$SYS/broker/store/state`); a restart recovers from
+//!   what is really on flash.
+//! - `Full` answers one request and never fails the store; the published
+//!   state is `full` until enough space is freed.
+//! - Figures (`stats`, `state`) are published before the answers of a
+//!   batch, so whoever is answered sees the state that answer came from.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -38,6 +53,7 @@ enum Request {
     ClearDestination(String),
     Qos2(String, u16, bool),
     Qos2Pending(Reply<std::collections::HashMap<String, Vec<u16>>>),
+    SetQuota(String, Option<super::Quota>),
 }
 
 /// A cloneable handle to the store thread.
@@ -47,6 +63,39 @@ pub struct StoreHandle {
     stats: Arc<Mutex<StoreStats>>,
     failed: Arc<Mutex<Option<String>>>,
     durability: Durability,
+    /// The data directory's lock, held while any handle lives.
+    lock: Option<Arc<std::fs::File>>,
+}
+
+/// What `/healthz` and `$SYS/broker/store/state` report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreState {
+    /// Accepting durable work.
+    Ok,
+    /// Refusing new messages for lack of space (not sticky: acks free it).
+    Full,
+    /// A write or sync failed: durable work is refused until a restart.
+    Failed(String),
+}
+
+impl StoreState {
+    /// `ok`, `full` or `failed`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StoreState::Ok => "ok",
+            StoreState::Full => "full",
+            StoreState::Failed(_) => "failed",
+        }
+    }
+
+    /// 0 ok, 1 full, 2 failed (the /metrics gauge).
+    pub fn code(&self) -> u8 {
+        match self {
+            StoreState::Ok => 0,
+            StoreState::Full => 1,
+            StoreState::Failed(_) => 2,
+        }
+    }
 }
 
 /// Answers that wait for the next sync.
@@ -69,18 +118,25 @@ fn answer(p: Pending, result: Result<(), StoreError>) {
 
 impl StoreHandle {
     /// Opens (or creates) `dir/store.img`, recovers it and starts the store
-    /// thread. Not for `Durability::Memory`, which needs no store.
+    /// thread. Not for `Durability::Memory`, which needs no store. The data
+    /// directory is locked for the life of the process (a second edgemq on
+    /// it refuses to start) and fsynced on every open (M4).
     pub fn open(config: &StorageConfig) -> Result<(StoreHandle, RecoveryReport), StoreError> {
         config
             .validate()
             .map_err(|(key, m)| StoreError::Config(format!("storage.{key} {m}")))?;
-        std::fs::create_dir_all(&config.dir).map_err(|e| {
-            StoreError::Config(format!("cannot create {}: {e}", config.dir.display()))
-        })?;
-        let flash = FileFlash::open(&image_path(&config.dir), config.capacity as usize)
+        let lock = super::dir::prepare(&config.dir)?;
+        let image = image_path(&config.dir);
+        super::dir::check_capacity(&image, config.capacity)?;
+        let flash = FileFlash::open(&image, config.capacity as usize)
             .map_err(|e| StoreError::Flash(e.to_string()))?;
-        let (store, report) = Store::open(flash, config.segment_size as usize, config.overflow)?;
-        Ok((Self::spawn(store, config), report))
+        super::dir::sync_dir(&config.dir)?;
+        let (mut store, report) =
+            Store::open(flash, config.segment_size as usize, config.overflow)?;
+        store.set_default_quota(config.default_quota());
+        let mut handle = Self::spawn(store, config);
+        handle.lock = Some(Arc::new(lock));
+        Ok((handle, report))
     }
 
     /// Starts the store thread over an opened store (tests pass a RAM flash).
@@ -88,12 +144,23 @@ impl StoreHandle {
         store: Store<F>,
         config: &StorageConfig,
     ) -> StoreHandle {
+        Self::spawn_gated(store, config, None)
+    }
+
+    /// [`StoreHandle::spawn`], but the thread takes no request before
+    /// `gate` fires (tests queue a whole batch first).
+    pub(crate) fn spawn_gated<F: Durable + Send + 'static>(
+        store: Store<F>,
+        config: &StorageConfig,
+        gate: Option<std::sync::mpsc::Receiver<()>>,
+    ) -> StoreHandle {
         let (tx, rx) = flume::bounded(config.queue_capacity);
         let handle = StoreHandle {
             tx,
             stats: Arc::new(Mutex::new(store.stats())),
             failed: Arc::new(Mutex::new(None)),
             durability: config.durability,
+            lock: None,
         };
         let worker = Worker {
             store,
@@ -105,7 +172,12 @@ impl StoreHandle {
         };
         let spawned = thread::Builder::new()
             .name("edgemq-store".into())
-            .spawn(move || worker.run());
+            .spawn(move || {
+                if let Some(gate) = gate {
+                    let _ = gate.recv();
+                }
+                worker.run()
+            });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the store thread");
             if let Ok(mut f) = handle.failed.lock() {
@@ -127,6 +199,22 @@ impl StoreHandle {
     /// The sticky failure, if the store has failed.
     pub fn failure(&self) -> Option<String> {
         self.failed.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Ok, full or failed (with the reason), as of the last batch.
+    pub fn state(&self) -> StoreState {
+        match self.failure() {
+            Some(reason) => StoreState::Failed(reason),
+            None if self.stats().full => StoreState::Full,
+            None => StoreState::Ok,
+        }
+    }
+
+    /// Gives `destination` its own store quota (`None`: back to the
+    /// `[storage]` default). Not persisted: set it again after a restart,
+    /// before traffic (the bridge does so when it starts its lanes).
+    pub fn set_destination_quota(&self, destination: String, quota: Option<super::Quota>) {
+        let _ = self.tx.send(Request::SetQuota(destination, quota));
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, StoreError> {
@@ -321,28 +409,65 @@ impl<F: Durable> Worker<F> {
             }
             let due = !interval || !pending.is_empty() || last_sync.elapsed() >= self.interval;
             if due {
-                let result = self.store.commit();
+                // A failed store never commits again (D1): everything still
+                // waiting for this batch's sync is refused, whatever a later
+                // fdatasync would claim.
+                let result = match self.store.failure() {
+                    Some(f) => Err(StoreError::Failed(f.to_string())),
+                    None => self.store.commit(),
+                };
                 last_sync = Instant::now();
                 if let Err(e) = &result {
                     self.fail(e);
                 }
+                // Figures first: whoever is answered sees this batch's state.
+                self.publish_stats();
                 for p in pending {
                     answer(p, result.clone());
                 }
-            }
-            if let Ok(mut s) = self.stats.lock() {
-                *s = self.store.stats();
+            } else {
+                self.publish_stats();
             }
         }
-        if let Err(e) = self.store.commit() {
-            tracing::error!(error = %e, "final store sync failed");
+        if self.store.failure().is_none() {
+            if let Err(e) = self.store.commit() {
+                tracing::error!(error = %e, "final store sync failed");
+            }
+        }
+        self.publish_stats();
+    }
+
+    fn publish_stats(&self) {
+        let mut stats = self.store.stats();
+        stats.failure = self.failed.lock().ok().and_then(|f| f.clone());
+        if let Ok(mut s) = self.stats.lock() {
+            *s = stats;
         }
     }
 
+    /// Records the sticky failure for the handle (and $SYS, /healthz). The
+    /// store itself refuses every write, erase and sync from then on.
     fn fail(&mut self, e: &StoreError) {
-        tracing::error!(error = %e, "store failed; refusing durable writes from now on");
+        let reason = match self.store.failure() {
+            Some(f) => f.to_string(),
+            None => e.to_string(),
+        };
         if let Ok(mut f) = self.failed.lock() {
-            f.get_or_insert_with(|| e.to_string());
+            if f.is_none() {
+                tracing::error!(error = %reason, "store failed; refusing durable writes until restart");
+                *f = Some(reason);
+            }
+        }
+        self.publish_stats();
+    }
+
+    /// An error of a request nobody waits for (ack, QoS 2 state, clear):
+    /// sticky only when the store failed; `Full` is logged and counted.
+    fn background_error(&mut self, what: &'static str, e: &StoreError) {
+        if self.store.failure().is_some() {
+            self.fail(e);
+        } else {
+            tracing::warn!(error = %e, request = what, "store request refused");
         }
     }
 
@@ -368,7 +493,7 @@ impl<F: Durable> Worker<F> {
             Request::Ack(id, dest) => {
                 if failure.is_none() {
                     if let Err(e) = self.store.ack(id, &dest) {
-                        self.fail(&e);
+                        self.background_error("ack", &e);
                     }
                 }
             }
@@ -391,15 +516,16 @@ impl<F: Durable> Worker<F> {
             Request::Qos2(client, pkid, pending) => {
                 if failure.is_none() {
                     if let Err(e) = self.store.set_qos2(&client, pkid, pending) {
-                        self.fail(&e);
+                        self.background_error("qos2", &e);
                     }
                 }
             }
             Request::Qos2Pending(tx) => drop(tx.send(Ok(self.store.qos2_pending()))),
+            Request::SetQuota(dest, quota) => self.store.set_destination_quota(&dest, quota),
             Request::ClearDestination(dest) => {
                 if failure.is_none() {
                     if let Err(e) = self.store.clear_destination(&dest) {
-                        self.fail(&e);
+                        self.background_error("clear destination", &e);
                     }
                 }
             }
@@ -429,13 +555,14 @@ impl<F: Durable> Worker<F> {
         }
     }
 
-    /// `Full` and `TooLarge` are answers; anything else is a failed store.
+    /// `Full`, `TooLarge` and the like are answers; a flash error has made
+    /// the store failed (sticky).
     fn write_error<T>(&mut self, e: StoreError, tx: Reply<T>) {
-        if !matches!(
-            e,
-            StoreError::Full | StoreError::TooLarge(_) | StoreError::NoDestination
-        ) {
+        if self.store.failure().is_some() {
             self.fail(&e);
+        } else if e == StoreError::Full {
+            // Whoever sees the refusal sees the "full" state too.
+            self.publish_stats();
         }
         drop(tx.send(Err(e)));
     }

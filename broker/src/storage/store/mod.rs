@@ -1,31 +1,58 @@
 //! The log-structured store: segments in a ring, a RAM index of what is
 //! live, recovery, and reclamation.
 //!
-//! Invariants (tested by `storage::tests` with random power cuts):
+//! Invariants (tested by `storage::tests*` with random power cuts, power
+//! failures inside an operation, failed syncs and bit flips):
 //! 1. Segments are written in sequence-number order and only at their end.
-//!    Recovery keeps appending to the newest segment only when its data ends
-//!    cleanly in erased flash; otherwise it opens a fresh segment, so nothing
-//!    is ever appended behind a torn record.
+//!    Recovery keeps appending to the newest segment when its data ends
+//!    cleanly in erased flash. Otherwise it opens a fresh segment, or, with
+//!    fewer than two free, continues after the last used byte of the newest
+//!    one: replay resynchronises past the torn range (invariant 6).
 //! 2. Segments are reclaimed (erased) strictly oldest first. An ack, a
 //!    retained clear or a session removal is therefore never needed once its
 //!    segment is the oldest: whatever it cancels is in the same or an older,
 //!    already erased, segment.
-//! 3. Every erase sits between two syncs: live records copied out of the
-//!    oldest segment are durable before it is erased, and the erase is
-//!    durable before a new header is programmed into the segment, so stale
-//!    records can never reappear under a new sequence number. Recovery
-//!    applies segments in sequence order and a later record for a key wins.
-//! 4. `live_bytes <= budget` and two segments stay free at rest, so
-//!    reclamation always has a fresh segment to copy into, even right after
-//!    a crash in the middle of a reclamation.
+//! 3. Every erase sits between syncs: live records copied out of the
+//!    oldest segment are durable before it is erased, the header block is
+//!    erased and synced before the rest (a torn erase leaves a headerless,
+//!    free segment, never a header over a half-erased body), and the erase
+//!    is durable before a new header is programmed. Each frame's CRC covers
+//!    its segment's seq, so a stale frame can never verify under a new seq.
+//!    Recovery applies segments in sequence order and a later record for a
+//!    key wins.
+//! 4. `live_bytes <= budget` for every live record (messages, retained,
+//!    sessions, QoS 2 state), with room reserved so that deletions and
+//!    compaction always succeed; two segments are free at rest, and
+//!    recovery restores two even after consecutive power cuts during a
+//!    compaction. `Full` answers one request; it is never sticky.
+//! 5. After any failed program, erase or sync the store is failed for the
+//!    rest of the process: it never programs, erases or syncs again (a
+//!    retried fdatasync can succeed for data Linux dropped), and everything
+//!    waiting for a sync is answered with an error.
+//! 6. Recovery never panics on any byte pattern (all lengths read from
+//!    flash are checked, on 32-bit too). A bad frame in a sealed segment is
+//!    skipped by resynchronising on the next frame whose CRC verifies; a
+//!    damaged header is never taken for an erased one; both are logged with
+//!    segment and offset and counted (`StoreStats::damaged`).
+//! 7. The image records its geometry and format version: an image written
+//!    with another `segment_size` or `capacity`, or by a newer format, is
+//!    refused, never read with the wrong geometry or erased.
+//! 8. The index only points at records it has verified: a read checks the
+//!    frame's CRC and that a message has the id the index expects.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use super::flash::Durable;
 use super::record::{self, Record, StoredMessage, StoredSession, ERASED_LEN, FRAME_HEADER};
-use super::segment::{Header, HEADER_LEN};
+use super::segment::{Header, HEADER_LEN, HEADER_LEN_V1};
 use super::{Overflow, StoreError, StoreStats};
+
+pub use budget::Quota;
+
+mod budget;
+mod reclaim;
+mod recovery;
 
 /// Where a record lives on flash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +75,8 @@ struct Segment {
     ids: Vec<u64>,
     /// False when the segment may hold data and must be erased before use.
     clean: bool,
+    /// Written in format version 1 (24-byte header, frame CRC without seq).
+    v1: bool,
 }
 
 struct MsgEntry {
@@ -62,6 +91,9 @@ pub struct RecoveryReport {
     pub segments: usize,
     pub records: u64,
     pub torn_segments: usize,
+    /// Damaged ranges in sealed segments and damaged headers (logged with
+    /// segment and offset; D8).
+    pub damaged: usize,
     pub messages: usize,
     pub retained: usize,
     pub sessions: usize,
@@ -86,6 +118,14 @@ pub struct Store<F: Durable> {
     qos2: HashMap<(String, u16), Loc>,
     overflow: Overflow,
     dirty: bool,
+    /// Set by the first failed program, erase or sync; never cleared.
+    failed: Option<String>,
+    /// Frame bytes owed to each destination (quotas).
+    dest_bytes: HashMap<u32, u64>,
+    default_quota: Quota,
+    quotas: HashMap<String, Quota>,
+    /// Size of the last append refused for lack of space (`is_full`).
+    refused_need: Option<u64>,
     stats: StoreStats,
 }
 
@@ -96,14 +136,25 @@ impl<F: Durable> Store<F> {
         segment_size: usize,
         overflow: Overflow,
     ) -> Result<(Self, RecoveryReport), StoreError> {
+        Self::open_or_return(flash, segment_size, overflow).map_err(|(e, _)| e)
+    }
+
+    /// [`Store::open`] that gives the flash back when it fails (tests cut
+    /// the power again after a recovery that failed half way).
+    pub fn open_or_return(
+        flash: F,
+        segment_size: usize,
+        overflow: Overflow,
+    ) -> Result<(Self, RecoveryReport), (StoreError, F)> {
         let block = F::ERASE_SIZE;
         let seg_size = (segment_size.max(block) / block * block) as u32;
         let nsegs = flash.capacity() / seg_size as usize;
         if nsegs < 5 {
-            return Err(StoreError::Config(format!(
+            let e = StoreError::Config(format!(
                 "capacity {} holds {nsegs} segments of {seg_size} bytes; at least 5 are needed",
                 flash.capacity()
-            )));
+            ));
+            return Err((e, flash));
         }
         let mut store = Store {
             flash,
@@ -121,9 +172,17 @@ impl<F: Durable> Store<F> {
             qos2: HashMap::new(),
             overflow,
             dirty: false,
+            failed: None,
+            dest_bytes: HashMap::new(),
+            default_quota: Quota::UNLIMITED,
+            quotas: HashMap::new(),
+            refused_need: None,
             stats: StoreStats::default(),
         };
-        let report = store.recover()?;
+        let report = match store.recover() {
+            Ok(r) => r,
+            Err(e) => return Err((e, store.flash)),
+        };
         store.stats.segments = nsegs as u64;
         store.stats.capacity_bytes = (nsegs as u64) * u64::from(seg_size);
         Ok((store, report))
@@ -144,138 +203,10 @@ impl<F: Durable> Store<F> {
         s.live_bytes = self.live_bytes();
         s.queued_messages = self.messages.len() as u64;
         s.erase_counts = self.segs.iter().map(|g| g.erase_count).collect();
+        s.free_segments = self.free_segments() as u64;
+        s.full = self.is_full();
+        s.budget_bytes = self.budget();
         s
-    }
-
-    // ---- recovery ----------------------------------------------------
-
-    fn recover(&mut self) -> Result<RecoveryReport, StoreError> {
-        let started = Instant::now();
-        let mut report = RecoveryReport::default();
-        let mut order = Vec::new();
-        for i in 0..self.segs.len() {
-            let mut raw = [0u8; HEADER_LEN];
-            self.flash
-                .read(self.seg_base(i), &mut raw)
-                .map_err(StoreError::flash)?;
-            match Header::decode(&raw) {
-                Some(h) => {
-                    self.segs[i].seq = Some(h.seq);
-                    self.segs[i].erase_count = h.erase_count;
-                    order.push((h.seq, i));
-                }
-                // No valid header: free, but it may hold unsynced writes
-                // whose header was lost, so it is erased before reuse.
-                None => self.segs[i].clean = false,
-            }
-        }
-        order.sort_unstable();
-        let mut buf = vec![0u8; self.seg_size as usize];
-        let mut newest_clean = false;
-        for &(seq, i) in &order {
-            self.flash
-                .read(self.seg_base(i), &mut buf)
-                .map_err(StoreError::flash)?;
-            let (end, records, torn) = self.replay_segment(i as u32, &buf);
-            self.segs[i].write_off = end;
-            newest_clean = !torn && buf[end as usize..].iter().all(|b| *b == 0xFF);
-            report.records += records;
-            report.torn_segments += usize::from(torn);
-            self.next_seq = self.next_seq.max(seq + 1);
-        }
-        report.segments = order.len();
-        // Recount live bytes from the index now that every record is applied.
-        for seg in &mut self.segs {
-            seg.live_bytes = 0;
-        }
-        let locs: Vec<Loc> = self
-            .messages
-            .values()
-            .map(|m| m.loc)
-            .chain(self.retained.values().copied())
-            .chain(self.sessions.values().copied())
-            .chain(self.qos2.values().copied())
-            .collect();
-        for loc in locs {
-            self.segs[loc.seg as usize].live_bytes += loc.len;
-        }
-        self.next_id = self
-            .messages
-            .keys()
-            .max()
-            .map_or(self.next_id, |m| (m + 1).max(self.next_id));
-        self.stats.recovered_next_id = self.next_id;
-        // Erase superseded segments first (a lost erase brings one back).
-        let newest = order.last().map(|&(_, i)| i);
-        self.head = usize::MAX;
-        self.erase_dead_tails()?;
-        // Keep appending to the newest segment only if it ends cleanly: never
-        // write behind a torn record (invariant 1).
-        match newest {
-            Some(i) if newest_clean && self.segs[i].seq.is_some() => self.head = i,
-            Some(i) => {
-                self.head = i;
-                self.open_new_head()?;
-            }
-            None => {
-                self.head = self.segs.len() - 1;
-                self.open_new_head()?;
-            }
-        }
-        // Opening a fresh head may have used a reserved segment: reclaim old
-        // segments into it until two are free again (invariant 4).
-        let mut reclaims = 0;
-        while self.free_segments() < 2 && reclaims < self.segs.len() {
-            let Some(tail) = self.oldest_sealed() else {
-                break;
-            };
-            if !self.head_fits(self.segs[tail].live_bytes as usize) {
-                break;
-            }
-            self.reclaim_oldest()?;
-            reclaims += 1;
-        }
-        report.messages = self.messages.len();
-        report.retained = self.retained.len();
-        report.sessions = self.sessions.len();
-        report.millis = started.elapsed().as_millis() as u64;
-        self.stats.recovery_millis = report.millis;
-        Ok(report)
-    }
-
-    /// Applies the valid records of one segment; returns (end offset, records, torn).
-    fn replay_segment(&mut self, seg: u32, buf: &[u8]) -> (u32, u64, bool) {
-        let word = F::WRITE_SIZE;
-        let mut off = HEADER_LEN;
-        let mut count = 0;
-        while off + FRAME_HEADER <= buf.len() {
-            let len = u32::from_le_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]);
-            if len == ERASED_LEN {
-                return (off as u32, count, false);
-            }
-            let crc = u32::from_le_bytes([buf[off + 4], buf[off + 5], buf[off + 6], buf[off + 7]]);
-            let body_end = off + FRAME_HEADER + len as usize;
-            if body_end > buf.len()
-                || record::frame_crc(len, &buf[off + FRAME_HEADER..body_end]) != crc
-            {
-                return (off as u32, count, true);
-            }
-            let Some(rec) = record::decode_body(&buf[off + FRAME_HEADER..body_end]) else {
-                return (off as u32, count, true);
-            };
-            let frame = record::frame_len(len as usize, word) as u32;
-            self.apply(
-                rec,
-                Loc {
-                    seg,
-                    off: off as u32,
-                    len: frame,
-                },
-            );
-            count += 1;
-            off += frame as usize;
-        }
-        (off as u32, count, false)
     }
 
     /// Applies one record to the index (recovery and live writes share this).
@@ -287,10 +218,12 @@ impl<F: Durable> Store<F> {
                     self.unlive(old.loc);
                     for d in old.dests {
                         self.queue_remove(d, m.id);
+                        self.dest_bytes_sub(d, old.loc.len);
                     }
                 }
                 for &d in &dests {
                     self.queues.entry(d).or_default().insert(m.id);
+                    *self.dest_bytes.entry(d).or_default() += u64::from(loc.len);
                 }
                 self.segs[loc.seg as usize].ids.push(m.id);
                 if !dests.is_empty() {
@@ -402,7 +335,17 @@ impl<F: Durable> Store<F> {
             self.unlive(loc);
         }
         self.queue_remove(dest, id);
+        self.dest_bytes_sub(dest, loc.len);
         true
+    }
+
+    fn dest_bytes_sub(&mut self, dest: u32, len: u32) {
+        if let Some(b) = self.dest_bytes.get_mut(&dest) {
+            *b = b.saturating_sub(u64::from(len));
+            if *b == 0 {
+                self.dest_bytes.remove(&dest);
+            }
+        }
     }
 
     fn unlive(&mut self, loc: Loc) {
@@ -420,137 +363,30 @@ impl<F: Durable> Store<F> {
         self.segs.iter().map(|s| u64::from(s.live_bytes)).sum()
     }
 
-    /// Bytes we may promise: all segments but three (two kept free, one
-    /// head), less their headers.
-    fn budget(&self) -> u64 {
-        (self.segs.len() as u64 - 3) * u64::from(self.seg_size - HEADER_LEN as u32)
-    }
-
-    fn free_segments(&self) -> usize {
-        self.segs.iter().filter(|s| s.seq.is_none()).count()
-    }
-
-    /// Opens the next free segment in ring order as the head.
-    fn open_new_head(&mut self) -> Result<(), StoreError> {
-        let n = self.segs.len();
-        let next = (1..=n)
-            .map(|k| (self.head + k) % n)
-            .find(|&i| self.segs[i].seq.is_none())
-            .ok_or(StoreError::Full)?;
-        if !self.segs[next].clean {
-            self.erase_segment(next)?;
-        }
-        let header = Header {
-            seq: self.next_seq,
-            erase_count: self.segs[next].erase_count,
-        };
-        self.flash
-            .write(self.seg_base(next), &header.encode())
-            .map_err(StoreError::flash)?;
-        self.stats.bytes_written += HEADER_LEN as u64;
-        let seg = &mut self.segs[next];
-        seg.seq = Some(self.next_seq);
-        seg.write_off = HEADER_LEN as u32;
-        seg.clean = false;
-        self.next_seq += 1;
-        self.head = next;
-        self.dirty = true;
-        Ok(())
-    }
-
-    /// Erases a segment between two syncs (invariant 3): what made it dead
-    /// is durable before the erase, and the erase is durable before anything
-    /// is programmed into the segment again.
-    fn erase_segment(&mut self, i: usize) -> Result<(), StoreError> {
-        self.sync()?;
-        let base = self.seg_base(i);
-        self.flash
-            .erase(base, base + self.seg_size)
-            .map_err(StoreError::flash)?;
-        self.dirty = true;
-        self.sync()?;
-        let seg = &mut self.segs[i];
-        *seg = Segment {
-            erase_count: seg.erase_count + 1,
-            clean: true,
-            ..Segment::default()
-        };
-        self.stats.erases += 1;
-        self.dirty = true;
-        Ok(())
-    }
-
     /// Writes a record at the head, making room first. Returns its location.
     fn write_record(&mut self, rec: &Record) -> Result<Loc, StoreError> {
-        let frame = record::encode_frame(rec, F::WRITE_SIZE)
-            .map_err(|e| StoreError::Record(e.to_string()))?;
-        if frame.len() > self.seg_size as usize - HEADER_LEN {
-            return Err(StoreError::TooLarge(frame.len()));
+        let body = self.body_of(rec)?;
+        let len = record::frame_len(body.len(), F::WRITE_SIZE);
+        if len > self.seg_size as usize - HEADER_LEN {
+            return Err(StoreError::TooLarge(len));
         }
-        self.make_room(frame.len())?;
-        self.write_record_at_head(&frame)
+        self.make_room(len)?;
+        self.write_record_at_head(&body)
+    }
+
+    fn body_of(&self, rec: &Record) -> Result<Vec<u8>, StoreError> {
+        record::encode_body(rec).map_err(|e| StoreError::Record(e.to_string()))
     }
 
     fn head_fits(&self, len: usize) -> bool {
         self.segs[self.head].write_off as usize + len <= self.seg_size as usize
     }
 
-    /// Ensures the head can take `len` more bytes. Free segments are kept
-    /// at two or more at rest (invariant 4): a new head is opened from them
-    /// while three or more are free; otherwise the oldest segment is
-    /// reclaimed into a fresh head, which its live records always fit. Even a
-    /// crash in the middle of a reclamation leaves one free segment for the
-    /// head recovery opens.
-    fn make_room(&mut self, len: usize) -> Result<(), StoreError> {
-        let mut reclaims = 0;
-        while !self.head_fits(len) {
-            let free = self.free_segments();
-            if free >= 3 {
-                self.open_new_head()?;
-                continue;
-            }
-            // Reclaim into the head when the oldest segment's live data fits
-            // there (no free segment used); otherwise into a fresh head.
-            if reclaims == self.segs.len() {
-                return Err(StoreError::Full);
-            }
-            let tail_live = self
-                .oldest_sealed()
-                .map_or(0, |t| self.segs[t].live_bytes as usize);
-            if !self.head_fits(tail_live) && free > 0 {
-                self.open_new_head()?;
-            }
-            self.reclaim_oldest()?;
-            reclaims += 1;
-        }
-        Ok(())
-    }
-
-    /// Copies the live records of the oldest segment to the head, then erases it.
-    fn reclaim_oldest(&mut self) -> Result<(), StoreError> {
-        let Some(tail) = self.oldest_sealed() else {
-            return Err(StoreError::Full);
-        };
-        let live: Vec<Record> = self.live_records_in(tail)?;
-        for rec in live {
-            let frame = record::encode_frame(&rec, F::WRITE_SIZE)
-                .map_err(|e| StoreError::Record(e.to_string()))?;
-            if !self.head_fits(frame.len()) {
-                if self.free_segments() == 0 {
-                    return Err(StoreError::Full);
-                }
-                self.open_new_head()?;
-            }
-            let loc = self.write_record_at_head(&frame)?;
-            self.stats.bytes_copied += frame.len() as u64;
-            self.apply(rec, loc);
-        }
-        self.erase_segment(tail)?;
-        self.stats.reclaims += 1;
-        Ok(())
-    }
-
-    fn write_record_at_head(&mut self, frame: &[u8]) -> Result<Loc, StoreError> {
+    /// Frames `body` for the head segment (its seq is in the CRC) and
+    /// programs it there; the caller made room.
+    fn write_record_at_head(&mut self, body: &[u8]) -> Result<Loc, StoreError> {
+        let seq = self.segs[self.head].seq.unwrap_or(0);
+        let frame = record::frame_body(body, seq, F::WRITE_SIZE);
         let seg = &mut self.segs[self.head];
         let loc = Loc {
             seg: self.head as u32,
@@ -559,85 +395,118 @@ impl<F: Durable> Store<F> {
         };
         seg.write_off += frame.len() as u32;
         let base = self.seg_base(self.head);
-        self.flash
-            .write(base + loc.off, frame)
-            .map_err(StoreError::flash)?;
+        self.program(base + loc.off, &frame)?;
         self.stats.bytes_written += frame.len() as u64;
-        self.dirty = true;
         Ok(loc)
     }
 
-    fn oldest_sealed(&self) -> Option<usize> {
-        self.segs
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| s.seq.is_some() && *i != self.head)
-            .min_by_key(|(_, s)| s.seq)
-            .map(|(i, _)| i)
+    /// Where the records of segment `i` start.
+    fn data_start(&self, i: usize) -> usize {
+        if self.segs[i].v1 {
+            HEADER_LEN_V1
+        } else {
+            HEADER_LEN
+        }
     }
 
-    /// The records of segment `i` that are still live, ready to rewrite.
-    fn live_records_in(&mut self, i: usize) -> Result<Vec<Record>, StoreError> {
-        let seg = i as u32;
-        let mut out = Vec::new();
-        let ids = std::mem::take(&mut self.segs[i].ids);
-        for id in ids {
-            let Some(entry) = self.messages.get(&id).filter(|e| e.loc.seg == seg) else {
-                continue;
-            };
-            let (loc, dests) = (entry.loc, entry.dests.clone());
-            if let Record::Message(mut m) = self.read_record(loc)? {
-                m.destinations = dests
-                    .iter()
-                    .map(|d| self.dest_names[*d as usize].clone())
-                    .collect();
-                out.push(Record::Message(m));
-            }
+    /// Reads the message `id` at `loc`, checking that it is that message (D7).
+    fn read_message(&mut self, loc: Loc, id: u64) -> Result<StoredMessage, StoreError> {
+        match self.read_record(loc)? {
+            Record::Message(m) if m.id == id => Ok(m),
+            _ => Err(StoreError::Corrupt {
+                seg: loc.seg,
+                off: loc.off,
+            }),
         }
-        let keyed: Vec<Loc> = self
-            .retained
-            .values()
-            .chain(self.sessions.values())
-            .chain(self.qos2.values())
-            .filter(|l| l.seg == seg)
-            .copied()
-            .collect();
-        for loc in keyed {
-            out.push(self.read_record(loc)?);
-        }
-        Ok(out)
     }
 
     fn read_record(&mut self, loc: Loc) -> Result<Record, StoreError> {
+        let corrupt = StoreError::Corrupt {
+            seg: loc.seg,
+            off: loc.off,
+        };
         let mut frame = vec![0u8; loc.len as usize];
         self.flash
             .read(self.seg_base(loc.seg as usize) + loc.off, &mut frame)
             .map_err(StoreError::flash)?;
-        let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
-        let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        let body = frame
-            .get(FRAME_HEADER..FRAME_HEADER + len)
-            .ok_or(StoreError::Corrupt {
-                seg: loc.seg,
-                off: loc.off,
-            })?;
-        if record::frame_crc(len as u32, body) != crc {
-            return Err(StoreError::Corrupt {
-                seg: loc.seg,
-                off: loc.off,
-            });
+        let Some(head) = frame.get(..FRAME_HEADER) else {
+            return Err(corrupt);
+        };
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let body = usize::try_from(len)
+            .ok()
+            .and_then(|l| FRAME_HEADER.checked_add(l))
+            .and_then(|end| frame.get(FRAME_HEADER..end))
+            .ok_or(corrupt.clone())?;
+        let seg = &self.segs[loc.seg as usize];
+        let expected = match (seg.v1, seg.seq) {
+            (true, _) => record::frame_crc(len, body),
+            (false, Some(seq)) => record::frame_crc_seq(seq, len, body),
+            (false, None) => return Err(corrupt),
+        };
+        if expected != crc {
+            return Err(corrupt);
         }
-        record::decode_body(body).ok_or(StoreError::Corrupt {
-            seg: loc.seg,
-            off: loc.off,
-        })
+        record::decode_body(body).ok_or(corrupt)
     }
 
-    /// Syncs the flash if anything was written since the last sync.
+    /// Err once the store has failed: nothing is programmed, erased or
+    /// synced again in this process (invariant 5).
+    fn check_failed(&self) -> Result<(), StoreError> {
+        match &self.failed {
+            Some(f) => Err(StoreError::Failed(f.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes the store failed for the rest of the process; returns `e`.
+    fn mark_failed(&mut self, e: StoreError) -> StoreError {
+        if self.failed.is_none() {
+            tracing::error!(error = %e, "store failed: no further writes, erases or syncs in this process");
+            self.failed = Some(e.to_string());
+        }
+        e
+    }
+
+    /// The reason the store failed, if it has.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// Programs `bytes` at `off` (every program goes through here).
+    fn program(&mut self, off: u32, bytes: &[u8]) -> Result<(), StoreError> {
+        self.check_failed()?;
+        self.dirty = true;
+        match self.flash.write(off, bytes) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.mark_failed(StoreError::flash(e))),
+        }
+    }
+
+    /// Erases `from..to` (every erase goes through here).
+    fn erase_range(&mut self, from: u32, to: u32) -> Result<(), StoreError> {
+        self.check_failed()?;
+        self.dirty = true;
+        match self.flash.erase(from, to) {
+            Ok(()) => {
+                self.stats.erased_bytes += u64::from(to - from);
+                Ok(())
+            }
+            Err(e) => Err(self.mark_failed(StoreError::flash(e))),
+        }
+    }
+
+    /// Syncs the flash if anything was written since the last sync. A
+    /// failed sync is never retried: on Linux the retry would report
+    /// success for data that was dropped (fsyncgate), so the store fails.
     fn sync(&mut self) -> Result<(), StoreError> {
+        self.check_failed()?;
         if self.dirty {
             let started = std::time::Instant::now();
-            self.flash.sync().map_err(StoreError::flash)?;
+            if let Err(e) = self.flash.sync() {
+                return Err(self.mark_failed(StoreError::flash(e)));
+            }
             self.stats.sync_latency.record(started.elapsed());
             self.dirty = false;
             self.stats.syncs += 1;
@@ -651,18 +520,6 @@ impl<F: Durable> Store<F> {
         self.sync()?;
         self.erase_dead_tails()?;
         self.sync()
-    }
-
-    /// Erases the oldest segments while nothing in them is live (in ring
-    /// order only: invariant 2).
-    fn erase_dead_tails(&mut self) -> Result<(), StoreError> {
-        while let Some(tail) = self.oldest_sealed() {
-            if self.segs[tail].live_bytes > 0 {
-                break;
-            }
-            self.erase_segment(tail)?;
-        }
-        Ok(())
     }
 
     // ---- API ---------------------------------------------------------
@@ -684,11 +541,15 @@ impl<F: Durable> Store<F> {
         }
         let id = msg.id;
         msg.destinations = destinations.to_vec();
-        let rec = Record::Message(msg);
-        let need = record::encode_frame(&rec, F::WRITE_SIZE)
-            .map_err(|e| StoreError::Record(e.to_string()))?
-            .len() as u64;
-        self.ensure_budget(need, destinations)?;
+        let mut rec = Record::Message(msg);
+        let need = record::frame_len(self.body_of(&rec)?.len(), F::WRITE_SIZE) as u64;
+        let accepted = self.within_quotas(need, destinations)?;
+        if accepted.len() < destinations.len() {
+            if let Record::Message(m) = &mut rec {
+                m.destinations = accepted;
+            }
+        }
+        self.ensure_budget(need)?;
         let loc = self.write_record(&rec)?;
         self.next_id = self.next_id.max(id + 1);
         if let Record::Message(m) = &rec {
@@ -714,29 +575,6 @@ impl<F: Durable> Store<F> {
         };
         let loc = self.write_record(&rec)?;
         self.apply(rec, loc);
-        Ok(())
-    }
-
-    /// Applies the overflow policy when `need` more live bytes exceed the budget.
-    fn ensure_budget(&mut self, need: u64, destinations: &[String]) -> Result<(), StoreError> {
-        while self.live_bytes() + need > self.budget() {
-            if self.overflow == Overflow::Reject {
-                self.stats.rejected += 1;
-                return Err(StoreError::Full);
-            }
-            // Drop the oldest message of the first destination that has one.
-            let victim = destinations.iter().find_map(|d| {
-                let id = *self.dest_ids.get(d)?;
-                let oldest = *self.queues.get(&id)?.iter().next()?;
-                Some((oldest, d.clone()))
-            });
-            let Some((oldest, dest)) = victim else {
-                self.stats.rejected += 1;
-                return Err(StoreError::Full);
-            };
-            self.ack(oldest, &dest)?;
-            self.stats.dropped_oldest += 1;
-        }
         Ok(())
     }
 
@@ -806,7 +644,9 @@ impl<F: Durable> Store<F> {
     /// Sets (or replaces) the retained message of its topic.
     pub fn set_retained(&mut self, mut msg: StoredMessage) -> Result<(), StoreError> {
         msg.destinations.clear();
+        let replaces = self.retained.get(&msg.topic).copied();
         let rec = Record::RetainedSet(msg);
+        self.ensure_room_for_keyed(&rec, replaces)?;
         let loc = self.write_record(&rec)?;
         self.apply(rec, loc);
         Ok(())
@@ -839,7 +679,9 @@ impl<F: Durable> Store<F> {
 
     /// Saves (or replaces) a persistent session's state.
     pub fn save_session(&mut self, session: StoredSession) -> Result<(), StoreError> {
+        let replaces = self.sessions.get(&session.client_id).copied();
         let rec = Record::SessionSave(session);
+        self.ensure_room_for_keyed(&rec, replaces)?;
         let loc = self.write_record(&rec)?;
         self.apply(rec, loc);
         Ok(())
@@ -875,6 +717,9 @@ impl<F: Durable> Store<F> {
             pkid,
             pending,
         };
+        if pending {
+            self.ensure_room_for_keyed(&rec, None)?;
+        }
         let loc = self.write_record(&rec)?;
         self.apply(rec, loc);
         Ok(())
