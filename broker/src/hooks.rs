@@ -21,10 +21,19 @@ use crate::session::SessionRecord;
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A durable write failed: the publisher must not be acknowledged.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("persistence failed: {0}")]
-pub struct PersistError(pub String);
+/// A durable write did not happen: the publisher must not be acknowledged
+/// as if it had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PersistError {
+    /// The store refused the write for lack of room (a full store under
+    /// `overflow = "reject"`, or a record too large): v5 publishers get
+    /// PUBACK/PUBREC 0x97 and keep their connection.
+    #[error("no room to store the message: {0}")]
+    QuotaExceeded(String),
+    /// The write failed (store failure, store stopped).
+    #[error("persistence failed: {0}")]
+    Failed(String),
+}
 
 /// Completion of a durable write.
 pub enum Durability {
@@ -80,8 +89,10 @@ pub trait Persistence: Send + Sync + 'static {
         let _ = (client_id, from, max);
         Box::pin(std::future::ready(Ok(Vec::new())))
     }
-    /// An incoming QoS 2 packet id is awaiting PUBREL (`true`) or released.
-    fn incoming_qos2(&self, client_id: &str, pkid: u16, pending: bool);
+    /// An incoming QoS 2 packet id of a persistent session is awaiting
+    /// PUBREL (`true`) or released. The PUBCOMP for a release waits for the
+    /// result, so a restart cannot bring a completed id back as pending.
+    fn incoming_qos2(&self, client_id: &str, pkid: u16, pending: bool) -> Durability;
 }
 
 /// No persistence: state lives in memory only and every write is "durable"
@@ -99,7 +110,9 @@ impl Persistence for MemoryOnly {
     }
     fn save_session(&self, _: &SessionRecord) {}
     fn remove_session(&self, _: &str) {}
-    fn incoming_qos2(&self, _: &str, _: u16, _: bool) {}
+    fn incoming_qos2(&self, _: &str, _: u16, _: bool) -> Durability {
+        Durability::Done
+    }
 }
 
 /// What a client presented in CONNECT (credentials are never logged).

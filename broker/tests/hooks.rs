@@ -37,7 +37,7 @@ impl Persistence for GatedStore {
             .push((message.topic.clone(), ids));
         Durability::Pending(Box::pin(async move {
             rx.await
-                .map_err(|_| edgemq::hooks::PersistError("gate dropped".into()))
+                .map_err(|_| edgemq::hooks::PersistError::Failed("gate dropped".into()))
         }))
     }
     fn ack(&self, _: &str, _: u64) {}
@@ -46,7 +46,9 @@ impl Persistence for GatedStore {
     }
     fn save_session(&self, _: &SessionRecord) {}
     fn remove_session(&self, _: &str) {}
-    fn incoming_qos2(&self, _: &str, _: u16, _: bool) {}
+    fn incoming_qos2(&self, _: &str, _: u16, _: bool) -> Durability {
+        Durability::Done
+    }
 }
 
 /// Starts an in-process broker on a free port, on its own runtime.

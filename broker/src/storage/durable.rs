@@ -41,7 +41,10 @@ impl DurableStore {
 }
 
 fn persist_error(e: StoreError) -> PersistError {
-    PersistError(e.to_string())
+    match e {
+        StoreError::Full | StoreError::TooLarge(_) => PersistError::QuotaExceeded(e.to_string()),
+        e => PersistError::Failed(e.to_string()),
+    }
 }
 
 fn wait<T: Send + 'static>(
@@ -106,11 +109,20 @@ impl Persistence for DurableStore {
         })
     }
 
-    fn incoming_qos2(&self, client_id: &str, pkid: u16, pending: bool) {
+    fn incoming_qos2(&self, client_id: &str, pkid: u16, pending: bool) -> Durability {
         // Queued before the message's own append (program order), so the
-        // PUBREC that waits for that append also covers this record.
+        // PUBREC that waits for that append also covers a pending record.
         self.handle
             .submit_qos2(client_id.to_string(), pkid, pending);
+        if pending || self.handle.durability() == super::Durability::Interval {
+            return Durability::Done;
+        }
+        // A release: the PUBCOMP waits for a sync covering it (a flush is
+        // queued after it and answered only after the next sync).
+        let handle = self.handle.clone();
+        Durability::Pending(Box::pin(async move {
+            handle.flush().await.map_err(persist_error)
+        }))
     }
 }
 
@@ -254,7 +266,7 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
             }
         }
         for pkid in qos2.remove(stored.client_id.as_str()).unwrap_or_default() {
-            session.incoming.on_publish_qos2(pkid);
+            session.incoming.restore(pkid);
         }
         broker.restore_session(session);
         restored.sessions += 1;
