@@ -10,49 +10,11 @@
 
 mod raw_client;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use edgemq::protocol::{Packet, QoS};
-use edgemq_tests::{require_tool, Broker};
-use raw_client::{ack, publish, Raw, V311};
-
-/// strace attached to every thread of `pid`, delaying each pwrite64 by 2 s.
-/// Returns once it reports the attachment.
-fn delay_pwrites(pid: u32) -> Child {
-    require_tool("strace");
-    let mut child = Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=pwrite64"])
-        .args(["-e", "inject=pwrite64:delay_enter=2000000", "-p"])
-        .arg(pid.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // -qq silences the attach messages; attaching is done when strace has
-    // stopped every thread once, which `-o /dev/null` does not report, so
-    // wait for the tracer to show up in the broker's status instead.
-    let status = format!("/proc/{pid}/status");
-    let attached = edgemq_tests::wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&status).is_ok_and(|s| {
-            s.lines()
-                .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
-        })
-    });
-    assert!(attached, "strace did not attach");
-    if let Some(err) = child.stderr.take() {
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("strace: {line}");
-            }
-        });
-    }
-    // Give strace time to reach every thread (it attaches one by one).
-    std::thread::sleep(Duration::from_millis(500));
-    child
-}
+use edgemq_tests::Broker;
+use raw_client::{ack, delay_pwrites, publish, Raw, V311};
 
 #[test]
 fn pubcomp_waits_for_the_durable_release() {
@@ -61,7 +23,7 @@ fn pubcomp_waits_for_the_durable_release() {
     let (mut sensor, _) = Raw::connect(broker.port, V311, "sensor", false);
     sensor.send(publish("t/a", QoS::ExactlyOnce, 1, "A"));
     assert!(matches!(sensor.recv(), Some(Packet::PubRec(r)) if r.pkid == 1));
-    let mut strace = delay_pwrites(broker.pid());
+    let mut strace = delay_pwrites(broker.pid(), Duration::from_secs(2));
     sensor.send(Packet::PubRel(ack(1)));
     assert!(
         matches!(sensor.recv(), Some(Packet::PubComp(c)) if c.pkid == 1),

@@ -296,7 +296,8 @@ impl Broker {
         slot.generation = self.next_id();
         let generation = slot.generation;
         let expiry = session.expiry_interval;
-        let record = session.record();
+        let mut record = session.record();
+        record.disconnected_at_ms = Some(crate::storage::durable::epoch_ms());
         slot.parked = Some(session);
         drop(sessions);
         self.persistence.save_session(&record);

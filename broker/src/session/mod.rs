@@ -78,6 +78,7 @@ impl Session {
             client_id: self.client_id.to_string(),
             expiry_interval: self.expiry_interval,
             subscriptions,
+            disconnected_at_ms: None,
         }
     }
 }
@@ -88,6 +89,9 @@ pub struct SessionRecord {
     pub client_id: String,
     pub expiry_interval: u32,
     pub subscriptions: Vec<(String, SubscriptionOptions)>,
+    /// When the client disconnected (ms since the Unix epoch), for a parked
+    /// session: its expiry counts from then, across restarts.
+    pub disconnected_at_ms: Option<u64>,
 }
 
 #[cfg(test)]

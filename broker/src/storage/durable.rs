@@ -20,7 +20,7 @@ use crate::hooks::{BoxFuture, Durability, PersistError, Persistence};
 use crate::protocol::topic::matches;
 use crate::protocol::{PublishProperties, QoS, RetainHandling};
 use crate::router::{split_shared, Delivery, Message, SubscriptionOptions};
-use crate::session::{Session, SessionRecord};
+use crate::session::{Session, SessionRecord, NEVER_EXPIRES};
 
 use super::{StoreError, StoreHandle, StoredMessage, StoredSession, StoredSubscription};
 
@@ -126,7 +126,8 @@ impl Persistence for DurableStore {
     }
 }
 
-fn epoch_ms() -> u64 {
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn epoch_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -184,7 +185,7 @@ fn to_stored_session(r: &SessionRecord) -> StoredSession {
         client_id: r.client_id.clone(),
         v5: true,
         expiry_interval_secs: r.expiry_interval,
-        disconnected_at_ms: None,
+        disconnected_at_ms: r.disconnected_at_ms,
         subscriptions: r
             .subscriptions
             .iter()
@@ -221,6 +222,8 @@ pub struct Restored {
     pub retained: usize,
     pub sessions: usize,
     pub messages: usize,
+    /// Stored sessions whose expiry ran out while the broker was down.
+    pub expired: usize,
 }
 
 /// Puts the store's retained messages and persistent sessions back into a
@@ -236,7 +239,22 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
     }
     let limits = broker.mailbox_limits();
     let mut qos2 = handle.qos2_pending().await?;
+    let now_ms = epoch_ms();
     for stored in handle.sessions().await? {
+        // The expiry counts from the disconnect, across restarts (M3).
+        let offline_secs = stored
+            .disconnected_at_ms
+            .map_or(0, |at| now_ms.saturating_sub(at) / 1000);
+        let offline_secs = u32::try_from(offline_secs).unwrap_or(u32::MAX);
+        if stored.expiry_interval_secs != NEVER_EXPIRES
+            && offline_secs >= stored.expiry_interval_secs
+        {
+            tracing::info!(client_id = %stored.client_id, offline_secs, "stored session expired while the broker was down");
+            qos2.remove(stored.client_id.as_str());
+            broker.persistence.remove_session(&stored.client_id);
+            restored.expired += 1;
+            continue;
+        }
         let client_id: Arc<str> = Arc::from(stored.client_id.as_str());
         let mut session = Session::new(client_id.clone(), stored.expiry_interval_secs, limits);
         for sub in &stored.subscriptions {
@@ -268,7 +286,7 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
         for pkid in qos2.remove(stored.client_id.as_str()).unwrap_or_default() {
             session.incoming.restore(pkid);
         }
-        broker.restore_session(session);
+        broker.restore_session_offline_for(session, offline_secs);
         restored.sessions += 1;
     }
     Ok(restored)

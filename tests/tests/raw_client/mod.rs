@@ -41,6 +41,13 @@ impl Raw {
     /// Connects and returns the client with its CONNACK's session-present
     /// flag. v5 sessions with `clean == false` ask for a one-hour expiry.
     pub fn connect(port: u16, v: ProtocolVersion, id: &str, clean: bool) -> (Raw, bool) {
+        Raw::connect_with(port, connect_packet(v, id, clean))
+    }
+
+    /// Connects with `connect` as built (wills, expiry).
+    pub fn connect_with(port: u16, connect: Connect) -> (Raw, bool) {
+        let v = connect.protocol;
+        let id = connect.client_id.clone();
         let s = edgemq_tests::raw_connect(port);
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut raw = Raw {
@@ -48,20 +55,7 @@ impl Raw {
             buf: BytesMut::new(),
             v,
         };
-        let properties = ConnectProperties {
-            session_expiry_interval: (v == V5 && !clean).then_some(3600),
-            ..ConnectProperties::default()
-        };
-        raw.send(Packet::Connect(Box::new(Connect {
-            protocol: v,
-            clean_start: clean,
-            keep_alive: 60,
-            client_id: id.into(),
-            will: None,
-            username: None,
-            password: None,
-            properties,
-        })));
+        raw.send(Packet::Connect(Box::new(connect)));
         match raw.recv() {
             Some(Packet::ConnAck(c)) if c.reason_code == 0 => {
                 let present = c.session_present;
@@ -181,6 +175,52 @@ impl Raw {
             .unwrap();
         got
     }
+}
+
+/// A CONNECT; v5 sessions with `clean == false` ask for a one-hour expiry.
+pub fn connect_packet(v: ProtocolVersion, id: &str, clean: bool) -> Connect {
+    Connect {
+        protocol: v,
+        clean_start: clean,
+        keep_alive: 60,
+        client_id: id.into(),
+        will: None,
+        username: None,
+        password: None,
+        properties: ConnectProperties {
+            session_expiry_interval: (v == V5 && !clean).then_some(3600),
+            ..ConnectProperties::default()
+        },
+    }
+}
+
+/// strace attached to every thread of `pid`, delaying each `pwrite64` by
+/// `delay` (only the store thread writes with it): widens the window
+/// between a request to the store thread and its write, as a slow SD card
+/// would. Returns once strace is attached; kill the child to detach.
+pub fn delay_pwrites(pid: u32, delay: Duration) -> std::process::Child {
+    edgemq_tests::require_tool("strace");
+    let child = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=pwrite64", "-e"])
+        .arg(format!("inject=pwrite64:delay_enter={}", delay.as_micros()))
+        .arg("-p")
+        .arg(pid.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{pid}/status");
+    let attached = edgemq_tests::wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&status).is_ok_and(|s| {
+            s.lines()
+                .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
+        })
+    });
+    assert!(attached, "strace did not attach");
+    // strace attaches to the threads one by one after the first.
+    std::thread::sleep(Duration::from_millis(500));
+    child
 }
 
 pub fn ack(pkid: u16) -> PubAck {
