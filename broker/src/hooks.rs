@@ -73,6 +73,12 @@ pub trait Persistence: Send + Sync + 'static {
     fn save_session(&self, record: &SessionRecord);
     /// A session ended: forget it and everything queued for it.
     fn remove_session(&self, client_id: &str);
+    /// A session ended whose queued messages are being handed to other
+    /// shared-group members and acknowledged one by one: forget its state
+    /// (subscriptions, QoS 2 ids) but not its queue.
+    fn forget_session(&self, client_id: &str) {
+        let _ = client_id;
+    }
     /// True when QoS 1/2 overflow of persistent sessions can wait in the
     /// store instead of being dropped (see `session::mailbox`).
     fn spills(&self) -> bool {

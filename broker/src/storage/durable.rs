@@ -88,6 +88,10 @@ impl Persistence for DurableStore {
             .submit_session_end(client_id.to_string(), session_destination(client_id));
     }
 
+    fn forget_session(&self, client_id: &str) {
+        self.handle.submit_session_remove(client_id.to_string());
+    }
+
     fn spills(&self) -> bool {
         true
     }

@@ -207,6 +207,11 @@ impl StoreHandle {
         drop(self.submit(|r| Request::RemoveSession(client_id, r)));
     }
 
+    /// Queues the removal of a session's state only (its queue stays).
+    pub fn submit_session_remove(&self, client_id: String) {
+        drop(self.submit(|r| Request::RemoveSession(client_id, r)));
+    }
+
     /// Appends a message for `destinations`; resolves once it is durable
     /// (in `sync` mode) with the message id.
     pub async fn append(
