@@ -79,6 +79,13 @@ pub trait Persistence: Send + Sync + 'static {
     fn forget_session(&self, client_id: &str) {
         let _ = client_id;
     }
+    /// A persistent session's QoS 1/2 delivery of `message_id` went out
+    /// with packet id `pkid` and is now at `stage` (sent, or PUBREC
+    /// received), so a restart can resend it with DUP and the same id.
+    /// Fire and forget: a lost record costs a resend under a new id.
+    fn inflight(&self, client_id: &str, message_id: u64, pkid: u16, stage: crate::session::Stage) {
+        let _ = (client_id, message_id, pkid, stage);
+    }
     /// True when QoS 1/2 overflow of persistent sessions can wait in the
     /// store instead of being dropped (see `session::mailbox`).
     fn spills(&self) -> bool {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use edgemq::protocol::{Packet, QoS};
 use edgemq_tests::Broker;
-use raw_client::{ack, delay_pwrites, publish, Raw, V311};
+use raw_client::{ack, delay_pwrites, park_subscriber, publish, Raw, V311};
 
 #[test]
 fn pubcomp_waits_for_the_durable_release() {
@@ -80,4 +80,81 @@ fn v311_pending_qos2_ids_are_bounded() {
     assert!(matches!(p.recv(), Some(Packet::PubComp(c)) if c.pkid == 1));
     p.send(publish("free/x", QoS::ExactlyOnce, 101, "x"));
     assert!(matches!(p.recv(), Some(Packet::PubRec(r)) if r.pkid == 101));
+}
+
+/// W7: after kill -9, the messages a persistent subscriber had in flight
+/// come back with DUP=1 and their original packet ids, and a QoS 2 message
+/// it had already PUBRECed comes back as PUBREL only.
+#[test]
+fn inflight_messages_keep_their_packet_ids_across_a_crash() {
+    let mut broker = Broker::start();
+    park_subscriber(broker.port, V311, "barrier", "barrier/#");
+    let (mut s, _) = Raw::connect(broker.port, V311, "w7-sub", false);
+    s.subscribe("t/#", QoS::ExactlyOnce);
+    let (mut p, _) = Raw::connect(broker.port, V311, "w7-pub", true);
+    p.send(publish("t/a", QoS::AtLeastOnce, 1, "q1"));
+    assert!(matches!(p.recv(), Some(Packet::PubAck(_))));
+    p.send(publish("t/a", QoS::ExactlyOnce, 2, "q2"));
+    assert!(matches!(p.recv(), Some(Packet::PubRec(_))));
+    p.send(Packet::PubRel(ack(2)));
+    assert!(matches!(p.recv(), Some(Packet::PubComp(_))));
+    p.send(publish("t/a", QoS::ExactlyOnce, 3, "q3"));
+    assert!(matches!(p.recv(), Some(Packet::PubRec(_))));
+    p.send(Packet::PubRel(ack(3)));
+    assert!(matches!(p.recv(), Some(Packet::PubComp(_))));
+
+    // The subscriber acknowledges nothing except q2's PUBREC.
+    let mut sent = Vec::new();
+    while sent.len() < 3 {
+        match s.recv() {
+            Some(Packet::Publish(m)) => sent.push((m.payload.clone(), m.pkid, m.qos)),
+            other => panic!("expected the three messages, got {other:?}"),
+        }
+    }
+    let q2 = sent.iter().find(|m| m.0.as_ref() == b"q2").unwrap().1;
+    s.send(Packet::PubRec(ack(q2)));
+    assert!(matches!(s.recv(), Some(Packet::PubRel(r)) if r.pkid == q2));
+    // A PUBACK after everything above: the store thread has handled the
+    // in-flight records (queued before this append) when it arrives.
+    p.send(publish("barrier/x", QoS::AtLeastOnce, 4, "b"));
+    assert!(matches!(p.recv(), Some(Packet::PubAck(_))));
+    broker.restart();
+
+    let (mut s, present) = Raw::connect(broker.port, V311, "w7-sub", false);
+    assert!(present);
+    let mut resent = Vec::new();
+    while resent.len() < 3 {
+        match s.recv() {
+            Some(Packet::Publish(m)) => resent.push(format!(
+                "PUBLISH {} pkid={} dup={}",
+                String::from_utf8_lossy(&m.payload),
+                m.pkid,
+                m.dup
+            )),
+            Some(Packet::PubRel(r)) => resent.push(format!("PUBREL pkid={}", r.pkid)),
+            other => panic!("got {other:?} after {resent:?}; log:\n{}", broker.log()),
+        }
+    }
+    let pkid = |name: &str| {
+        sent.iter()
+            .find(|m| m.0.as_ref() == name.as_bytes())
+            .unwrap()
+            .1
+    };
+    assert_eq!(
+        resent,
+        [
+            format!("PUBLISH q1 pkid={} dup=true", pkid("q1")),
+            format!("PUBREL pkid={}", pkid("q2")),
+            format!("PUBLISH q3 pkid={} dup=true", pkid("q3")),
+        ]
+    );
+    // Completing the exchange delivers nothing twice.
+    s.send(Packet::PubAck(ack(pkid("q1"))));
+    s.send(Packet::PubComp(ack(pkid("q2"))));
+    s.send(Packet::PubRec(ack(pkid("q3"))));
+    assert!(matches!(s.recv(), Some(Packet::PubRel(r)) if r.pkid == pkid("q3")));
+    s.send(Packet::PubComp(ack(pkid("q3"))));
+    let more = s.drain(Duration::from_secs(2), |_| false);
+    assert!(more.is_empty(), "delivered again: {more:?}");
 }

@@ -14,7 +14,7 @@ use crate::protocol::{
     Unsubscribe,
 };
 use crate::router::{self, Delivery, Message, SubscriptionOptions};
-use crate::session::{first_copy, PubRecOutcome, Qos2Arrival};
+use crate::session::{first_copy, PubRecOutcome, Qos2Arrival, Stage};
 use crate::sys;
 
 use super::handshake::{denied, topic_within_limits};
@@ -261,7 +261,20 @@ impl Conn {
 
     fn on_pubrec(&mut self, a: PubAck) {
         match self.session.outgoing.on_pubrec(a.pkid, a.reason_code) {
-            Ok(PubRecOutcome::SendPubRel) => self.encode(&Packet::PubRel(ack(a.pkid, 0))),
+            Ok(PubRecOutcome::SendPubRel) => {
+                // Remembered, so a restart resends PUBREL and not the
+                // message (W7).
+                let sent = self.session.outgoing.pending().find(|i| i.pkid == a.pkid);
+                if let (Some(i), true) = (sent, self.session.is_persistent()) {
+                    self.broker.persistence.inflight(
+                        &self.session.client_id,
+                        i.delivery.message.id,
+                        a.pkid,
+                        Stage::AwaitComp,
+                    );
+                }
+                self.encode(&Packet::PubRel(ack(a.pkid, 0)));
+            }
             Ok(PubRecOutcome::Refused(d)) => self.ack_persistence(&d),
             Err(_) => self.encode(&Packet::PubRel(ack(
                 a.pkid,

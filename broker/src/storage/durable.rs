@@ -12,6 +12,7 @@
 //! subscriptions and the messages still owed to them, and the broker's
 //! message ids continue above every id in the store.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +21,7 @@ use crate::hooks::{BoxFuture, Durability, PersistError, Persistence};
 use crate::protocol::topic::matches;
 use crate::protocol::{PublishProperties, QoS, RetainHandling};
 use crate::router::{split_shared, Delivery, Message, SubscriptionOptions};
-use crate::session::{Session, SessionRecord, NEVER_EXPIRES};
+use crate::session::{Session, SessionRecord, Stage, NEVER_EXPIRES};
 
 use super::{StoreError, StoreHandle, StoredMessage, StoredSession, StoredSubscription};
 
@@ -92,6 +93,15 @@ impl Persistence for DurableStore {
         self.handle.submit_session_remove(client_id.to_string());
     }
 
+    fn inflight(&self, client_id: &str, message_id: u64, pkid: u16, stage: Stage) {
+        self.handle.submit_inflight(
+            session_destination(client_id),
+            message_id,
+            pkid,
+            stage_code(stage),
+        );
+    }
+
     fn spills(&self) -> bool {
         true
     }
@@ -127,6 +137,25 @@ impl Persistence for DurableStore {
         Durability::Pending(Box::pin(async move {
             handle.flush().await.map_err(persist_error)
         }))
+    }
+}
+
+/// The stored form of an outgoing stage (`Record::Inflight`).
+fn stage_code(stage: Stage) -> u8 {
+    match stage {
+        Stage::AwaitAck => 1,
+        Stage::AwaitRec => 2,
+        Stage::AwaitComp => 3,
+    }
+}
+
+/// The stage and QoS of a stored outgoing stage; `None` for an unknown code.
+fn stage_from(code: u8) -> Option<(Stage, QoS)> {
+    match code {
+        1 => Some((Stage::AwaitAck, QoS::AtLeastOnce)),
+        2 => Some((Stage::AwaitRec, QoS::ExactlyOnce)),
+        3 => Some((Stage::AwaitComp, QoS::ExactlyOnce)),
+        _ => None,
     }
 }
 
@@ -268,22 +297,42 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
                 .subscribe(&session.mailbox, &sub.filter, opts.clone());
             session.subscriptions.insert(sub.filter.clone(), opts);
         }
-        // One queue's worth plus one: if the backlog is larger, the last push
-        // spills and the connection pages the rest in from the store.
+        // Messages that were in flight go back into the in-flight window
+        // with their packet ids (W7); the connection resends them first.
+        let destination = session_destination(&client_id);
+        let inflight: HashMap<u64, (u16, u8)> = handle
+            .inflight_of(&destination)
+            .await?
+            .into_iter()
+            .map(|(id, pkid, stage)| (id, (pkid, stage)))
+            .collect();
+        // One queue's worth plus one (plus those in flight): if the backlog
+        // is larger, the last push spills and the connection pages the rest
+        // in from the store.
         let owed = handle
             .read(
-                &session_destination(&client_id),
+                &destination,
                 None,
-                limits.max_queued_messages.saturating_add(1),
+                limits
+                    .max_queued_messages
+                    .saturating_add(1)
+                    .saturating_add(inflight.len()),
             )
             .await?;
         for m in owed {
             let message = Arc::new(from_stored(m));
-            if session
-                .mailbox
-                .push(delivery_for(&session, message))
-                .is_ok()
-            {
+            let mut delivery = delivery_for(&session, message);
+            let sent = inflight
+                .get(&delivery.message.id)
+                .and_then(|&(pkid, code)| Some((pkid, stage_from(code)?)));
+            if let Some((pkid, (stage, qos))) = sent {
+                delivery.qos = qos;
+                if session.outgoing.restore(pkid, delivery.clone(), stage) {
+                    restored.messages += 1;
+                    continue;
+                }
+            }
+            if session.mailbox.push(delivery).is_ok() {
                 restored.messages += 1;
             }
         }

@@ -19,6 +19,8 @@
 //!    reclamation always has a fresh segment to copy into, even right after
 //!    a crash in the middle of a reclamation.
 
+mod inflight;
+
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
@@ -84,6 +86,8 @@ pub struct Store<F: Durable> {
     sessions: HashMap<String, Loc>,
     /// Pending incoming QoS 2 packet ids by client.
     qos2: HashMap<(String, u16), Loc>,
+    /// Outgoing packet ids by (destination, message id) (see `inflight`).
+    inflight: HashMap<(u32, u64), inflight::InflightEntry>,
     overflow: Overflow,
     dirty: bool,
     stats: StoreStats,
@@ -119,6 +123,7 @@ impl<F: Durable> Store<F> {
             retained: HashMap::new(),
             sessions: HashMap::new(),
             qos2: HashMap::new(),
+            inflight: HashMap::new(),
             overflow,
             dirty: false,
             stats: StoreStats::default(),
@@ -184,6 +189,7 @@ impl<F: Durable> Store<F> {
             self.next_seq = self.next_seq.max(seq + 1);
         }
         report.segments = order.len();
+        self.purge_stale_inflight();
         // Recount live bytes from the index now that every record is applied.
         for seg in &mut self.segs {
             seg.live_bytes = 0;
@@ -195,6 +201,7 @@ impl<F: Durable> Store<F> {
             .chain(self.retained.values().copied())
             .chain(self.sessions.values().copied())
             .chain(self.qos2.values().copied())
+            .chain(self.inflight_locs())
             .collect();
         for loc in locs {
             self.segs[loc.seg as usize].live_bytes += loc.len;
@@ -352,6 +359,12 @@ impl<F: Durable> Store<F> {
                     self.unlive(old);
                 }
             }
+            Record::Inflight {
+                destination,
+                id,
+                pkid,
+                stage,
+            } => self.apply_inflight(&destination, id, pkid, stage, loc),
             Record::DestinationClear { destination } => {
                 if let Some(&d) = self.dest_ids.get(&destination) {
                     let ids: Vec<u64> = self
@@ -388,6 +401,7 @@ impl<F: Durable> Store<F> {
 
     /// Removes one destination of a message; frees the message when none remain.
     fn drop_destination(&mut self, id: u64, dest: u32) -> bool {
+        self.drop_inflight(dest, id);
         let Some(entry) = self.messages.get_mut(&id) else {
             return false;
         };
@@ -599,8 +613,9 @@ impl<F: Durable> Store<F> {
             .values()
             .chain(self.sessions.values())
             .chain(self.qos2.values())
-            .filter(|l| l.seg == seg)
             .copied()
+            .chain(self.inflight_locs())
+            .filter(|l| l.seg == seg)
             .collect();
         for loc in keyed {
             out.push(self.read_record(loc)?);
