@@ -25,6 +25,7 @@ pub const SMALL_STORE: &str =
 
 /// What a read gave.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     Packet(Packet),
     Timeout,
