@@ -103,8 +103,10 @@ pub trait Persistence: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(Vec::new())))
     }
     /// An incoming QoS 2 packet id of a persistent session is awaiting
-    /// PUBREL (`true`) or released. The PUBCOMP for a release waits for the
-    /// result, so a restart cannot bring a completed id back as pending.
+    /// PUBREL (`true`, recorded once its message is durable) or released.
+    /// The PUBREC (pending) or PUBCOMP (released) waits for the result, so
+    /// a restart can neither lose the id of an acknowledged message nor
+    /// bring a completed id back as pending.
     fn incoming_qos2(&self, client_id: &str, pkid: u16, pending: bool) -> Durability;
 }
 

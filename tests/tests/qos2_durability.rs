@@ -158,3 +158,53 @@ fn inflight_messages_keep_their_packet_ids_across_a_crash() {
     let more = s.drain(Duration::from_secs(2), |_| false);
     assert!(more.is_empty(), "delivered again: {more:?}");
 }
+
+/// D2, the crash between the two records: the pending packet id must never
+/// be on disk without its message. strace delays every pwrite64 by 2 s and
+/// the broker is killed as soon as the first write after the PUBLISH has
+/// completed, so exactly one of the two records is in the file.
+#[test]
+fn a_pending_qos2_id_is_never_stored_without_its_message() {
+    let mut broker = Broker::start();
+    park_subscriber(broker.port, V311, "d2c-sub", "t/#");
+    park_subscriber(broker.port, V311, "barrier", "barrier/#");
+    let (mut p, _) = Raw::connect(broker.port, V311, "d2c-pub", false);
+    // Everything so far is written once this PUBACK arrives.
+    p.send(publish("barrier/x", QoS::AtLeastOnce, 1, "b"));
+    assert!(matches!(p.recv(), Some(Packet::PubAck(_))));
+    let trace = broker.data_dir().with_file_name("strace.out");
+    let mut strace = raw_client::trace_pwrites(broker.pid(), Duration::from_secs(2), &trace);
+    p.send(publish("t/a", QoS::ExactlyOnce, 7, "M"));
+    let written = edgemq_tests::wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&trace).is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.contains("pwrite64(") && l.contains(") = "))
+        })
+    });
+    broker.kill9();
+    let _ = strace.kill();
+    let _ = strace.wait();
+    assert!(written, "no pwrite completed");
+    broker.restart();
+
+    // The publisher never got PUBREC: it retransmits.
+    let (mut p, _) = Raw::connect(broker.port, V311, "d2c-pub", false);
+    p.send(Packet::Publish(edgemq::protocol::Publish {
+        dup: true,
+        qos: QoS::ExactlyOnce,
+        topic: "t/a".into(),
+        pkid: 7,
+        payload: "M".into(),
+        ..Default::default()
+    }));
+    assert!(matches!(p.recv(), Some(Packet::PubRec(r)) if r.pkid == 7 && r.reason_code == 0));
+    p.send(Packet::PubRel(ack(7)));
+    assert!(matches!(p.recv(), Some(Packet::PubComp(c)) if c.pkid == 7));
+    let (mut s, _) = Raw::connect(broker.port, V311, "d2c-sub", false);
+    let got = s.drain(Duration::from_secs(10), |got| !got.is_empty());
+    assert!(
+        got.iter().any(|m| m.as_ref() == b"M"),
+        "PUBRECed message lost: the pending id was stored without it; trace:\n{}",
+        std::fs::read_to_string(&trace).unwrap_or_default()
+    );
+}

@@ -161,34 +161,39 @@ impl Conn {
     /// An allowed QoS 2 PUBLISH: routed once per packet id until PUBREL.
     /// Its PUBREC waits for the durable write of the first copy, also when
     /// this is a retransmission (review finding D2); only persistent
-    /// sessions record the pending id in the store (M6).
+    /// sessions record the pending id in the store (M6), after the message.
     fn receive_qos2(&mut self, topic: String, publish: Publish) -> Durability {
         let pkid = publish.pkid;
         match self.session.incoming.on_publish_qos2(pkid) {
             Qos2Arrival::Duplicate => Durability::Done,
             Qos2Arrival::Wait(rx) => Durability::Pending(Box::pin(first_copy(rx))),
             Qos2Arrival::New => {
-                if self.session.is_persistent() {
-                    // A pending record needs no wait of its own: it is
-                    // queued before the message's append, whose sync the
-                    // PUBREC awaits.
-                    drop(self.broker.persistence.incoming_qos2(
-                        &self.session.client_id,
-                        pkid,
-                        true,
-                    ));
+                // A persistent session records the pending id, but only once
+                // the message is durable: a crash can never leave the id on
+                // flash without its message (whose retransmission would then
+                // be taken for a duplicate). The PUBREC waits for both.
+                let record = self.session.is_persistent().then(|| {
+                    (
+                        self.broker.persistence.clone(),
+                        self.session.client_id.clone(),
+                    )
+                });
+                let write = self.route(topic, publish);
+                if record.is_none() && matches!(write, Durability::Done) {
+                    return Durability::Done;
                 }
-                match self.route(topic, publish) {
-                    Durability::Done => Durability::Done,
-                    Durability::Pending(write) => {
-                        let outcome = self.session.incoming.storing(pkid);
-                        Durability::Pending(Box::pin(async move {
-                            let result = write.await;
-                            outcome.send_replace(Some(result.clone()));
-                            result
-                        }))
+                let outcome = self.session.incoming.storing(pkid);
+                Durability::Pending(Box::pin(async move {
+                    let mut result = write.wait().await;
+                    if let (Ok(()), Some((persistence, client_id))) = (&result, record) {
+                        result = persistence
+                            .incoming_qos2(&client_id, pkid, true)
+                            .wait()
+                            .await;
                     }
-                }
+                    outcome.send_replace(Some(result.clone()));
+                    result
+                }))
             }
         }
     }

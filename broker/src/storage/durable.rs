@@ -124,15 +124,14 @@ impl Persistence for DurableStore {
     }
 
     fn incoming_qos2(&self, client_id: &str, pkid: u16, pending: bool) -> Durability {
-        // Queued before the message's own append (program order), so the
-        // PUBREC that waits for that append also covers a pending record.
         self.handle
             .submit_qos2(client_id.to_string(), pkid, pending);
-        if pending || self.handle.durability() == super::Durability::Interval {
+        if self.handle.durability() == super::Durability::Interval {
             return Durability::Done;
         }
-        // A release: the PUBCOMP waits for a sync covering it (a flush is
-        // queued after it and answered only after the next sync).
+        // The PUBREC of a pending id (queued once its message is durable)
+        // and the PUBCOMP of a release wait for a sync covering the record:
+        // a flush queued after it is answered only after the next sync.
         let handle = self.handle.clone();
         Durability::Pending(Box::pin(async move {
             handle.flush().await.map_err(persist_error)

@@ -200,9 +200,16 @@ pub fn connect_packet(v: ProtocolVersion, id: &str, clean: bool) -> Connect {
 /// between a request to the store thread and its write, as a slow SD card
 /// would. Returns once strace is attached; kill the child to detach.
 pub fn delay_pwrites(pid: u32, delay: Duration) -> std::process::Child {
+    trace_pwrites(pid, delay, std::path::Path::new("/dev/null"))
+}
+
+/// [`delay_pwrites`], logging each completed pwrite64 to `out`.
+pub fn trace_pwrites(pid: u32, delay: Duration, out: &std::path::Path) -> std::process::Child {
     edgemq_tests::require_tool("strace");
     let child = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=pwrite64", "-e"])
+        .args(["-f", "-qq", "-e", "trace=pwrite64", "-o"])
+        .arg(out)
+        .arg("-e")
         .arg(format!("inject=pwrite64:delay_enter={}", delay.as_micros()))
         .arg("-p")
         .arg(pid.to_string())
