@@ -58,3 +58,48 @@ fn an_expired_members_backlog_moves_durably_to_another_member() {
         broker.log()
     );
 }
+
+/// The same when the member expires while the broker is down: the restore
+/// hands its backlog over instead of deleting it.
+#[test]
+fn a_member_that_expired_during_downtime_hands_its_backlog_over() {
+    let mut broker = Broker::start_with(Some("[limits]\nmax_queued_messages = 10\n"));
+    let mut x = connect_packet(V5, "member-x", false);
+    x.properties.session_expiry_interval = Some(6);
+    let (mut c, _) = Raw::connect_with(broker.port, x);
+    c.subscribe("$share/g/t", QoS::AtLeastOnce);
+    c.disconnect();
+    let disconnected = std::time::Instant::now();
+    let (mut c, _) = Raw::connect(broker.port, V5, "member-y", false);
+    c.subscribe("$share/g/t", QoS::AtLeastOnce);
+    c.disconnect();
+    let (mut p, _) = Raw::connect(broker.port, V5, "pub", true);
+    for i in 1..=200u16 {
+        p.send(publish("t", QoS::AtLeastOnce, i, format!("m{i}")));
+        assert!(matches!(p.recv(), Some(Packet::PubAck(a)) if a.pkid == i && a.reason_code == 0));
+    }
+    assert_eq!(broker.terminate(), Some(0));
+    assert!(
+        disconnected.elapsed() < Duration::from_secs(6),
+        "X expired before the broker stopped: this test needs a faster run"
+    );
+    // Down until X's expiry has passed.
+    std::thread::sleep(Duration::from_secs(7).saturating_sub(disconnected.elapsed()));
+    broker.restart();
+    let moved = wait_until(Duration::from_secs(15), || {
+        broker.log().contains("backlog redistributed")
+    });
+    eprintln!("redistribution logged: {moved}");
+    broker.restart();
+
+    let (mut y, present) = Raw::connect(broker.port, V5, "member-y", false);
+    assert!(present);
+    let got: BTreeSet<String> = y
+        .drain(Duration::from_secs(30), |got| got.len() >= 200)
+        .into_iter()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect();
+    let want: BTreeSet<String> = (1..=200).map(|i| format!("m{i}")).collect();
+    let missing = want.difference(&got).count();
+    assert_eq!(missing, 0, "PUBACKed messages lost with the expired member");
+}

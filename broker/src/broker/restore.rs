@@ -24,7 +24,7 @@ impl Broker {
 
     /// Like [`Broker::restore_session`] for a session whose client has been
     /// offline for `offline_secs` already (before the restart too): it
-    /// expires that much sooner. The caller drops a session already expired.
+    /// expires that much sooner.
     pub fn restore_session_offline_for(self: &Arc<Self>, session: Session, offline_secs: u32) {
         session.mailbox.set_online(false);
         let client_id = session.client_id.clone();
@@ -41,6 +41,16 @@ impl Broker {
             let left = expiry.saturating_sub(offline_secs);
             self.expire_later(client_id, generation, left);
         }
+    }
+
+    /// Ends a restored session whose expiry ran out while the broker was
+    /// down, as it would have ended on time: its durable state is removed
+    /// and, for a shared-group member, its backlog handed over. Call once
+    /// every session is restored, so the other members are there.
+    pub fn end_expired_session(self: &Arc<Self>, session: Session) {
+        tracing::info!(client_id = %session.client_id, "stored session expired while the broker was down");
+        session.mailbox.set_online(false);
+        self.end_session(session, true);
     }
 
     /// Restores a retained message (not written back to the store).

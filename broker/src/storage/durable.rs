@@ -272,21 +272,13 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
     let limits = broker.mailbox_limits();
     let mut qos2 = handle.qos2_pending().await?;
     let now_ms = epoch_ms();
+    let mut expired = Vec::new();
     for stored in handle.sessions().await? {
         // The expiry counts from the disconnect, across restarts (M3).
         let offline_secs = stored
             .disconnected_at_ms
             .map_or(0, |at| now_ms.saturating_sub(at) / 1000);
         let offline_secs = u32::try_from(offline_secs).unwrap_or(u32::MAX);
-        if stored.expiry_interval_secs != NEVER_EXPIRES
-            && offline_secs >= stored.expiry_interval_secs
-        {
-            tracing::info!(client_id = %stored.client_id, offline_secs, "stored session expired while the broker was down");
-            qos2.remove(stored.client_id.as_str());
-            broker.persistence.remove_session(&stored.client_id);
-            restored.expired += 1;
-            continue;
-        }
         let client_id: Arc<str> = Arc::from(stored.client_id.as_str());
         let mut session = Session::new(client_id.clone(), stored.expiry_interval_secs, limits);
         for sub in &stored.subscriptions {
@@ -338,8 +330,19 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
         for pkid in qos2.remove(stored.client_id.as_str()).unwrap_or_default() {
             session.incoming.restore(pkid);
         }
-        broker.restore_session_offline_for(session, offline_secs);
+        match session.expiry_interval {
+            NEVER_EXPIRES => broker.restore_session(session),
+            e if offline_secs >= e => expired.push(session),
+            _ => broker.restore_session_offline_for(session, offline_secs),
+        }
         restored.sessions += 1;
+    }
+    // Ended only now that every other session (a shared group's other
+    // members) is back.
+    restored.expired = expired.len();
+    restored.sessions -= expired.len();
+    for session in expired {
+        broker.end_expired_session(session);
     }
     Ok(restored)
 }
