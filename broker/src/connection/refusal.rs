@@ -50,11 +50,17 @@ impl Conn {
                 return;
             }
         }
-        tracing::error!(error = %error, "durable write failed; not acknowledging");
-        self.closing.get_or_insert(match quota {
-            true => (reason::QUOTA_EXCEEDED, "store full"),
-            false => (reason::UNSPECIFIED_ERROR, "persistence failure"),
-        });
+        let why = match quota {
+            true => {
+                tracing::warn!(error = %error, "durable write refused; not acknowledging, closing once the ready acks are sent");
+                (reason::QUOTA_EXCEEDED, "store full")
+            }
+            false => {
+                tracing::error!(error = %error, "durable write failed; not acknowledging");
+                (reason::UNSPECIFIED_ERROR, "persistence failure")
+            }
+        };
+        self.closing.get_or_insert(why);
         self.send_ready_acks();
     }
 
