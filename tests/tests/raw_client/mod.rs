@@ -225,7 +225,11 @@ pub fn trace_pwrites(pid: u32, delay: Duration, out: &std::path::Path) -> std::p
                 .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
         })
     });
-    assert!(attached, "strace did not attach");
+    assert!(
+        attached,
+        "strace could not attach to the broker: it needs ptrace on a non-child \
+         process (root, CAP_SYS_PTRACE or kernel.yama.ptrace_scope = 0)"
+    );
     // strace attaches to the threads one by one after the first.
     std::thread::sleep(Duration::from_millis(500));
     child
