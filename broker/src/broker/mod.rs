@@ -336,7 +336,7 @@ impl Broker {
         }
         let mut orphans = session.outgoing.clear();
         session.mailbox.drain(usize::MAX, &mut orphans);
-        let groups = Self::shared_groups(session.subscriptions.keys());
+        let groups = Self::shared_groups(&session.subscriptions);
         let from_store =
             owns_id && !groups.is_empty() && session.is_persistent() && self.persistence.spills();
         if from_store {

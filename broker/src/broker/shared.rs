@@ -18,6 +18,7 @@
 //!   deliveries in RAM are the only copies, and they are handed over as
 //!   before.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -26,7 +27,7 @@ use super::Broker;
 use crate::hooks::Durability;
 use crate::protocol::topic::matches;
 use crate::protocol::QoS;
-use crate::router::{split_shared, Delivery, Message};
+use crate::router::{split_shared, Delivery, Message, SubscriptionOptions};
 
 /// Messages read from the store per page while moving a backlog.
 const PAGE: usize = 100;
@@ -35,11 +36,18 @@ const PAGE: usize = 100;
 type GroupKey = Arc<(String, String)>;
 
 impl Broker {
-    /// The shared groups among a session's subscriptions.
-    pub(super) fn shared_groups<'a>(filters: impl Iterator<Item = &'a String>) -> Vec<GroupKey> {
-        filters
-            .filter_map(|f| match split_shared(f) {
-                (Some(group), inner) => Some(Arc::new((group.to_string(), inner.to_string()))),
+    /// The shared groups among a session's subscriptions, with the QoS
+    /// granted there (what the moved copies are capped to, as the original
+    /// deliveries were).
+    pub(super) fn shared_groups(
+        subscriptions: &HashMap<String, SubscriptionOptions>,
+    ) -> Vec<(GroupKey, QoS)> {
+        subscriptions
+            .iter()
+            .filter_map(|(f, o)| match split_shared(f) {
+                (Some(group), inner) => {
+                    Some((Arc::new((group.to_string(), inner.to_string())), o.qos))
+                }
                 (None, _) => None,
             })
             .collect()
@@ -108,7 +116,7 @@ impl Broker {
     pub(super) fn move_stored_backlog(
         self: &Arc<Self>,
         client_id: Arc<str>,
-        groups: Vec<GroupKey>,
+        groups: Vec<(GroupKey, QoS)>,
     ) {
         let watermark = id_watermark();
         let broker = self.clone();
@@ -126,8 +134,9 @@ impl Broker {
                 let mut handed = Vec::new();
                 for m in page.into_iter().take_while(|m| m.id < watermark) {
                     from = m.id + 1;
-                    let key = groups.iter().find(|k| matches(&k.1, &m.topic));
-                    let durable = key.and_then(|k| broker.hand_to_member(&m, k, m.qos));
+                    let group = groups.iter().find(|(k, _)| matches(&k.1, &m.topic));
+                    let durable = group
+                        .and_then(|(k, granted)| broker.hand_to_member(&m, k, m.qos.min(*granted)));
                     match durable {
                         Some(d) => {
                             moved += 1;
