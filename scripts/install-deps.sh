@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything edgemq's test suite needs on a Debian machine:
-# Mosquitto (the stand-in cloud broker and a reference client), paho-mqtt
+# Mosquitto (the stand-in cloud broker and a reference client), strace, paho-mqtt
 # (Python client for interoperability tests), and the ARM cross toolchain
 # with qemu-user for the Raspberry Pi builds. Idempotent; needs root for apt.
 set -euo pipefail
@@ -9,7 +9,7 @@ need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
-command -v strace >/dev/null 2>&1 || need_apt+=(strace)   # tests/tests/crash_trace.rs records the store's writes
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)   # crash_trace.rs records the store's writes; qos2_durability.rs slows them down
 command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || need_apt+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
 command -v qemu-aarch64-static >/dev/null 2>&1 || need_apt+=(qemu-user-static)

@@ -21,10 +21,19 @@ use crate::session::SessionRecord;
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A durable write failed: the publisher must not be acknowledged.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("persistence failed: {0}")]
-pub struct PersistError(pub String);
+/// A durable write did not happen: the publisher must not be acknowledged
+/// as if it had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PersistError {
+    /// The store refused the write for lack of room (a full store under
+    /// `overflow = "reject"`, or a record too large): v5 publishers get
+    /// PUBACK/PUBREC 0x97 and keep their connection.
+    #[error("no room to store the message: {0}")]
+    QuotaExceeded(String),
+    /// The write failed (store failure, store stopped).
+    #[error("persistence failed: {0}")]
+    Failed(String),
+}
 
 /// Completion of a durable write.
 pub enum Durability {
@@ -64,6 +73,19 @@ pub trait Persistence: Send + Sync + 'static {
     fn save_session(&self, record: &SessionRecord);
     /// A session ended: forget it and everything queued for it.
     fn remove_session(&self, client_id: &str);
+    /// A session ended whose queued messages are being handed to other
+    /// shared-group members and acknowledged one by one: forget its state
+    /// (subscriptions, QoS 2 ids) but not its queue.
+    fn forget_session(&self, client_id: &str) {
+        let _ = client_id;
+    }
+    /// A persistent session's QoS 1/2 delivery of `message_id` went out
+    /// with packet id `pkid` and is now at `stage` (sent, or PUBREC
+    /// received), so a restart can resend it with DUP and the same id.
+    /// Fire and forget: a lost record costs a resend under a new id.
+    fn inflight(&self, client_id: &str, message_id: u64, pkid: u16, stage: crate::session::Stage) {
+        let _ = (client_id, message_id, pkid, stage);
+    }
     /// True when QoS 1/2 overflow of persistent sessions can wait in the
     /// store instead of being dropped (see `session::mailbox`).
     fn spills(&self) -> bool {
@@ -80,8 +102,12 @@ pub trait Persistence: Send + Sync + 'static {
         let _ = (client_id, from, max);
         Box::pin(std::future::ready(Ok(Vec::new())))
     }
-    /// An incoming QoS 2 packet id is awaiting PUBREL (`true`) or released.
-    fn incoming_qos2(&self, client_id: &str, pkid: u16, pending: bool);
+    /// An incoming QoS 2 packet id of a persistent session is awaiting
+    /// PUBREL (`true`, recorded once its message is durable) or released.
+    /// The PUBREC (pending) or PUBCOMP (released) waits for the result, so
+    /// a restart can neither lose the id of an acknowledged message nor
+    /// bring a completed id back as pending.
+    fn incoming_qos2(&self, client_id: &str, pkid: u16, pending: bool) -> Durability;
 }
 
 /// No persistence: state lives in memory only and every write is "durable"
@@ -99,7 +125,9 @@ impl Persistence for MemoryOnly {
     }
     fn save_session(&self, _: &SessionRecord) {}
     fn remove_session(&self, _: &str) {}
-    fn incoming_qos2(&self, _: &str, _: u16, _: bool) {}
+    fn incoming_qos2(&self, _: &str, _: u16, _: bool) -> Durability {
+        Durability::Done
+    }
 }
 
 /// What a client presented in CONNECT (credentials are never logged).

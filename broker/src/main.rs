@@ -167,6 +167,7 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
             sessions = restored.sessions,
             messages = restored.messages,
             retained = restored.retained,
+            expired_sessions = restored.expired,
             "restored durable state"
         );
     }
@@ -214,6 +215,15 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "edgemq started");
     server::Server::run(broker, listeners, shutdown).await;
+    // Acks, the session saves of the connections just closed and the wills
+    // just published are queued to the store thread: make them durable
+    // before the process exits (M3).
+    if let Some(handle) = &store {
+        match handle.flush().await {
+            Ok(()) => tracing::info!("store flushed"),
+            Err(e) => tracing::error!(error = %e, "final store flush failed"),
+        }
+    }
     tracing::info!("edgemq stopped");
     Ok(())
 }

@@ -37,7 +37,7 @@ impl Persistence for GatedStore {
             .push((message.topic.clone(), ids));
         Durability::Pending(Box::pin(async move {
             rx.await
-                .map_err(|_| edgemq::hooks::PersistError("gate dropped".into()))
+                .map_err(|_| edgemq::hooks::PersistError::Failed("gate dropped".into()))
         }))
     }
     fn ack(&self, _: &str, _: u64) {}
@@ -46,7 +46,9 @@ impl Persistence for GatedStore {
     }
     fn save_session(&self, _: &SessionRecord) {}
     fn remove_session(&self, _: &str) {}
-    fn incoming_qos2(&self, _: &str, _: u16, _: bool) {}
+    fn incoming_qos2(&self, _: &str, _: u16, _: bool) -> Durability {
+        Durability::Done
+    }
 }
 
 /// Starts an in-process broker on a free port, on its own runtime.
@@ -296,4 +298,63 @@ fn restored_sessions_and_retained_messages_are_served() {
     }));
     assert!(matches!(c.recv(), Some(Packet::SubAck(_))));
     assert!(matches!(c.recv(), Some(Packet::Publish(p)) if p.topic == "ret/x" && p.retain));
+}
+
+/// Records the incoming QoS 2 state changes it is told about.
+#[derive(Default)]
+struct Qos2Recorder {
+    calls: Mutex<Vec<(String, u16, bool)>>,
+}
+
+impl Persistence for Qos2Recorder {
+    fn enqueue(&self, _: &Arc<Message>, _: &[Arc<str>]) -> Durability {
+        Durability::Done
+    }
+    fn ack(&self, _: &str, _: u64) {}
+    fn retain(&self, _: &str, _: Option<&Arc<Message>>) -> Durability {
+        Durability::Done
+    }
+    fn save_session(&self, _: &SessionRecord) {}
+    fn remove_session(&self, _: &str) {}
+    fn incoming_qos2(&self, client_id: &str, pkid: u16, pending: bool) -> Durability {
+        self.calls
+            .lock()
+            .expect("lock")
+            .push((client_id.to_string(), pkid, pending));
+        Durability::Done
+    }
+}
+
+/// M6: only persistent sessions store their pending QoS 2 ids (a clean
+/// session's would never be restored, and would leak in the store).
+#[test]
+fn only_persistent_sessions_record_incoming_qos2_state() {
+    let store = Arc::new(Qos2Recorder::default());
+    let (_rt, addr) = start(store.clone(), Arc::new(ListenerPolicy));
+    for (id, clean, pkid) in [("clean", true, 3u16), ("keeper", false, 4)] {
+        let mut connect = connect_packet(ProtocolVersion::V311, id);
+        connect.clean_start = clean;
+        let (mut c, _) = Raw::connect(addr.port(), connect);
+        c.send(&Packet::Publish(Publish {
+            qos: QoS::ExactlyOnce,
+            topic: "q2/x".into(),
+            pkid,
+            payload: bytes::Bytes::from_static(b"m"),
+            ..Publish::default()
+        }));
+        assert!(matches!(c.recv(), Some(Packet::PubRec(r)) if r.pkid == pkid));
+        let rel = edgemq::protocol::PubAck {
+            pkid,
+            ..Default::default()
+        };
+        c.send(&Packet::PubRel(rel));
+        assert!(matches!(c.recv(), Some(Packet::PubComp(r)) if r.pkid == pkid));
+    }
+    assert_eq!(
+        *store.calls.lock().expect("lock"),
+        [
+            ("keeper".to_string(), 4, true),
+            ("keeper".to_string(), 4, false)
+        ]
+    );
 }

@@ -17,6 +17,7 @@ use tokio::sync::{oneshot, watch};
 
 mod bridge_lanes;
 mod restore;
+mod shared;
 
 use crate::config::Config;
 use crate::hooks::{Authenticator, Durability, Persistence};
@@ -297,7 +298,8 @@ impl Broker {
         slot.generation = self.next_id();
         let generation = slot.generation;
         let expiry = session.expiry_interval;
-        let record = session.record();
+        let mut record = session.record();
+        record.disconnected_at_ms = Some(crate::storage::durable::epoch_ms());
         slot.parked = Some(session);
         drop(sessions);
         self.persistence.save_session(&record);
@@ -307,7 +309,7 @@ impl Broker {
     }
 
     /// Ends a parked session whose expiry ran out (if still the same one).
-    fn expire_session(&self, client_id: &Arc<str>, generation: u64) {
+    fn expire_session(self: &Arc<Self>, client_id: &Arc<str>, generation: u64) {
         let session = {
             let mut sessions = lock(&self.sessions);
             match sessions.get(client_id) {
@@ -327,40 +329,34 @@ impl Broker {
     /// mailbox) and queue for good. With `owns_id` (no newer session uses
     /// the client id) it also forgets the stored session and publishes a
     /// pending delayed will: the session ended before the will delay.
-    fn end_session(&self, mut session: Session, owns_id: bool) {
+    /// What a shared-group member still owed goes to another member (see
+    /// `shared`), from the store when the session had durable copies.
+    fn end_session(self: &Arc<Self>, mut session: Session, owns_id: bool) {
         for filter in session.subscriptions.keys() {
             self.router.unsubscribe_mailbox(&session.mailbox, filter);
         }
         let mut orphans = session.outgoing.clear();
         session.mailbox.drain(usize::MAX, &mut orphans);
-        self.redistribute_shared(orphans);
+        let groups = Self::shared_groups(&session.subscriptions);
+        let from_store =
+            owns_id && !groups.is_empty() && session.is_persistent() && self.persistence.spills();
+        if from_store {
+            // The RAM deliveries are copies of what the store holds.
+            self.move_stored_backlog(session.client_id.clone(), groups);
+        } else {
+            self.redistribute_shared(orphans);
+        }
         if !owns_id {
             return;
         }
-        self.persistence.remove_session(&session.client_id);
+        match from_store {
+            // Its queue is acknowledged message by message as it moves.
+            true => self.persistence.forget_session(&session.client_id),
+            false => self.persistence.remove_session(&session.client_id),
+        }
         let will = lock(&self.wills).remove(&session.client_id);
         if let Some((_, will)) = will {
             drop(self.publish(will));
-        }
-    }
-
-    /// Gives the QoS 1/2 deliveries a leaving shared-group member had not
-    /// completed to another member of the same group, so they are not lost.
-    fn redistribute_shared(&self, deliveries: Vec<crate::router::Delivery>) {
-        for mut delivery in deliveries {
-            let Some(key) = delivery.shared.clone() else {
-                continue;
-            };
-            if delivery.qos == crate::protocol::QoS::AtMostOnce {
-                continue;
-            }
-            let Some(mailbox) = self.router.shared_member(&key.0, &key.1) else {
-                continue;
-            };
-            delivery.retain = false;
-            if let Err(reason) = mailbox.push(delivery) {
-                self.metrics.count_drop(reason);
-            }
         }
     }
 

@@ -17,8 +17,15 @@ use crate::sys;
 impl Broker {
     /// Parks a persistent session restored from the durable store (its
     /// subscriptions already in the router, its queue in its mailbox). Its
-    /// expiry clock starts now: the disconnect time is not stored.
+    /// expiry clock starts now.
     pub fn restore_session(self: &Arc<Self>, session: Session) {
+        self.restore_session_offline_for(session, 0);
+    }
+
+    /// Like [`Broker::restore_session`] for a session whose client has been
+    /// offline for `offline_secs` already (before the restart too): it
+    /// expires that much sooner.
+    pub fn restore_session_offline_for(self: &Arc<Self>, session: Session, offline_secs: u32) {
         session.mailbox.set_online(false);
         let client_id = session.client_id.clone();
         let expiry = session.expiry_interval;
@@ -31,8 +38,19 @@ impl Broker {
             slot.parked = Some(session);
         }
         if expiry != NEVER_EXPIRES {
-            self.expire_later(client_id, generation, expiry);
+            let left = expiry.saturating_sub(offline_secs);
+            self.expire_later(client_id, generation, left);
         }
+    }
+
+    /// Ends a restored session whose expiry ran out while the broker was
+    /// down, as it would have ended on time: its durable state is removed
+    /// and, for a shared-group member, its backlog handed over. Call once
+    /// every session is restored, so the other members are there.
+    pub fn end_expired_session(self: &Arc<Self>, session: Session) {
+        tracing::info!(client_id = %session.client_id, "stored session expired while the broker was down");
+        session.mailbox.set_online(false);
+        self.end_session(session, true);
     }
 
     /// Restores a retained message (not written back to the store).

@@ -69,6 +69,9 @@ pub struct ServerConfig {
 pub struct Limits {
     pub max_packet_size: u32,
     pub max_inflight: u16,
+    /// QoS 2 packet ids a 3.1.1 client may leave awaiting PUBREL (v5
+    /// clients are bounded by `max_inflight`, our Receive Maximum).
+    pub max_qos2_pending: usize,
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
     pub outbound_capacity: usize,
@@ -145,6 +148,7 @@ impl Default for Limits {
         Limits {
             max_packet_size: 1_048_576,
             max_inflight: 100,
+            max_qos2_pending: 100,
             max_queued_messages: 1000,
             max_queued_bytes: 16 * 1024 * 1024,
             outbound_capacity: 1024,
@@ -301,6 +305,13 @@ impl Config {
             if value == 0 {
                 return Err((section, key, "must be greater than 0".to_string()));
             }
+        }
+        if l.max_qos2_pending == 0 {
+            return Err((
+                "limits",
+                "max_qos2_pending",
+                "must be greater than 0".to_string(),
+            ));
         }
         if l.max_client_id_len < 23 {
             return Err((

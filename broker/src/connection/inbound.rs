@@ -15,7 +15,7 @@ use crate::protocol::{
     Unsubscribe,
 };
 use crate::router::{self, Message, SubscriptionOptions};
-use crate::session::PubRecOutcome;
+use crate::session::{first_copy, PubRecOutcome, Qos2Arrival, Stage};
 use crate::sys;
 
 use super::handshake::topic_within_limits;
@@ -119,6 +119,19 @@ impl Conn {
                 "receive maximum exceeded",
             ));
         }
+        // 3.1.1 announces no Receive Maximum, but the QoS 2 ids a client
+        // leaves awaiting PUBREL are state (and store records) it must not
+        // grow without bound.
+        if !self.version.is_v5()
+            && publish.qos == QoS::ExactlyOnce
+            && !self.session.incoming.is_pending(publish.pkid)
+            && self.session.incoming.pending() >= self.broker.config.limits.max_qos2_pending
+        {
+            return Err(Exit::Protocol(
+                reason::RECEIVE_MAXIMUM_EXCEEDED,
+                "too many QoS 2 messages awaiting PUBREL",
+            ));
+        }
         // `$SYS` belongs to the broker, then deny lists and ACL (`policy`).
         let allowed =
             policy::may_publish(&self.broker, Publisher::Client(&self.identity), &topic).is_ok();
@@ -150,17 +163,54 @@ impl Conn {
                 self.acknowledge(durable, Packet::PubAck(ack(pkid, refused_code)));
             }
             QoS::ExactlyOnce => {
-                let mut durable = Durability::Done;
-                if allowed && self.session.incoming.on_publish_qos2(pkid) {
-                    self.broker
-                        .persistence
-                        .incoming_qos2(&self.session.client_id, pkid, true);
-                    durable = self.route(topic, publish);
-                }
+                let durable = match allowed {
+                    true => self.receive_qos2(topic, publish),
+                    false => Durability::Done,
+                };
                 self.acknowledge(durable, Packet::PubRec(ack(pkid, refused_code)));
             }
         }
         Ok(())
+    }
+
+    /// An allowed QoS 2 PUBLISH: routed once per packet id until PUBREL.
+    /// Its PUBREC waits for the durable write of the first copy, also when
+    /// this is a retransmission (review finding D2); only persistent
+    /// sessions record the pending id in the store (M6), after the message.
+    fn receive_qos2(&mut self, topic: String, publish: Publish) -> Durability {
+        let pkid = publish.pkid;
+        match self.session.incoming.on_publish_qos2(pkid) {
+            Qos2Arrival::Duplicate => Durability::Done,
+            Qos2Arrival::Wait(rx) => Durability::Pending(Box::pin(first_copy(rx))),
+            Qos2Arrival::New => {
+                // A persistent session records the pending id, but only once
+                // the message is durable: a crash can never leave the id on
+                // flash without its message (whose retransmission would then
+                // be taken for a duplicate). The PUBREC waits for both.
+                let record = self.session.is_persistent().then(|| {
+                    (
+                        self.broker.persistence.clone(),
+                        self.session.client_id.clone(),
+                    )
+                });
+                let write = self.route(topic, publish);
+                if record.is_none() && matches!(write, Durability::Done) {
+                    return Durability::Done;
+                }
+                let outcome = self.session.incoming.storing(pkid);
+                Durability::Pending(Box::pin(async move {
+                    let mut result = write.wait().await;
+                    if let (Ok(()), Some((persistence, client_id))) = (&result, record) {
+                        result = persistence
+                            .incoming_qos2(&client_id, pkid, true)
+                            .wait()
+                            .await;
+                    }
+                    outcome.send_replace(Some(result.clone()));
+                    result
+                }))
+            }
+        }
     }
 
     /// Routes a PUBLISH; the result completes when its durable copies are
@@ -191,9 +241,9 @@ impl Conn {
                 // the oldest acknowledgement.
                 let write = tokio::spawn(f);
                 let wait: BoxFuture<'static, Result<(), PersistError>> = Box::pin(async move {
-                    write
-                        .await
-                        .map_err(|e| PersistError(format!("durable write task failed: {e}")))?
+                    write.await.map_err(|e| {
+                        PersistError::Failed(format!("durable write task failed: {e}"))
+                    })?
                 });
                 self.waiting_acks.push_back((Some(wait), ack));
             }
@@ -217,6 +267,11 @@ impl Conn {
         if let Some(front) = self.waiting_acks.front_mut() {
             front.0 = None;
         }
+        self.send_ready_acks();
+    }
+
+    /// Sends the acknowledgements at the front that wait for nothing.
+    pub(super) fn send_ready_acks(&mut self) {
         while self.waiting_acks.front().is_some_and(|(f, _)| f.is_none()) {
             if let Some((_, ack)) = self.waiting_acks.pop_front() {
                 self.encode(&ack);
@@ -226,7 +281,20 @@ impl Conn {
 
     fn on_pubrec(&mut self, a: PubAck) {
         match self.session.outgoing.on_pubrec(a.pkid, a.reason_code) {
-            Ok(PubRecOutcome::SendPubRel) => self.encode(&Packet::PubRel(ack(a.pkid, 0))),
+            Ok(PubRecOutcome::SendPubRel) => {
+                // Remembered, so a restart resends PUBREL and not the
+                // message (W7).
+                let sent = self.session.outgoing.pending().find(|i| i.pkid == a.pkid);
+                if let (Some(i), true) = (sent, self.session.is_persistent()) {
+                    self.broker.persistence.inflight(
+                        &self.session.client_id,
+                        i.delivery.message.id,
+                        a.pkid,
+                        Stage::AwaitComp,
+                    );
+                }
+                self.encode(&Packet::PubRel(ack(a.pkid, 0)));
+            }
             Ok(PubRecOutcome::Refused(d)) => self.ack_persistence(&d),
             Err(_) => self.encode(&Packet::PubRel(ack(
                 a.pkid,
@@ -235,19 +303,24 @@ impl Conn {
         }
     }
 
+    /// PUBCOMP waits for the release record to be durable (review finding
+    /// D3): a restart cannot make a completed id pending again, which would
+    /// swallow the client's next message with that id.
     fn on_pubrel(&mut self, a: PubAck) {
         let known = self.session.incoming.on_pubrel(a.pkid);
-        if known {
-            self.broker
+        let durable = match known && self.session.is_persistent() {
+            true => self
+                .broker
                 .persistence
-                .incoming_qos2(&self.session.client_id, a.pkid, false);
-        }
+                .incoming_qos2(&self.session.client_id, a.pkid, false),
+            false => Durability::Done,
+        };
         let code = if known {
             0
         } else {
             reason::PACKET_IDENTIFIER_NOT_FOUND
         };
-        self.encode(&Packet::PubComp(ack(a.pkid, code)));
+        self.acknowledge(durable, Packet::PubComp(ack(a.pkid, code)));
     }
 
     fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Exit> {

@@ -21,6 +21,7 @@ mod handshake;
 mod inbound;
 mod outbound;
 mod revocation;
+mod refusal;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -125,6 +126,10 @@ struct Conn {
     /// PUBACK/PUBREC packets in arrival order, each waiting (if `Some`) for
     /// its message to be durable.
     waiting_acks: VecDeque<WaitingAck>,
+    /// Set when a durable write failed and the connection must close once
+    /// the acknowledgements queued behind it are sent (see [`refusal`]):
+    /// the v5 reason code and a description.
+    closing: Option<(u8, &'static str)>,
     wbuf: BytesMut,
 }
 
@@ -239,6 +244,7 @@ async fn attach(
         pending: VecDeque::new(),
         retained: VecDeque::new(),
         waiting_acks: VecDeque::new(),
+        closing: None,
         wbuf: BytesMut::new(),
     };
     (conn, opened.kicked, connack, keep_alive)
@@ -271,7 +277,7 @@ impl Conn {
             // The keep alive deadline moves once per batch of packets (one
             // clock read, not one per packet).
             let mut heard_from_client = false;
-            while self.waiting_acks.len() < max_waiting {
+            while self.waiting_acks.len() < max_waiting && self.closing.is_none() {
                 match protocol::decode(rbuf, self.version, max_packet) {
                     Ok(Some(packet)) => {
                         heard_from_client = true;
@@ -326,6 +332,10 @@ impl Conn {
                     self.wbuf = BytesMut::new();
                 }
             }
+            if let (Some((code, why)), true) = (self.closing, self.waiting_acks.is_empty()) {
+                // Every acknowledgement that could be sent is written.
+                return Exit::Protocol(code, why);
+            }
             prepare_read_buffer(rbuf, max_packet, read_hint);
             let spare = rbuf.capacity() - rbuf.len();
             let owed = !self.pending.is_empty() || !self.retained.is_empty();
@@ -343,7 +353,7 @@ impl Conn {
                     .persistence
                     .fetch(&self.session.client_id, from, page_size)
             });
-            let can_read = self.waiting_acks.len() < max_waiting;
+            let can_read = self.waiting_acks.len() < max_waiting && self.closing.is_none();
             tokio::select! {
                 biased;
                 _ = &mut kicked => return Exit::TakenOver,
@@ -361,11 +371,10 @@ impl Conn {
                     }
                 },
                 r = first_durable(&mut self.waiting_acks), if !self.waiting_acks.is_empty() => {
-                    if let Err(e) = r {
-                        tracing::error!(error = %e, "durable write failed; not acknowledging");
-                        return Exit::Protocol(reason::UNSPECIFIED_ERROR, "persistence failure");
+                    match r {
+                        Ok(()) => self.release_acks(),
+                        Err(e) => self.on_write_refused(e),
                     }
-                    self.release_acks();
                     // Time spent not reading does not count against the client.
                     deadline = Instant::now() + grace;
                 }

@@ -162,7 +162,21 @@ impl Conn {
         }
         if delivery.qos != QoS::AtMostOnce {
             match self.session.outgoing.start(delivery.clone()) {
-                Some(pkid) => publish.pkid = pkid,
+                Some(pkid) => {
+                    publish.pkid = pkid;
+                    if self.session.is_persistent() {
+                        let stage = match delivery.qos {
+                            QoS::ExactlyOnce => Stage::AwaitRec,
+                            _ => Stage::AwaitAck,
+                        };
+                        self.broker.persistence.inflight(
+                            &self.session.client_id,
+                            delivery.message.id,
+                            pkid,
+                            stage,
+                        );
+                    }
+                }
                 None => {
                     // Unreachable while the window is <= 65535; keep it.
                     self.pending.push_front(delivery);

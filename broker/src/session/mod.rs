@@ -12,12 +12,14 @@
 //! aliases, the client's limits) lives in [`aliases`] and the connection.
 
 pub mod aliases;
+mod incoming;
 mod mailbox;
 mod outgoing;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use incoming::{first_copy, Incoming, Qos2Arrival, WriteOutcome};
 pub use mailbox::{DropReason, Mailbox, MailboxLimits, Pushed};
 pub use outgoing::{Inflight, Outgoing, PubRecOutcome, Stage, UnknownPacketId};
 
@@ -25,35 +27,6 @@ use crate::router::SubscriptionOptions;
 
 /// v5 session expiry meaning "never expires".
 pub const NEVER_EXPIRES: u32 = u32::MAX;
-
-/// The incoming side: QoS 2 packet ids received and not yet released.
-#[derive(Debug, Default)]
-pub struct Incoming {
-    qos2: HashSet<u16>,
-}
-
-impl Incoming {
-    /// A QoS 2 PUBLISH arrived. True when it is new and must be routed;
-    /// false for a retransmission of one already received (deliver once).
-    pub fn on_publish_qos2(&mut self, pkid: u16) -> bool {
-        self.qos2.insert(pkid)
-    }
-
-    /// PUBREL arrived. True when the id was pending.
-    pub fn on_pubrel(&mut self, pkid: u16) -> bool {
-        self.qos2.remove(&pkid)
-    }
-
-    /// True when `pkid` was received and awaits PUBREL.
-    pub fn is_pending(&self, pkid: u16) -> bool {
-        self.qos2.contains(&pkid)
-    }
-
-    /// QoS 2 messages received and not yet released.
-    pub fn pending(&self) -> usize {
-        self.qos2.len()
-    }
-}
 
 /// The state MQTT keeps for a client id.
 #[derive(Debug)]
@@ -105,6 +78,7 @@ impl Session {
             client_id: self.client_id.to_string(),
             expiry_interval: self.expiry_interval,
             subscriptions,
+            disconnected_at_ms: None,
         }
     }
 }
@@ -115,6 +89,9 @@ pub struct SessionRecord {
     pub client_id: String,
     pub expiry_interval: u32,
     pub subscriptions: Vec<(String, SubscriptionOptions)>,
+    /// When the client disconnected (ms since the Unix epoch), for a parked
+    /// session: its expiry counts from then, across restarts.
+    pub disconnected_at_ms: Option<u64>,
 }
 
 #[cfg(test)]

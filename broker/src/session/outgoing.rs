@@ -90,6 +90,22 @@ impl Outgoing {
         Some(pkid)
     }
 
+    /// Puts back a message that was in flight before a restart, with its
+    /// packet id and stage (send order is restore order). False when the
+    /// packet id is already in use (the caller queues it as new instead).
+    pub fn restore(&mut self, pkid: u16, delivery: Delivery, stage: Stage) -> bool {
+        if pkid == 0 || self.position(pkid).is_some() {
+            return false;
+        }
+        self.inflight.push_back(Inflight {
+            pkid,
+            delivery,
+            stage,
+        });
+        self.last_pkid = pkid;
+        true
+    }
+
     /// PUBACK received: the QoS 1 message is done.
     pub fn on_puback(&mut self, pkid: u16) -> Result<Delivery, UnknownPacketId> {
         self.complete(pkid, Stage::AwaitAck)

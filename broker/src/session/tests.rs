@@ -214,16 +214,47 @@ fn resend_order_is_send_order_with_stages() {
 #[test]
 fn incoming_qos2_delivers_once_until_pubrel() {
     let mut inc = Incoming::default();
-    assert!(inc.on_publish_qos2(5));
+    assert!(matches!(inc.on_publish_qos2(5), Qos2Arrival::New));
     assert!(
-        !inc.on_publish_qos2(5),
+        matches!(inc.on_publish_qos2(5), Qos2Arrival::Duplicate),
         "retransmission is not routed again"
     );
     assert!(inc.is_pending(5));
     assert_eq!(inc.pending(), 1);
     assert!(inc.on_pubrel(5));
     assert!(!inc.on_pubrel(5));
-    assert!(inc.on_publish_qos2(5), "id reusable after PUBREL");
+    assert!(
+        matches!(inc.on_publish_qos2(5), Qos2Arrival::New),
+        "id reusable after PUBREL"
+    );
+}
+
+/// D2: a retransmission waits for the first copy's write, and is routed
+/// again when that write failed.
+#[test]
+fn incoming_qos2_retransmission_follows_the_first_write() {
+    let mut inc = Incoming::default();
+    assert!(matches!(inc.on_publish_qos2(7), Qos2Arrival::New));
+    let tx = inc.storing(7);
+    let Qos2Arrival::Wait(rx) = inc.on_publish_qos2(7) else {
+        panic!("a retransmission during the write must wait for it");
+    };
+    tx.send_replace(Some(Err(crate::hooks::PersistError::QuotaExceeded(
+        "full".into(),
+    ))));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert!(rt.block_on(crate::session::first_copy(rx)).is_err());
+    assert!(
+        matches!(inc.on_publish_qos2(7), Qos2Arrival::New),
+        "a first copy that was never stored is routed again"
+    );
+    let tx = inc.storing(7);
+    tx.send_replace(Some(Ok(())));
+    assert!(matches!(inc.on_publish_qos2(7), Qos2Arrival::Duplicate));
+    assert!(inc.forget(7));
+    assert!(!inc.is_pending(7));
 }
 
 #[test]

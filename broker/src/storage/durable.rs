@@ -12,6 +12,7 @@
 //! subscriptions and the messages still owed to them, and the broker's
 //! message ids continue above every id in the store.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +21,7 @@ use crate::hooks::{BoxFuture, Durability, PersistError, Persistence};
 use crate::protocol::topic::matches;
 use crate::protocol::{PublishProperties, QoS, RetainHandling};
 use crate::router::{split_shared, Delivery, Message, SubscriptionOptions};
-use crate::session::{Session, SessionRecord};
+use crate::session::{Session, SessionRecord, Stage, NEVER_EXPIRES};
 
 use super::{StoreError, StoreHandle, StoredMessage, StoredSession, StoredSubscription};
 
@@ -41,7 +42,10 @@ impl DurableStore {
 }
 
 fn persist_error(e: StoreError) -> PersistError {
-    PersistError(e.to_string())
+    match e {
+        StoreError::Full | StoreError::TooLarge(_) => PersistError::QuotaExceeded(e.to_string()),
+        e => PersistError::Failed(e.to_string()),
+    }
 }
 
 fn wait<T: Send + 'static>(
@@ -85,6 +89,19 @@ impl Persistence for DurableStore {
             .submit_session_end(client_id.to_string(), session_destination(client_id));
     }
 
+    fn forget_session(&self, client_id: &str) {
+        self.handle.submit_session_remove(client_id.to_string());
+    }
+
+    fn inflight(&self, client_id: &str, message_id: u64, pkid: u16, stage: Stage) {
+        self.handle.submit_inflight(
+            session_destination(client_id),
+            message_id,
+            pkid,
+            stage_code(stage),
+        );
+    }
+
     fn spills(&self) -> bool {
         true
     }
@@ -106,15 +123,43 @@ impl Persistence for DurableStore {
         })
     }
 
-    fn incoming_qos2(&self, client_id: &str, pkid: u16, pending: bool) {
-        // Queued before the message's own append (program order), so the
-        // PUBREC that waits for that append also covers this record.
+    fn incoming_qos2(&self, client_id: &str, pkid: u16, pending: bool) -> Durability {
         self.handle
             .submit_qos2(client_id.to_string(), pkid, pending);
+        if self.handle.durability() == super::Durability::Interval {
+            return Durability::Done;
+        }
+        // The PUBREC of a pending id (queued once its message is durable)
+        // and the PUBCOMP of a release wait for a sync covering the record:
+        // a flush queued after it is answered only after the next sync.
+        let handle = self.handle.clone();
+        Durability::Pending(Box::pin(async move {
+            handle.flush().await.map_err(persist_error)
+        }))
     }
 }
 
-fn epoch_ms() -> u64 {
+/// The stored form of an outgoing stage (`Record::Inflight`).
+fn stage_code(stage: Stage) -> u8 {
+    match stage {
+        Stage::AwaitAck => 1,
+        Stage::AwaitRec => 2,
+        Stage::AwaitComp => 3,
+    }
+}
+
+/// The stage and QoS of a stored outgoing stage; `None` for an unknown code.
+fn stage_from(code: u8) -> Option<(Stage, QoS)> {
+    match code {
+        1 => Some((Stage::AwaitAck, QoS::AtLeastOnce)),
+        2 => Some((Stage::AwaitRec, QoS::ExactlyOnce)),
+        3 => Some((Stage::AwaitComp, QoS::ExactlyOnce)),
+        _ => None,
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn epoch_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -172,7 +217,7 @@ fn to_stored_session(r: &SessionRecord) -> StoredSession {
         client_id: r.client_id.clone(),
         v5: true,
         expiry_interval_secs: r.expiry_interval,
-        disconnected_at_ms: None,
+        disconnected_at_ms: r.disconnected_at_ms,
         subscriptions: r
             .subscriptions
             .iter()
@@ -209,6 +254,8 @@ pub struct Restored {
     pub retained: usize,
     pub sessions: usize,
     pub messages: usize,
+    /// Stored sessions whose expiry ran out while the broker was down.
+    pub expired: usize,
 }
 
 /// Puts the store's retained messages and persistent sessions back into a
@@ -224,7 +271,14 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
     }
     let limits = broker.mailbox_limits();
     let mut qos2 = handle.qos2_pending().await?;
+    let now_ms = epoch_ms();
+    let mut expired = Vec::new();
     for stored in handle.sessions().await? {
+        // The expiry counts from the disconnect, across restarts (M3).
+        let offline_secs = stored
+            .disconnected_at_ms
+            .map_or(0, |at| now_ms.saturating_sub(at) / 1000);
+        let offline_secs = u32::try_from(offline_secs).unwrap_or(u32::MAX);
         let client_id: Arc<str> = Arc::from(stored.client_id.as_str());
         let mut session = Session::new(client_id.clone(), stored.expiry_interval_secs, limits);
         for sub in &stored.subscriptions {
@@ -234,30 +288,61 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
                 .subscribe(&session.mailbox, &sub.filter, opts.clone());
             session.subscriptions.insert(sub.filter.clone(), opts);
         }
-        // One queue's worth plus one: if the backlog is larger, the last push
-        // spills and the connection pages the rest in from the store.
+        // Messages that were in flight go back into the in-flight window
+        // with their packet ids (W7); the connection resends them first.
+        let destination = session_destination(&client_id);
+        let inflight: HashMap<u64, (u16, u8)> = handle
+            .inflight_of(&destination)
+            .await?
+            .into_iter()
+            .map(|(id, pkid, stage)| (id, (pkid, stage)))
+            .collect();
+        // One queue's worth plus one (plus those in flight): if the backlog
+        // is larger, the last push spills and the connection pages the rest
+        // in from the store.
         let owed = handle
             .read(
-                &session_destination(&client_id),
+                &destination,
                 None,
-                limits.max_queued_messages.saturating_add(1),
+                limits
+                    .max_queued_messages
+                    .saturating_add(1)
+                    .saturating_add(inflight.len()),
             )
             .await?;
         for m in owed {
             let message = Arc::new(from_stored(m));
-            if session
-                .mailbox
-                .push(delivery_for(&session, message))
-                .is_ok()
-            {
+            let mut delivery = delivery_for(&session, message);
+            let sent = inflight
+                .get(&delivery.message.id)
+                .and_then(|&(pkid, code)| Some((pkid, stage_from(code)?)));
+            if let Some((pkid, (stage, qos))) = sent {
+                delivery.qos = qos;
+                if session.outgoing.restore(pkid, delivery.clone(), stage) {
+                    restored.messages += 1;
+                    continue;
+                }
+            }
+            if session.mailbox.push(delivery).is_ok() {
                 restored.messages += 1;
             }
         }
         for pkid in qos2.remove(stored.client_id.as_str()).unwrap_or_default() {
-            session.incoming.on_publish_qos2(pkid);
+            session.incoming.restore(pkid);
         }
-        broker.restore_session(session);
+        match session.expiry_interval {
+            NEVER_EXPIRES => broker.restore_session(session),
+            e if offline_secs >= e => expired.push(session),
+            _ => broker.restore_session_offline_for(session, offline_secs),
+        }
         restored.sessions += 1;
+    }
+    // Ended only now that every other session (a shared group's other
+    // members) is back.
+    restored.expired = expired.len();
+    restored.sessions -= expired.len();
+    for session in expired {
+        broker.end_expired_session(session);
     }
     Ok(restored)
 }

@@ -50,6 +50,17 @@ pub enum Record {
         pkid: u16,
         pending: bool,
     },
+    /// Message `id` was sent to `destination` with packet id `pkid` and is
+    /// at `stage` (1: PUBLISH sent, awaiting PUBACK; 2: awaiting PUBREC;
+    /// 3: PUBREL sent, awaiting PUBCOMP). Live while the message is owed to
+    /// the destination: after a restart it is resent with DUP and this
+    /// packet id, or its PUBREL is (MQTT-4.4.0-1).
+    Inflight {
+        destination: String,
+        id: u64,
+        pkid: u16,
+        stage: u8,
+    },
 }
 
 /// A message as stored: what is needed to deliver it again after a restart.

@@ -54,6 +54,8 @@ enum Request {
     Qos2(String, u16, bool),
     Qos2Pending(Reply<std::collections::HashMap<String, Vec<u16>>>),
     SetQuota(String, Option<super::Quota>),
+    Inflight(String, u64, u16, u8),
+    InflightOf(String, Reply<Vec<(u64, u16, u8)>>),
 }
 
 /// A cloneable handle to the store thread.
@@ -295,6 +297,25 @@ impl StoreHandle {
         drop(self.submit(|r| Request::RemoveSession(client_id, r)));
     }
 
+    /// Queues the removal of a session's state only (its queue stays).
+    pub fn submit_session_remove(&self, client_id: String) {
+        drop(self.submit(|r| Request::RemoveSession(client_id, r)));
+    }
+
+    /// Queues an outgoing packet id record (fire and forget; see
+    /// `store::inflight`).
+    pub fn submit_inflight(&self, destination: String, id: u64, pkid: u16, stage: u8) {
+        let _ = self
+            .tx
+            .send(Request::Inflight(destination, id, pkid, stage));
+    }
+
+    /// (message id, packet id, stage) of `destination`'s in-flight messages.
+    pub async fn inflight_of(&self, destination: &str) -> Result<Vec<(u64, u16, u8)>, StoreError> {
+        let d = destination.to_string();
+        self.call(|r| Request::InflightOf(d, r)).await
+    }
+
     /// Appends a message for `destinations`; resolves once it is durable
     /// (in `sync` mode) with the message id.
     pub async fn append(
@@ -522,6 +543,17 @@ impl<F: Durable> Worker<F> {
             }
             Request::Qos2Pending(tx) => drop(tx.send(Ok(self.store.qos2_pending()))),
             Request::SetQuota(dest, quota) => self.store.set_destination_quota(&dest, quota),
+            Request::Inflight(dest, id, pkid, stage) => {
+                // Best effort: without the record a crash costs a resend
+                // under a new packet id, so a full store is no failure.
+                if failure.is_none() {
+                    match self.store.set_inflight(&dest, id, pkid, stage) {
+                        Ok(_) | Err(StoreError::Full) => {}
+                        Err(e) => self.fail(&e),
+                    }
+                }
+            }
+            Request::InflightOf(dest, tx) => drop(tx.send(Ok(self.store.inflight_of(&dest)))),
             Request::ClearDestination(dest) => {
                 if failure.is_none() {
                     if let Err(e) = self.store.clear_destination(&dest) {

@@ -40,6 +40,8 @@
 //! 8. The index only points at records it has verified: a read checks the
 //!    frame's CRC and that a message has the id the index expects.
 
+mod inflight;
+
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
@@ -116,6 +118,8 @@ pub struct Store<F: Durable> {
     sessions: HashMap<String, Loc>,
     /// Pending incoming QoS 2 packet ids by client.
     qos2: HashMap<(String, u16), Loc>,
+    /// Outgoing packet ids by (destination, message id) (see `inflight`).
+    inflight: HashMap<(u32, u64), inflight::InflightEntry>,
     overflow: Overflow,
     dirty: bool,
     /// Set by the first failed program, erase or sync; never cleared.
@@ -170,6 +174,7 @@ impl<F: Durable> Store<F> {
             retained: HashMap::new(),
             sessions: HashMap::new(),
             qos2: HashMap::new(),
+            inflight: HashMap::new(),
             overflow,
             dirty: false,
             failed: None,
@@ -285,6 +290,12 @@ impl<F: Durable> Store<F> {
                     self.unlive(old);
                 }
             }
+            Record::Inflight {
+                destination,
+                id,
+                pkid,
+                stage,
+            } => self.apply_inflight(&destination, id, pkid, stage, loc),
             Record::DestinationClear { destination } => {
                 if let Some(&d) = self.dest_ids.get(&destination) {
                     let ids: Vec<u64> = self
@@ -321,6 +332,7 @@ impl<F: Durable> Store<F> {
 
     /// Removes one destination of a message; frees the message when none remain.
     fn drop_destination(&mut self, id: u64, dest: u32) -> bool {
+        self.drop_inflight(dest, id);
         let Some(entry) = self.messages.get_mut(&id) else {
             return false;
         };

@@ -177,8 +177,9 @@ impl<F: Durable> Store<F> {
             .values()
             .chain(self.sessions.values())
             .chain(self.qos2.values())
-            .filter(|l| l.seg == seg)
             .copied()
+            .chain(self.inflight_locs())
+            .filter(|l| l.seg == seg)
             .collect();
         for loc in keyed {
             out.push(self.read_record(loc)?);

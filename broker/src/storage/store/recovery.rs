@@ -95,6 +95,7 @@ impl<F: Durable> Store<F> {
         report.segments = order.len();
         self.stats.damaged += report.damaged as u64;
         // Recount live bytes from the index now that every record is applied.
+        self.purge_stale_inflight();
         for seg in &mut self.segs {
             seg.live_bytes = 0;
         }
@@ -105,6 +106,7 @@ impl<F: Durable> Store<F> {
             .chain(self.retained.values().copied())
             .chain(self.sessions.values().copied())
             .chain(self.qos2.values().copied())
+            .chain(self.inflight_locs())
             .collect();
         for loc in locs {
             self.segs[loc.seg as usize].live_bytes += loc.len;
