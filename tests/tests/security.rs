@@ -229,6 +229,37 @@ fn idle_sockets_do_not_take_the_slots_of_clients_that_connect() {
 }
 
 #[test]
+fn one_address_holds_few_sockets_that_have_not_logged_in() {
+    let broker = Broker::start_with(Some("[server]\nmax_pending_per_address = 5\n"));
+    let port = broker.port;
+    // Logged-in clients do not count: ten of them from the same address.
+    let clients: Vec<Raw> = (0..10)
+        .map(|i| Raw::accepted(port, connect_packet(V311, &format!("c{i}"))))
+        .collect();
+    let idle: Vec<TcpStream> = (0..5).map(|_| raw_connect(port)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A sixth socket that has not logged in is closed before it is read.
+    let mut sixth = raw_connect(port);
+    sixth
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let started = Instant::now();
+    let r = sixth.read(&mut [0u8; 8]);
+    assert!(
+        matches!(r, Ok(0) | Err(_)) && started.elapsed() < Duration::from_secs(2),
+        "sixth pending socket kept: {r:?}"
+    );
+    drop(idle);
+    assert!(
+        edgemq_tests::wait_until(Duration::from_secs(5), || {
+            Raw::try_connect(port, connect_packet(V311, "after")) == Some(0)
+        }),
+        "the address got no slot back"
+    );
+    drop(clients);
+}
+
+#[test]
 fn a_connect_over_the_first_packet_limit_is_refused_before_it_is_buffered() {
     let broker = Broker::start();
     let port = broker.port;

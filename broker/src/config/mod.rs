@@ -61,6 +61,7 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub connect_timeout_ms: u64,
     pub max_pending_connections: usize,
+    pub max_pending_per_address: usize,
 }
 
 /// `[limits]`: every queue and size bound of the broker.
@@ -139,6 +140,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             connect_timeout_ms: 10_000,
             max_pending_connections: 512,
+            max_pending_per_address: 256,
         }
     }
 }
@@ -266,7 +268,12 @@ impl Config {
 
     fn validate_core(&self) -> Result<(), (&'static str, &'static str, String)> {
         let l = &self.limits;
-        let positive: [(&'static str, &'static str, u64); 13] = [
+        let positive: [(&'static str, &'static str, u64); 14] = [
+            (
+                "server",
+                "max_pending_per_address",
+                self.server.max_pending_per_address as u64,
+            ),
             (
                 "server",
                 "max_pending_connections",

@@ -62,6 +62,9 @@ pub struct ConnectionInfo {
     /// The user name a TLS client certificate gives, on listeners with
     /// `use_identity_as_username`.
     pub certificate_user: CertificateUser,
+    /// Held until the client has logged in: the server's count of sockets
+    /// not logged in yet from this address (`max_pending_per_address`).
+    pub pending: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// What a listener with `use_identity_as_username` learnt from the TLS
@@ -157,6 +160,8 @@ where
     let Some(accepted) = Box::pin(login).await else {
         return;
     };
+    // Logged in: no longer a pending socket of its address.
+    drop(info);
     // Escaped: a client id is client-chosen (no forged lines in the log).
     let client_id_field = tracing::field::debug(accepted.client_id.as_str());
     tracing::Span::current().record("client_id", client_id_field);
@@ -598,6 +603,7 @@ mod task_size {
             peer: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
             anonymous_allowed: true,
             certificate_user: super::CertificateUser::NotUsed,
+            pending: None,
         };
         let future = super::serve(stream, info, broker, false);
         let size = std::mem::size_of_val(&future);

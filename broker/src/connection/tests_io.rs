@@ -55,6 +55,7 @@ async fn subscribed_client(
         peer: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
         anonymous_allowed: true,
         certificate_user: super::CertificateUser::NotUsed,
+        pending: None,
     };
     let task = tokio::spawn(serve(server, info, broker.clone(), false));
     let connect = Connect {

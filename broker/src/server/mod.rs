@@ -13,14 +13,17 @@
 //! TLS) and refused cleanly (v5 CONNACK 0x97, 3.1.1 return code 3). Idle
 //! sockets therefore never take a logged-in client's place, and memory
 //! before login is bounded by `max_pending_connections` ×
-//! `max_connect_size`. Shutdown: the accept loops stop, every
+//! `max_connect_size`. One address may hold at most
+//! `max_pending_per_address` of the pending sockets (released at login), so
+//! a single host cannot take them all. Shutdown: the accept loops stop, every
 //! connection is told (v5 DISCONNECT 0x8B) and flushes, and [`Server::run`]
 //! returns once all connection tasks ended or the grace period ran out.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -162,6 +165,8 @@ fn bind_socket(address: SocketAddr) -> std::io::Result<TcpSocket> {
 pub struct Server {
     broker: Arc<Broker>,
     active: Arc<AtomicUsize>,
+    /// Sockets not logged in yet, by address.
+    pending: Arc<Mutex<HashMap<IpAddr, usize>>>,
     /// Each connection task holds a clone; shutdown waits until all are gone.
     alive: mpsc::Sender<()>,
 }
@@ -172,6 +177,25 @@ struct Admission {
     over_limit: bool,
     _guard: ActiveGuard,
     _alive: mpsc::Sender<()>,
+}
+
+/// One socket of `ip` that has not logged in yet; uncounted when dropped
+/// (at login, or when the connection ends first).
+struct PendingGuard {
+    ip: IpAddr,
+    pending: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = pending.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                pending.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Decrements the connection count when a connection task ends.
@@ -197,6 +221,24 @@ impl Server {
             connection::serve(stream, info, broker, admission.over_limit).await;
             drop(admission);
         });
+    }
+
+    /// Counts a socket of `ip` that has not logged in yet; `None` when its
+    /// address has max_pending_per_address of them already.
+    fn pending_guard(&self, ip: IpAddr) -> Option<PendingGuard> {
+        let max = self.broker.config.server.max_pending_per_address;
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let n = pending.entry(ip).or_insert(0);
+        if *n >= max {
+            crate::sys::inc(&self.broker.metrics.connections_refused);
+            tracing::debug!(%ip, "closing a new socket: max_pending_per_address reached");
+            return None;
+        }
+        *n += 1;
+        Some(PendingGuard {
+            ip,
+            pending: self.pending.clone(),
+        })
     }
 
     /// Counts a new connection; the count drops with the returned value.
@@ -239,6 +281,7 @@ impl Server {
         let server = Server {
             broker: broker.clone(),
             active: Arc::new(AtomicUsize::new(0)),
+            pending: Arc::new(Mutex::new(HashMap::new())),
             alive,
         };
         let mut accept_tasks = Vec::new();
@@ -275,11 +318,15 @@ async fn accept_loop(server: Server, bound: BoundListener) {
     loop {
         match bound.listener.accept().await {
             Ok((stream, peer)) => {
+                let Some(pending) = server.pending_guard(peer.ip()) else {
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let info = ConnectionInfo {
                     peer,
                     anonymous_allowed,
                     certificate_user: CertificateUser::NotUsed,
+                    pending: Some(Arc::new(pending)),
                 };
                 if plain {
                     server.spawn_connection(stream, info);

@@ -65,8 +65,6 @@ pub struct StoreHandle {
     stats: Arc<Mutex<StoreStats>>,
     failed: Arc<Mutex<Option<String>>>,
     durability: Durability,
-    /// The data directory's lock, held while any handle lives.
-    lock: Option<Arc<std::fs::File>>,
 }
 
 /// What `/healthz` and `$SYS/broker/store/state` report.
@@ -136,9 +134,7 @@ impl StoreHandle {
         let (mut store, report) =
             Store::open(flash, config.segment_size as usize, config.overflow)?;
         store.set_default_quota(config.default_quota());
-        let mut handle = Self::spawn(store, config);
-        handle.lock = Some(Arc::new(lock));
-        Ok((handle, report))
+        Ok((Self::spawn_inner(store, config, None, Some(lock)), report))
     }
 
     /// Starts the store thread over an opened store (tests pass a RAM flash).
@@ -156,13 +152,23 @@ impl StoreHandle {
         config: &StorageConfig,
         gate: Option<std::sync::mpsc::Receiver<()>>,
     ) -> StoreHandle {
+        Self::spawn_inner(store, config, gate, None)
+    }
+
+    /// The store thread holds `lock` (the data directory's) until it has
+    /// made its last write, after every handle is gone.
+    fn spawn_inner<F: Durable + Send + 'static>(
+        store: Store<F>,
+        config: &StorageConfig,
+        gate: Option<std::sync::mpsc::Receiver<()>>,
+        lock: Option<std::fs::File>,
+    ) -> StoreHandle {
         let (tx, rx) = flume::bounded(config.queue_capacity);
         let handle = StoreHandle {
             tx,
             stats: Arc::new(Mutex::new(store.stats())),
             failed: Arc::new(Mutex::new(None)),
             durability: config.durability,
-            lock: None,
         };
         let worker = Worker {
             store,
@@ -178,7 +184,8 @@ impl StoreHandle {
                 if let Some(gate) = gate {
                     let _ = gate.recv();
                 }
-                worker.run()
+                worker.run();
+                drop(lock);
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the store thread");

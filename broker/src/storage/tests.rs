@@ -500,12 +500,24 @@ fn file_flash_survives_reopen() {
         handle.save_session(session("c", 60)).await.unwrap();
         id
     });
-    // The handle is gone: reopen the same file, as after a restart.
+    // The handle is gone: reopen the same file, as after a restart. The
+    // store thread holds the directory's lock until its last write, so the
+    // reopen waits for it.
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     rt.block_on(async {
-        let (handle, report) = StoreHandle::open(&config).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (handle, report) = loop {
+            match StoreHandle::open(&config) {
+                Ok(opened) => break opened,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert!(e.to_string().contains("in use"), "{e}");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         assert_eq!(
             (report.messages, report.retained, report.sessions),
             (1, 1, 1)

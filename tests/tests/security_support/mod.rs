@@ -62,6 +62,27 @@ impl Raw {
         }
     }
 
+    /// Connects; the CONNACK's code, or `None` when the socket was closed.
+    pub fn try_connect(port: u16, connect: Connect) -> Option<u8> {
+        let version = connect.protocol;
+        let mut raw = Raw {
+            s: raw_connect(port),
+            buf: BytesMut::new(),
+            version,
+        };
+        raw.s
+            .write_all(&{
+                let mut out = BytesMut::new();
+                protocol::encode(&Packet::Connect(Box::new(connect)), version, &mut out).ok()?;
+                out
+            })
+            .ok()?;
+        match raw.next(Duration::from_secs(10)) {
+            Some(Packet::ConnAck(a)) => Some(a.reason_code),
+            _ => None,
+        }
+    }
+
     /// Connects and asserts the CONNACK accepts.
     pub fn accepted(port: u16, connect: Connect) -> Raw {
         let (raw, code, _) = Raw::connect(port, connect);
