@@ -469,6 +469,11 @@ impl<F: Durable> Store<F> {
         e
     }
 
+    /// True when something was written since the last sync.
+    pub fn has_unsynced_writes(&self) -> bool {
+        self.dirty
+    }
+
     /// The reason the store failed, if it has.
     pub fn failure(&self) -> Option<&str> {
         self.failed.as_deref()
