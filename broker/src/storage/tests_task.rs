@@ -67,6 +67,8 @@ fn d1_a_failed_sync_inside_a_batch_fails_every_pending_request() {
 fn w9_a_failed_store_reports_its_state() {
     let (mut store, _) =
         Store::open(RamFlash::new(16 * BLOCK), 2 * BLOCK, Overflow::Reject).unwrap();
+    // Nothing unsynced at the start: the first sync is the append's.
+    store.commit().unwrap();
     store.flash_mut().fail_next_sync_dropping();
     let handle = StoreHandle::spawn(store, &StorageConfig::default());
     assert_eq!(handle.state(), StoreState::Ok);
