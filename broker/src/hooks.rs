@@ -86,6 +86,12 @@ pub trait Persistence: Send + Sync + 'static {
     fn inflight(&self, client_id: &str, message_id: u64, pkid: u16, stage: crate::session::Stage) {
         let _ = (client_id, message_id, pkid, stage);
     }
+    /// Gives the persistent session `client_id` (a bridge lane) its own
+    /// store quota and overflow policy; `None` goes back to the default.
+    /// Not stored: the bridge sets it again at every start.
+    fn set_store_quota(&self, client_id: &str, quota: Option<crate::storage::Quota>) {
+        let _ = (client_id, quota);
+    }
     /// True when QoS 1/2 overflow of persistent sessions can wait in the
     /// store instead of being dropped (see `session::mailbox`).
     fn spills(&self) -> bool {

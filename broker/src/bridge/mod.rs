@@ -61,6 +61,23 @@ struct Lane {
     finished: bool,
 }
 
+/// The store quota of each lane of `config`, when it sets one of its own
+/// (unset keys fall back to the `[storage]` per-session defaults).
+fn lane_quota(broker: &Broker, config: &BridgeConfig) -> Option<crate::storage::Quota> {
+    if config.max_stored_messages.is_none()
+        && config.max_stored_bytes.is_none()
+        && config.overflow.is_none()
+    {
+        return None;
+    }
+    let default = broker.config.storage.default_quota();
+    Some(crate::storage::Quota {
+        messages: config.max_stored_messages.unwrap_or(default.messages),
+        bytes: config.max_stored_bytes.unwrap_or(default.bytes),
+        overflow: config.overflow,
+    })
+}
+
 /// Starts every configured bridge; returns their statistics handles.
 /// Stored lanes that no rule owns are drained or dropped (see `lanes`).
 pub async fn start(broker: &Arc<Broker>, configs: &[BridgeConfig]) -> Vec<Arc<BridgeStats>> {
@@ -73,6 +90,10 @@ pub async fn start(broker: &Arc<Broker>, configs: &[BridgeConfig]) -> Vec<Arc<Br
             let id = lane_client_id(&config.name, rule);
             if owned.contains(&id) {
                 continue;
+            }
+            // The lane's own store quota, before it is restored and fed.
+            if let Some(quota) = lane_quota(broker, config) {
+                broker.persistence.set_store_quota(&id, Some(quota));
             }
             owned.push(id);
             lanes.push(lanes::open_lane(broker, &config.name, rule).await);

@@ -92,6 +92,11 @@ impl fmt::Debug for BridgeConfig {
             .field("reconnect_min_ms", &self.reconnect_min_ms)
             .field("reconnect_max_ms", &self.reconnect_max_ms)
             .field("max_inflight", &self.max_inflight)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("orphan_lanes", &self.orphan_lanes)
+            .field("max_stored_messages", &self.max_stored_messages)
+            .field("max_stored_bytes", &self.max_stored_bytes)
+            .field("overflow", &self.overflow)
             .finish()
     }
 }

@@ -93,6 +93,11 @@ impl Persistence for DurableStore {
         self.handle.submit_session_remove(client_id.to_string());
     }
 
+    fn set_store_quota(&self, client_id: &str, quota: Option<super::Quota>) {
+        self.handle
+            .set_destination_quota(session_destination(client_id), quota);
+    }
+
     fn inflight(&self, client_id: &str, message_id: u64, pkid: u16, stage: Stage) {
         self.handle.submit_inflight(
             session_destination(client_id),
