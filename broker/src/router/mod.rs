@@ -12,7 +12,6 @@
 //! subscription identifier. Shared groups each yield one delivery to one
 //! member.
 
-mod message;
 mod retained;
 mod trie;
 
@@ -20,7 +19,7 @@ use smallvec::SmallVec;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-pub use message::{ensure_next_message_id, Delivery, Message};
+pub use crate::message::{ensure_next_message_id, Delivery, Message};
 pub use retained::{RetainOutcome, RetainedStore};
 pub use trie::{Group, Match, Subscriber, SubscriptionOptions, Trie};
 
