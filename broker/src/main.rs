@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 use edgemq::broker::Broker;
 use edgemq::config::{Config, ListenerConfig, DEFAULT_CONFIG};
 use edgemq::hooks::{MemoryOnly, Persistence};
-use edgemq::storage::durable::{self, DurableStore};
+use edgemq::broker::durable::{self, DurableStore};
 use edgemq::storage::{Durability as StorageDurability, StorageConfig, StoreHandle};
 use edgemq::{server, sys};
 

@@ -14,7 +14,7 @@ use edgemq::broker::Broker;
 use edgemq::config::{Config, ListenerConfig};
 use edgemq::hooks::ListenerPolicy;
 use edgemq::protocol::{Packet, ProtocolVersion, Publish, QoS, Subscribe, SubscribeFilter};
-use edgemq::storage::durable::DurableStore;
+use edgemq::broker::durable::DurableStore;
 use edgemq::storage::flash::{RamFlash, BLOCK};
 use edgemq::storage::{Overflow, StorageConfig, Store, StoreHandle};
 

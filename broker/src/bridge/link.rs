@@ -251,7 +251,7 @@ impl Bridge {
                         let session = &self.lanes[i].session;
                         let page = page
                             .into_iter()
-                            .map(|m| crate::storage::durable::delivery_for(session, Arc::new(m)))
+                            .map(|m| crate::broker::durable::delivery_for(session, Arc::new(m)))
                             .collect();
                         mailbox.refill(page, seq, complete);
                     }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 mod bridge_lanes;
+pub mod durable;
 mod restore;
 mod shared;
 
@@ -299,7 +300,7 @@ impl Broker {
         let generation = slot.generation;
         let expiry = session.expiry_interval;
         let mut record = session.record();
-        record.disconnected_at_ms = Some(crate::storage::durable::epoch_ms());
+        record.disconnected_at_ms = Some(durable::epoch_ms());
         slot.parked = Some(session);
         drop(sessions);
         self.persistence.save_session(&record);

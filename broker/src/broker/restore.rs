@@ -2,7 +2,7 @@
 //!
 //! The store recovers what it holds (persistent sessions with their
 //! subscriptions and queued messages, retained messages) and hands it to
-//! these methods before the listeners open (see `storage::durable`).
+//! these methods before the listeners open (see `broker::durable`).
 //! Restored state is in memory only here: nothing is written back to the
 //! persistence layer, which already has it.
 

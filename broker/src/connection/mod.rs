@@ -395,7 +395,7 @@ impl Conn {
                         let seq = spill.map_or(0, |(_, seq)| seq);
                         let page = messages
                             .into_iter()
-                            .map(|m| crate::storage::durable::delivery_for(&self.session, Arc::new(m)))
+                            .map(|m| crate::broker::durable::delivery_for(&self.session, Arc::new(m)))
                             .collect();
                         mailbox.refill(page, seq, complete);
                     }

@@ -18,7 +18,6 @@
 
 pub mod config;
 mod dir;
-pub mod durable;
 pub mod flash;
 pub mod fuzzing;
 pub mod latency;
