@@ -14,10 +14,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use edgemq::broker::durable::{self, DurableStore};
 use edgemq::broker::Broker;
 use edgemq::config::{Config, ListenerConfig, DEFAULT_CONFIG};
 use edgemq::hooks::{MemoryOnly, Persistence};
-use edgemq::broker::durable::{self, DurableStore};
 use edgemq::storage::{Durability as StorageDurability, StorageConfig, StoreHandle};
 use edgemq::{server, sys};
 

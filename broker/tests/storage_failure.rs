@@ -10,11 +10,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use common::{connect_packet, Raw};
+use edgemq::broker::durable::DurableStore;
 use edgemq::broker::Broker;
 use edgemq::config::{Config, ListenerConfig};
 use edgemq::hooks::ListenerPolicy;
 use edgemq::protocol::{Packet, ProtocolVersion, Publish, QoS, Subscribe, SubscribeFilter};
-use edgemq::broker::durable::DurableStore;
 use edgemq::storage::flash::{RamFlash, BLOCK};
 use edgemq::storage::{Overflow, StorageConfig, Store, StoreHandle};
 

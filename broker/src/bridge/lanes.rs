@@ -26,9 +26,9 @@
 
 use std::sync::Arc;
 
-use super::config::{BridgeConfig, ForwardRule, OrphanLanes};
 use super::{Lane, CLIENT_ID_PREFIX};
 use crate::broker::Broker;
+use crate::config::bridge::{BridgeConfig, ForwardRule, OrphanLanes};
 use crate::protocol::{QoS, RetainHandling};
 use crate::router::SubscriptionOptions;
 use crate::session::NEVER_EXPIRES;

@@ -21,10 +21,10 @@ mod restore;
 mod shared;
 
 use crate::config::Config;
+use crate::counters::{self, Metrics};
 use crate::hooks::{Authenticator, Durability, Persistence};
 use crate::router::{Message, RetainOutcome, Router};
 use crate::session::{Mailbox, MailboxLimits, Session};
-use crate::sys::{self, Metrics};
 
 /// How long a new connection waits for the session of the connection it
 /// takes over.
@@ -150,7 +150,7 @@ impl Broker {
         let mut durable = Durability::Done;
         if message.retain {
             match self.router.retain(message.clone()) {
-                RetainOutcome::Rejected => sys::inc(&self.metrics.dropped_retained_full),
+                RetainOutcome::Rejected => counters::inc(&self.metrics.dropped_retained_full),
                 outcome if !message.topic.starts_with("$SYS") => {
                     let stored = (outcome == RetainOutcome::Stored).then_some(&message);
                     durable = self.persistence.retain(&message.topic, stored);

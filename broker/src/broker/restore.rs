@@ -12,7 +12,6 @@ use std::time::Duration;
 use super::{lock, Broker};
 use crate::router::{Message, RetainOutcome};
 use crate::session::{Session, NEVER_EXPIRES};
-use crate::sys;
 
 impl Broker {
     /// Parks a persistent session restored from the durable store (its
@@ -56,7 +55,7 @@ impl Broker {
     /// Restores a retained message (not written back to the store).
     pub fn restore_retained(&self, message: Arc<Message>) {
         if self.router.retain(message) == RetainOutcome::Rejected {
-            sys::inc(&self.metrics.dropped_retained_full);
+            crate::counters::inc(&self.metrics.dropped_retained_full);
         }
     }
 
