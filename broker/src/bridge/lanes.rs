@@ -145,11 +145,8 @@ pub(super) async fn open_lane(broker: &Arc<Broker>, name: &str, rule: &ForwardRu
         retain_handling: RetainHandling::DoNotSend,
         id: None,
     };
-    broker
-        .router
-        .subscribe(&session.mailbox, &rule.filter, options.clone());
-    session.subscriptions.insert(rule.filter.clone(), options);
-    broker.persistence.save_session(&session.record());
+    broker.subscribe(&mut session, &rule.filter, options);
+    broker.save_subscriptions(&session);
     Lane {
         rule: rule.clone(),
         session,

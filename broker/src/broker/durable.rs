@@ -282,11 +282,7 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
         let client_id: Arc<str> = Arc::from(stored.client_id.as_str());
         let mut session = Session::new(client_id.clone(), stored.expiry_interval_secs, limits);
         for sub in &stored.subscriptions {
-            let opts = options(sub);
-            broker
-                .router
-                .subscribe(&session.mailbox, &sub.filter, opts.clone());
-            session.subscriptions.insert(sub.filter.clone(), opts);
+            broker.subscribe(&mut session, &sub.filter, options(sub));
         }
         // Messages that were in flight go back into the in-flight window
         // with their packet ids (W7); the connection resends them first.

@@ -19,6 +19,7 @@ mod bridge_lanes;
 pub mod durable;
 mod restore;
 mod shared;
+mod subscriptions;
 
 use crate::config::Config;
 use crate::counters::{self, Metrics};

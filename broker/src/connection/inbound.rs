@@ -374,13 +374,9 @@ impl Conn {
                 retain_handling: f.retain_handling,
                 id,
             };
-            let existed =
-                self.broker
-                    .router
-                    .subscribe(&self.session.mailbox, &f.filter, options.clone());
-            self.session
-                .subscriptions
-                .insert(f.filter.clone(), options.clone());
+            let existed = self
+                .broker
+                .subscribe(&mut self.session, &f.filter, options.clone());
             codes.push(f.qos as u8);
             let send_retained = group.is_none()
                 && match f.retain_handling {
@@ -394,9 +390,7 @@ impl Conn {
                 retained.push(RetainedSend::new(inner, options.qos, id));
             }
         }
-        if self.session.is_persistent() {
-            self.broker.persistence.save_session(&self.session.record());
-        }
+        self.broker.save_subscriptions(&self.session);
         let code_v311 = |c: u8| {
             if c >= 0x80 {
                 reason::UNSPECIFIED_ERROR
@@ -422,19 +416,14 @@ impl Conn {
     fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
         let mut reason_codes = Vec::with_capacity(unsubscribe.filters.len());
         for filter in &unsubscribe.filters {
-            let existed = self.session.subscriptions.remove(filter).is_some();
-            self.broker
-                .router
-                .unsubscribe(&self.session.client_id, filter);
+            let existed = self.broker.unsubscribe(&mut self.session, filter);
             reason_codes.push(if existed {
                 reason::SUCCESS
             } else {
                 reason::NO_SUBSCRIPTION_EXISTED
             });
         }
-        if self.session.is_persistent() {
-            self.broker.persistence.save_session(&self.session.record());
-        }
+        self.broker.save_subscriptions(&self.session);
         self.encode(&Packet::UnsubAck(UnsubAck {
             pkid: unsubscribe.pkid,
             reason_codes,
