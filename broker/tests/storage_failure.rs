@@ -4,6 +4,8 @@
 //! everything that does not need the store. In-process, over a RAM flash
 //! that fails on purpose.
 
+#![allow(clippy::expect_used)] // a failed expectation is a failed test
+
 mod common;
 
 use std::net::SocketAddr;
