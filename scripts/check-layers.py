@@ -42,6 +42,8 @@ LAYERS = {
         # listeners and observability
         ["server", "sys"],
         ["metrics"],
+        # the entry point that wires everything (the binary calls it)
+        ["run"],
     ],
     "client/src/lib.rs": [
         ["error", "options", "tls", "outbox"],

@@ -22,7 +22,8 @@
 //! 5. `broker`: the shared state and its verbs, the store adapter;
 //! 6. `policy`: may this client publish or subscribe;
 //! 7. `bridge`, then 8. `connection`: the cloud link and the client tasks;
-//! 9. `server`, `sys`, then 10. `metrics`: listeners and observability.
+//! 9. `server`, `sys`, then 10. `metrics`: listeners and observability;
+//! 11. `run`: the entry point that wires all of them (the binary calls it).
 
 pub mod auth;
 pub mod bridge;
@@ -37,8 +38,11 @@ pub mod metrics;
 pub mod policy;
 pub mod protocol;
 pub mod router;
+pub mod run;
 pub mod server;
 pub mod session;
 pub mod storage;
 pub mod sys;
 pub mod transport;
+
+pub use run::{run, RunError};
