@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::auth::AuthError;
+use crate::bridge::BridgeStats;
 use crate::broker::durable::{self, DurableStore};
 use crate::broker::Broker;
 use crate::config::Config;
@@ -86,6 +87,35 @@ pub async fn run(config: Arc<Config>, shutdown: impl Future<Output = ()>) -> Res
         tracing::warn!("bridges with durability = \"memory\": their lanes are not persisted");
     }
     let bridges = crate::bridge::start(&broker, &config.bridges).await;
+    spawn_observability(&broker, &config, &store, bridges, metrics_listener);
+    let listeners = reserved
+        .into_iter()
+        .map(server::ReservedListener::listen)
+        .collect::<Result<Vec<_>, _>>()?;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "edgemq started");
+    server::Server::run(broker, listeners, shutdown).await;
+    // Acks, the session saves of the connections just closed and the wills
+    // just published are queued to the store thread: make them durable
+    // before the process exits (M3).
+    if let Some(handle) = &store {
+        match handle.flush().await {
+            Ok(()) => tracing::info!("store flushed"),
+            Err(e) => tracing::error!(error = %e, "final store flush failed"),
+        }
+    }
+    tracing::info!("edgemq stopped");
+    Ok(())
+}
+
+/// Starts the `$SYS` publisher and the metrics endpoint (each when
+/// configured), both fed by the store's and the bridges' statistics.
+fn spawn_observability(
+    broker: &Arc<Broker>,
+    config: &Config,
+    store: &Option<StoreHandle>,
+    bridges: Vec<Arc<BridgeStats>>,
+    metrics_listener: Option<tokio::net::TcpListener>,
+) {
     let store_for_sys = store.clone();
     let extra: sys::ExtraTopics = Arc::new(move || {
         let mut topics = store_for_sys
@@ -120,23 +150,6 @@ pub async fn run(config: Arc<Config>, shutdown: impl Future<Output = ()>) -> Res
             exposition,
         ));
     }
-    let listeners = reserved
-        .into_iter()
-        .map(server::ReservedListener::listen)
-        .collect::<Result<Vec<_>, _>>()?;
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "edgemq started");
-    server::Server::run(broker, listeners, shutdown).await;
-    // Acks, the session saves of the connections just closed and the wills
-    // just published are queued to the store thread: make them durable
-    // before the process exits (M3).
-    if let Some(handle) = &store {
-        match handle.flush().await {
-            Ok(()) => tracing::info!("store flushed"),
-            Err(e) => tracing::error!(error = %e, "final store flush failed"),
-        }
-    }
-    tracing::info!("edgemq stopped");
-    Ok(())
 }
 
 /// SIGHUP re-reads the password and ACL files and the TLS listeners'
