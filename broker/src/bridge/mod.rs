@@ -1,4 +1,4 @@
-//! The cloud uplink bridge (DESIGN.md section 5; issue 12).
+//! The cloud uplink bridge (docs/ARCHITECTURE.md; issue 12).
 //!
 //! Design: each forward rule is an *internal persistent session* of the
 //! broker (`$bridge/<name>/<hash>/<prefix>`, see `lanes`), subscribed to the
@@ -20,7 +20,6 @@
 //! cloud kept its session: at least once, in order. Cloud messages matching
 //! a downlink rule are published locally with their prefix stripped.
 
-pub mod config;
 pub mod lane_machine;
 pub mod lanes;
 mod link;
@@ -39,7 +38,9 @@ mod machine_tests;
 
 use std::sync::Arc;
 
-pub use config::{BatchMode, BridgeConfig, BridgeProtocol, DownlinkRule, ForwardRule, OrphanLanes};
+pub use crate::config::bridge::{
+    BatchMode, BridgeConfig, BridgeProtocol, DownlinkRule, ForwardRule, OrphanLanes,
+};
 pub use lanes::lane_client_id;
 pub use stats::BridgeStats;
 

@@ -8,8 +8,8 @@
 
 use std::fmt;
 
+use super::bridge::BridgeConfig;
 use super::Config;
-use crate::bridge::BridgeConfig;
 
 impl Config {
     /// What an operator should know about this configuration's exposure.
@@ -37,7 +37,7 @@ impl Config {
                 ));
             }
         }
-        if self.auth.client_id_binding != crate::auth::ClientIdBinding::None
+        if self.auth.client_id_binding != super::auth::ClientIdBinding::None
             && self.auth.password_file.is_none()
             && !self.listeners.iter().any(|l| l.use_identity_as_username)
         {
