@@ -93,7 +93,7 @@ impl Persistence for DurableStore {
         self.handle.submit_session_remove(client_id.to_string());
     }
 
-    fn set_store_quota(&self, client_id: &str, quota: Option<super::Quota>) {
+    fn set_store_quota(&self, client_id: &str, quota: Option<crate::storage::Quota>) {
         self.handle
             .set_destination_quota(session_destination(client_id), quota);
     }
