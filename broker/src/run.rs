@@ -24,7 +24,7 @@ use crate::broker::Broker;
 use crate::config::Config;
 use crate::hooks::{MemoryOnly, Persistence};
 use crate::server::{self, ServerError};
-use crate::storage::{Durability as StorageDurability, StorageConfig, StoreError, StoreHandle};
+use crate::storage::{StorageConfig, StoreError, StoreHandle, SyncMode};
 use crate::sys;
 
 /// Why the broker could not start.
@@ -189,7 +189,7 @@ fn spawn_reload_on_sighup(
 
 /// Opens and recovers the durable store, unless `durability = "memory"`.
 fn open_store(config: &StorageConfig) -> Result<Option<StoreHandle>, RunError> {
-    if config.durability == StorageDurability::Memory {
+    if config.durability == SyncMode::Memory {
         tracing::info!("durability = memory: nothing is persisted");
         return Ok(None);
     }

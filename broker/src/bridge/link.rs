@@ -247,13 +247,7 @@ impl Bridge {
                         .fetch(&client_id, from, PAGE_SIZE)
                         .await
                     {
-                        let complete = page.len() < PAGE_SIZE;
-                        let session = &self.lanes[i].session;
-                        let page = page
-                            .into_iter()
-                            .map(|m| crate::broker::durable::delivery_for(session, Arc::new(m)))
-                            .collect();
-                        mailbox.refill(page, seq, complete);
+                        crate::broker::spill::page_in(&self.lanes[i].session, page, seq, PAGE_SIZE);
                     }
                 }
             }

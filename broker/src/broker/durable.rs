@@ -131,7 +131,7 @@ impl Persistence for DurableStore {
     fn incoming_qos2(&self, client_id: &str, pkid: u16, pending: bool) -> Durability {
         self.handle
             .submit_qos2(client_id.to_string(), pkid, pending);
-        if self.handle.durability() == crate::storage::Durability::Interval {
+        if self.handle.durability() == crate::storage::SyncMode::Interval {
             return Durability::Done;
         }
         // The PUBREC of a pending id (queued once its message is durable)

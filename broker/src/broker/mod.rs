@@ -19,6 +19,7 @@ mod bridge_lanes;
 pub mod durable;
 mod restore;
 mod shared;
+pub mod spill;
 mod subscriptions;
 
 use crate::config::Config;

@@ -123,7 +123,7 @@ fn storage_section_is_checked_with_its_key() {
         "{err}"
     );
     let ok = Config::from_toml("[storage]\ndurability = \"memory\"\n", "edge.toml").unwrap();
-    assert_eq!(ok.storage.durability, crate::storage::Durability::Memory);
+    assert_eq!(ok.storage.durability, crate::storage::SyncMode::Memory);
 }
 
 #[test]

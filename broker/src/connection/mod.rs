@@ -391,13 +391,8 @@ impl Conn {
                     }
                 }, if spill.is_some() => match page {
                     Ok(messages) => {
-                        let complete = messages.len() < page_size;
                         let seq = spill.map_or(0, |(_, seq)| seq);
-                        let page = messages
-                            .into_iter()
-                            .map(|m| crate::broker::durable::delivery_for(&self.session, Arc::new(m)))
-                            .collect();
-                        mailbox.refill(page, seq, complete);
+                        crate::broker::spill::page_in(&self.session, messages, seq, page_size);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot read the spilled backlog");

@@ -304,8 +304,10 @@ impl Server {
 
 async fn accept_loop(server: Server, bound: BoundListener) {
     let anonymous_allowed = bound.config.anonymous_allowed();
+    // The address actually bound, so a listener on port 0 reports its port.
+    let address = bound.local_addr().unwrap_or(bound.config.address);
     tracing::info!(
-        address = %bound.config.address,
+        %address,
         protocol = ?bound.config.protocol,
         anonymous_allowed,
         "listening"

@@ -4,10 +4,12 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// When a PUBACK may be sent relative to the data reaching stable storage.
+/// When a PUBACK may be sent relative to the data reaching stable storage
+/// (`[storage] durability`). Not to be confused with `hooks::Durability`,
+/// the completion of one durable write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
-pub enum Durability {
+pub enum SyncMode {
     /// PUBACK after the batch holding the message is synced (the default, and
     /// the only mode that keeps the promise across power cuts).
     #[default]
@@ -19,6 +21,10 @@ pub enum Durability {
     /// live in RAM and are lost on restart.
     Memory,
 }
+
+/// The former name of [`SyncMode`], kept so that code written against it
+/// still compiles; new code names `SyncMode`.
+pub type Durability = SyncMode;
 
 /// What happens when a destination's message does not fit in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

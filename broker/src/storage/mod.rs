@@ -37,7 +37,7 @@ mod tests_recovery;
 #[cfg(test)]
 mod tests_task;
 
-pub use config::{Durability, Overflow, StorageConfig};
+pub use config::{Durability, Overflow, StorageConfig, SyncMode};
 pub use record::{StoredMessage, StoredSession, StoredSubscription};
 pub use store::{Quota, RecoveryReport, Store};
 pub use task::{StoreHandle, StoreState};

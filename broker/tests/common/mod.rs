@@ -5,7 +5,7 @@
 #![allow(dead_code, clippy::expect_used)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,39 +25,39 @@ impl BrokerProcess {
         Self::start_with("")
     }
 
-    /// Starts the broker with `config` (TOML) merged over the defaults.
-    /// Retries on another port if the chosen one was taken meanwhile.
+    /// Starts the broker with `config` (TOML) merged over the defaults. It
+    /// listens on port 0 and the port it got is read from its log, so tests
+    /// never race each other for a free port.
     pub fn start_with(config: &str) -> BrokerProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("edgemq.toml");
         std::fs::write(&config_path, config).expect("write config");
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_edgemq"))
-                .arg("--config")
-                .arg(&config_path)
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .arg("--log-level")
-                .arg("info")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn edgemq");
-            let stderr = child.stderr.take().expect("stderr");
-            if wait_listening(stderr, port) {
-                return BrokerProcess {
-                    child,
-                    port,
-                    _dir: dir,
-                };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgemq"))
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--log-level")
+            .arg("info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn edgemq");
+        let stderr = child.stderr.take().expect("stderr");
+        match wait_listening(stderr) {
+            Some(port) => BrokerProcess {
+                child,
+                port,
+                _dir: dir,
+            },
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("edgemq did not start listening");
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
-        panic!("edgemq did not start listening");
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -89,29 +89,25 @@ impl Drop for BrokerProcess {
     }
 }
 
-/// Reads the broker's log until it reports listening on `port` (true) or
-/// exits (false); then keeps draining the log in the background.
-fn wait_listening(stderr: std::process::ChildStderr, port: u16) -> bool {
+/// Reads the broker's log until it reports the port it listens on (Some)
+/// or exits (None); then keeps draining the log in the background.
+fn wait_listening(stderr: std::process::ChildStderr) -> Option<u16> {
     use std::io::BufRead;
     let mut lines = std::io::BufReader::new(stderr).lines();
-    let needle = format!("listening address=127.0.0.1:{port}");
+    let needle = "listening address=127.0.0.1:";
     let found = loop {
         match lines.next() {
-            Some(Ok(line)) if line.contains(&needle) => break true,
-            Some(Ok(_)) => {}
-            _ => break false,
+            Some(Ok(line)) => {
+                if let Some((_, rest)) = line.split_once(needle) {
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    break digits.parse().ok();
+                }
+            }
+            _ => break None,
         }
     };
     std::thread::spawn(move || for _ in lines {});
     found
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind port 0")
-        .port()
 }
 
 /// A minimal MQTT client over a blocking socket.
