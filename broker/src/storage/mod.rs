@@ -37,6 +37,8 @@ mod tests_crash;
 mod tests_recovery;
 #[cfg(test)]
 mod tests_task;
+#[cfg(test)]
+mod tests_wear;
 
 pub use config::{Durability, Overflow, StorageConfig};
 pub use record::{StoredMessage, StoredSession, StoredSubscription};

@@ -7,6 +7,14 @@
 //! single publisher it costs one sync per message, as it must. Reads are
 //! answered at once.
 //!
+//! Wear (issue 13): in `sync` mode only a promise causes a sync: an
+//! append, a retained set or clear, a flush. Acks, QoS 2 state, in-flight
+//! records, session saves and clears are written at once but synced by the
+//! next such commit, or by the `ack_sync_interval_ms` timer when none comes;
+//! session saves are answered after that sync. Losing them in a crash costs
+//! a duplicate or an older session state, never an acknowledged message.
+//! `commit_delay_us` lets a promised commit gather more requests first.
+//!
 //! Invariants:
 //! - A reply that promises durability is sent only after a sync that
 //!   covered it returned Ok, and no program, erase or sync failed in
@@ -104,6 +112,9 @@ enum Pending {
     Unit(Reply<()>),
     /// A flush: waits for a sync in every mode.
     Flush(Reply<()>),
+    /// No promise waits (a session save or removal): answered after the
+    /// next sync, which it never causes on its own.
+    Lazy(Reply<()>),
     /// Already answered.
     Done,
 }
@@ -111,7 +122,7 @@ enum Pending {
 fn answer(p: Pending, result: Result<(), StoreError>) {
     match p {
         Pending::Id(tx, id) => drop(tx.send(result.map(|()| id))),
-        Pending::Unit(tx) | Pending::Flush(tx) => drop(tx.send(result)),
+        Pending::Unit(tx) | Pending::Flush(tx) | Pending::Lazy(tx) => drop(tx.send(result)),
         Pending::Done => {}
     }
 }
@@ -177,6 +188,8 @@ impl StoreHandle {
             failed: handle.failed.clone(),
             durability: config.durability,
             interval: Duration::from_millis(config.sync_interval_ms.max(1)),
+            ack_sync: Duration::from_millis(config.ack_sync_interval_ms.max(1)),
+            commit_delay: Duration::from_micros(config.commit_delay_us),
         };
         let spawned = thread::Builder::new()
             .name("edgemq-store".into())
@@ -393,6 +406,10 @@ struct Worker<F: Durable> {
     failed: Arc<Mutex<Option<String>>>,
     durability: Durability,
     interval: Duration,
+    /// Longest wait of an unsynced write no promise waits for.
+    ack_sync: Duration,
+    /// Commit window of a promised commit.
+    commit_delay: Duration,
 }
 
 /// Most requests handled per sync: bounds PUBACK latency under a flood.
@@ -401,14 +418,21 @@ const MAX_BATCH: usize = 4096;
 impl<F: Durable> Worker<F> {
     fn run(mut self) {
         let mut last_sync = Instant::now();
+        // Since when writes no promise waits for are unsynced (sync mode).
+        let mut lazy_since: Option<Instant> = None;
+        let mut deferred: Vec<Pending> = Vec::new();
         loop {
-            let first = match self.durability {
-                Durability::Interval => match self.rx.recv_timeout(self.interval) {
+            let wait = match self.durability {
+                Durability::Interval => Some(self.interval),
+                _ => lazy_since.map(|t| self.ack_sync.saturating_sub(t.elapsed())),
+            };
+            let first = match wait {
+                Some(wait) => match self.rx.recv_timeout(wait) {
                     Ok(r) => Some(r),
                     Err(flume::RecvTimeoutError::Timeout) => None,
                     Err(flume::RecvTimeoutError::Disconnected) => break,
                 },
-                _ => match self.rx.recv() {
+                None => match self.rx.recv() {
                     Ok(r) => Some(r),
                     Err(_) => break,
                 },
@@ -435,8 +459,25 @@ impl<F: Durable> Worker<F> {
                     }
                 });
             }
-            let due = !interval || !pending.is_empty() || last_sync.elapsed() >= self.interval;
+            let due = if interval {
+                !pending.is_empty() || last_sync.elapsed() >= self.interval
+            } else {
+                let promise = pending.iter().any(|p| !matches!(p, Pending::Lazy(_)));
+                if promise && !self.commit_delay.is_zero() {
+                    self.gather(&mut pending);
+                }
+                promise || lazy_since.is_some_and(|t| t.elapsed() >= self.ack_sync)
+            };
+            if !due {
+                // Only lazy answers: they wait for the sync that covers them.
+                deferred.append(&mut pending);
+                if self.store.unsynced() || !deferred.is_empty() {
+                    lazy_since.get_or_insert_with(Instant::now);
+                }
+            }
             if due {
+                pending.append(&mut deferred);
+                lazy_since = None;
                 // A failed store never commits again (D1): everything still
                 // waiting for this batch's sync is refused, whatever a later
                 // fdatasync would claim.
@@ -457,12 +498,33 @@ impl<F: Durable> Worker<F> {
                 self.publish_stats();
             }
         }
-        if self.store.failure().is_none() {
-            if let Err(e) = self.store.commit() {
-                tracing::error!(error = %e, "final store sync failed");
-            }
+        let result = match self.store.failure() {
+            Some(f) => Err(StoreError::Failed(f.to_string())),
+            None => self.store.commit(),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "final store sync failed");
         }
         self.publish_stats();
+        for p in deferred {
+            answer(p, result.clone());
+        }
+    }
+
+    /// The commit window: takes more requests for up to `commit_delay`
+    /// before a promised commit, so its sync covers them too.
+    fn gather(&mut self, pending: &mut Vec<Pending>) {
+        let deadline = Instant::now() + self.commit_delay;
+        while pending.len() < MAX_BATCH {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(r) => self.handle(r, pending),
+                Err(_) => break,
+            }
+        }
     }
 
     fn publish_stats(&self) {
@@ -532,10 +594,10 @@ impl<F: Durable> Worker<F> {
                 self.unit(failure, tx, pending, |s| s.clear_retained(&topic))
             }
             Request::SaveSession(sess, tx) => {
-                self.unit(failure, tx, pending, |s| s.save_session(sess))
+                self.lazy(failure, tx, pending, |s| s.save_session(sess))
             }
             Request::RemoveSession(id, tx) => {
-                self.unit(failure, tx, pending, |s| s.remove_session(&id))
+                self.lazy(failure, tx, pending, |s| s.remove_session(&id))
             }
             Request::Flush(tx) => match failure {
                 Some(f) => drop(tx.send(Err(f))),
@@ -590,6 +652,25 @@ impl<F: Durable> Worker<F> {
         }
         match op(&mut self.store) {
             Ok(()) => pending.push(Pending::Unit(tx)),
+            Err(e) => self.write_error(e, tx),
+        }
+    }
+
+    /// Like `unit`, for a write no promise waits for (answered after the
+    /// next sync, which it does not cause).
+    fn lazy(
+        &mut self,
+        failure: Option<StoreError>,
+        tx: Reply<()>,
+        pending: &mut Vec<Pending>,
+        op: impl FnOnce(&mut Store<F>) -> Result<(), StoreError>,
+    ) {
+        if let Some(f) = failure {
+            drop(tx.send(Err(f)));
+            return;
+        }
+        match op(&mut self.store) {
+            Ok(()) => pending.push(Pending::Lazy(tx)),
             Err(e) => self.write_error(e, tx),
         }
     }

@@ -55,6 +55,7 @@ pub use budget::Quota;
 mod budget;
 mod reclaim;
 mod recovery;
+mod wear;
 
 /// Where a record lives on flash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
