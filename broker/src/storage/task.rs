@@ -145,7 +145,12 @@ impl StoreHandle {
         let (mut store, report) =
             Store::open(flash, config.segment_size as usize, config.overflow)?;
         store.set_default_quota(config.default_quota());
-        Ok((Self::spawn_inner(store, config, None, Some(lock)), report))
+        let wear = super::wear_file::path(&config.dir);
+        if let Some(saved) = super::wear_file::load(&wear, store.erase_counts().len()) {
+            store.seed_erase_counts(&saved);
+        }
+        let worker = Self::spawn_inner(store, config, None, Some((lock, wear)));
+        Ok((worker, report))
     }
 
     /// Starts the store thread over an opened store (tests pass a RAM flash).
@@ -167,13 +172,15 @@ impl StoreHandle {
     }
 
     /// The store thread holds `lock` (the data directory's) until it has
-    /// made its last write, after every handle is gone.
+    /// made its last write, after every handle is gone, and keeps the erase
+    /// counts in the file beside it (`wear_file`).
     fn spawn_inner<F: Durable + Send + 'static>(
         store: Store<F>,
         config: &StorageConfig,
         gate: Option<std::sync::mpsc::Receiver<()>>,
-        lock: Option<std::fs::File>,
+        dir: Option<(std::fs::File, std::path::PathBuf)>,
     ) -> StoreHandle {
+        let (lock, wear_path) = dir.unzip();
         let (tx, rx) = flume::bounded(config.queue_capacity);
         let handle = StoreHandle {
             tx,
@@ -190,6 +197,9 @@ impl StoreHandle {
             interval: Duration::from_millis(config.sync_interval_ms.max(1)),
             ack_sync: Duration::from_millis(config.ack_sync_interval_ms.max(1)),
             commit_delay: Duration::from_micros(config.commit_delay_us),
+            started: Instant::now(),
+            wear_path,
+            saved_erases: 0,
         };
         let spawned = thread::Builder::new()
             .name("edgemq-store".into())
@@ -410,6 +420,11 @@ struct Worker<F: Durable> {
     ack_sync: Duration,
     /// Commit window of a promised commit.
     commit_delay: Duration,
+    started: Instant,
+    /// Where erase counts are kept (`wear_file`), for a store on a file.
+    wear_path: Option<std::path::PathBuf>,
+    /// `store.erases()` when the counts were last written.
+    saved_erases: u64,
 }
 
 /// Most requests handled per sync: bounds PUBACK latency under a flood.
@@ -489,6 +504,7 @@ impl<F: Durable> Worker<F> {
                 if let Err(e) = &result {
                     self.fail(e);
                 }
+                self.save_erase_counts();
                 // Figures first: whoever is answered sees this batch's state.
                 self.publish_stats();
                 for p in pending {
@@ -505,6 +521,7 @@ impl<F: Durable> Worker<F> {
         if let Err(e) = &result {
             tracing::error!(error = %e, "final store sync failed");
         }
+        self.save_erase_counts();
         self.publish_stats();
         for p in deferred {
             answer(p, result.clone());
@@ -527,8 +544,24 @@ impl<F: Durable> Worker<F> {
         }
     }
 
+    /// Writes the erase counts beside the image after new erases (a
+    /// statistic: a failure is logged, never fatal).
+    fn save_erase_counts(&mut self) {
+        let erases = self.store.erases();
+        if erases == self.saved_erases {
+            return;
+        }
+        if let Some(path) = &self.wear_path {
+            if let Err(e) = super::wear_file::save(path, &self.store.erase_counts()) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot save erase counts");
+            }
+        }
+        self.saved_erases = erases;
+    }
+
     fn publish_stats(&self) {
         let mut stats = self.store.stats();
+        stats.uptime_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         stats.failure = self.failed.lock().ok().and_then(|f| f.clone());
         if let Ok(mut s) = self.stats.lock() {
             *s = stats;

@@ -163,7 +163,12 @@ fn a_lost_ack_is_only_a_duplicate() {
         let mut flash = s.into_flash();
         flash.power_cut(&mut rng);
         let (mut s, _) = Store::open(flash, 2 * BLOCK, Overflow::Reject).unwrap();
-        let ids: Vec<u64> = s.read("d", None, 10).unwrap().iter().map(|m| m.id).collect();
+        let ids: Vec<u64> = s
+            .read("d", None, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
         assert_eq!(ids, vec![a], "seed {seed}: the unacked message was lost");
         // The ack again (the redelivered duplicate), then a durable append.
         s.ack(a, "d").unwrap();
@@ -172,7 +177,95 @@ fn a_lost_ack_is_only_a_duplicate() {
         let mut flash = s.into_flash();
         flash.power_cut(&mut rng);
         let (mut s, _) = Store::open(flash, 2 * BLOCK, Overflow::Reject).unwrap();
-        let ids: Vec<u64> = s.read("d", None, 10).unwrap().iter().map(|m| m.id).collect();
+        let ids: Vec<u64> = s
+            .read("d", None, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
         assert_eq!(ids, vec![b], "seed {seed}");
+    }
+}
+
+fn topic(stats: &StoreStats, key: &str) -> Option<String> {
+    stats
+        .sys_topics()
+        .into_iter()
+        .find(|(t, _)| t == &format!("$SYS/broker/store/{key}"))
+        .map(|(_, v)| v)
+}
+
+/// Wear you can see: every byte written, erases included, per message,
+/// the erase count spread and an estimate per day.
+#[test]
+fn wear_figures_count_erases_and_messages() {
+    let mut s = store();
+    for _ in 0..200 {
+        let id = s.append(msg(200), &["d".into()]).unwrap();
+        s.ack(id, "d").unwrap();
+        s.commit().unwrap();
+    }
+    let mut stats = s.stats();
+    stats.uptime_ms = 1000;
+    assert!(stats.erases > 0, "the churn erased nothing");
+    let total = stats.bytes_written + stats.erased_bytes;
+    assert_eq!(topic(&stats, "wear_bytes"), Some(total.to_string()));
+    assert_eq!(
+        topic(&stats, "bytes_per_message"),
+        Some((total / 200).to_string())
+    );
+    assert_eq!(
+        topic(&stats, "bytes_per_day_estimate"),
+        Some((total * 86_400).to_string())
+    );
+    let counts = &stats.erase_counts;
+    let mean = counts.iter().map(|&c| u64::from(c)).sum::<u64>() as f64 / counts.len() as f64;
+    assert_eq!(
+        topic(&stats, "erase_count/mean"),
+        Some(format!("{mean:.2}"))
+    );
+}
+
+/// Erase counts of free segments survive a restart (they used to reset to
+/// 0): the store thread writes them to `wear.counts` beside the image and
+/// `open` takes them back.
+#[test]
+fn erase_counts_of_free_segments_persist_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig {
+        dir: dir.path().to_path_buf(),
+        capacity: 256 * 1024,
+        segment_size: 16 * 1024,
+        ..StorageConfig::default()
+    };
+    let before = runtime().block_on(async {
+        let (handle, _) = StoreHandle::open(&config).unwrap();
+        for _ in 0..400 {
+            let id = handle.append(msg(300), vec!["d".into()]).await.unwrap();
+            handle.ack(id, "d".into()).await.unwrap();
+        }
+        handle.flush().await.unwrap();
+        let counts = handle.stats().erase_counts;
+        drop(handle);
+        counts
+    });
+    assert!(before.iter().any(|&c| c > 0), "{before:?}");
+    // The old store thread lets go of the directory lock when it is done.
+    let mut reopened = None;
+    for _ in 0..100 {
+        match StoreHandle::open(&config) {
+            Ok((h, _)) => {
+                reopened = Some(h);
+                break;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let after = reopened.unwrap().stats().erase_counts;
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert!(
+            a >= b,
+            "segment {i}: erase count {b} became {a} after the restart"
+        );
     }
 }
