@@ -20,8 +20,8 @@
 mod handshake;
 mod inbound;
 mod outbound;
-mod revocation;
 mod refusal;
+mod revocation;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

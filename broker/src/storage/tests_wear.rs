@@ -274,7 +274,11 @@ fn erase_counts_of_free_segments_persist_across_restarts() {
 #[test]
 fn wear_keys_are_checked_with_their_line() {
     use crate::config::Config;
-    let err = |text: &str| Config::from_toml(text, "edge.toml").unwrap_err().to_string();
+    let err = |text: &str| {
+        Config::from_toml(text, "edge.toml")
+            .unwrap_err()
+            .to_string()
+    };
     let e = err("[storage]\ndurability = \"sync\"\nack_sync_interval_ms = 0\n");
     assert!(
         e.starts_with("edge.toml:3: key `storage.ack_sync_interval_ms`:"),

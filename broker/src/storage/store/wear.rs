@@ -1,19 +1,10 @@
-//! What the group-commit thread needs to know to spare the flash.
+//! Erase counts for the wear figures and `storage::wear_file`.
 //!
-//! Invariants: erase counts only grow (`seed_erase_counts` takes the
-//! larger); `unsynced()` is true from the first program or erase after a
-//! sync until the next successful sync; the store thread never leaves a
-//! write unsynced for longer than `ack_sync_interval_ms` (storage/task.rs).
+//! Invariant: a segment's erase count only grows: `seed_erase_counts`
+//! keeps the larger of the header's and the saved count.
 
 use super::super::flash::Durable;
 use super::Store;
-
-impl<F: Durable> Store<F> {
-    /// Something was programmed or erased since the last successful sync.
-    pub fn unsynced(&self) -> bool {
-        self.dirty
-    }
-}
 
 impl<F: Durable> Store<F> {
     /// Segments erased so far in this process.
