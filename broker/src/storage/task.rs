@@ -44,6 +44,8 @@ use super::{
     StoredSession,
 };
 
+mod wear;
+
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Request {
@@ -533,37 +535,6 @@ impl<F: Durable> Worker<F> {
         }
     }
 
-    /// The commit window: takes more requests for up to `commit_delay`
-    /// before a promised commit, so its sync covers them too.
-    fn gather(&mut self, pending: &mut Vec<Pending>) {
-        let deadline = Instant::now() + self.commit_delay;
-        while pending.len() < MAX_BATCH {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match self.rx.recv_timeout(left) {
-                Ok(r) => self.handle(r, pending),
-                Err(_) => break,
-            }
-        }
-    }
-
-    /// Writes the erase counts beside the image after new erases (a
-    /// statistic: a failure is logged, never fatal).
-    fn save_erase_counts(&mut self) {
-        let erases = self.store.erases();
-        if erases == self.saved_erases {
-            return;
-        }
-        if let Some(path) = &self.wear_path {
-            if let Err(e) = super::wear_file::save(path, &self.store.erase_counts()) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot save erase counts");
-            }
-        }
-        self.saved_erases = erases;
-    }
-
     fn publish_stats(&self) {
         let mut stats = self.store.stats();
         stats.uptime_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -690,25 +661,6 @@ impl<F: Durable> Worker<F> {
         }
         match op(&mut self.store) {
             Ok(()) => pending.push(Pending::Unit(tx)),
-            Err(e) => self.write_error(e, tx),
-        }
-    }
-
-    /// Like `unit`, for a write no promise waits for (answered after the
-    /// next sync, which it does not cause).
-    fn lazy(
-        &mut self,
-        failure: Option<StoreError>,
-        tx: Reply<()>,
-        pending: &mut Vec<Pending>,
-        op: impl FnOnce(&mut Store<F>) -> Result<(), StoreError>,
-    ) {
-        if let Some(f) = failure {
-            drop(tx.send(Err(f)));
-            return;
-        }
-        match op(&mut self.store) {
-            Ok(()) => pending.push(Pending::Lazy(tx)),
             Err(e) => self.write_error(e, tx),
         }
     }
