@@ -8,24 +8,16 @@
 //! the store was recovered and the listeners were bound, and 503 with the
 //! reason while the store is full or has failed.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::broker::Broker;
 use crate::sys::{all_values, ExtraTopics};
 
-/// `[metrics]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Address of the HTTP endpoint; absent: off.
-    pub listen: Option<SocketAddr>,
-}
+pub use crate::config::metrics::MetricsConfig;
 
 /// Extra exposition text appended to `/metrics` (histograms, which the
 /// flat `$SYS` values cannot express).

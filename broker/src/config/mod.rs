@@ -15,8 +15,11 @@
 //!   `FILE:LINE: key `section.key`: message`. Semantic checks (zero limits,
 //!   bad addresses) are located the same way.
 
+pub mod auth;
+pub mod bridge;
 mod listener;
 mod locate;
+pub mod metrics;
 mod security;
 
 pub use listener::{ListenerConfig, ListenerProtocol};
@@ -45,12 +48,12 @@ pub struct Config {
     /// `[storage]`: the durable store (owned by the storage module).
     pub storage: StorageConfig,
     /// `[metrics]`: the Prometheus endpoint (see `metrics`).
-    pub metrics: crate::metrics::MetricsConfig,
+    pub metrics: metrics::MetricsConfig,
     /// `[auth]`: password and ACL files (see `auth`).
-    pub auth: crate::auth::AuthConfig,
+    pub auth: auth::AuthConfig,
     /// `[[bridge]]`: cloud uplinks (see `bridge::config`).
     #[serde(rename = "bridge")]
-    pub bridges: Vec<crate::bridge::BridgeConfig>,
+    pub bridges: Vec<bridge::BridgeConfig>,
 }
 
 /// `[server]`: runtime and connection admission.
@@ -135,8 +138,8 @@ impl Default for Config {
             log: LogConfig::default(),
             storage: StorageConfig::default(),
             bridges: Vec::new(),
-            auth: crate::auth::AuthConfig::default(),
-            metrics: crate::metrics::MetricsConfig::default(),
+            auth: auth::AuthConfig::default(),
+            metrics: metrics::MetricsConfig::default(),
         }
     }
 }
@@ -367,7 +370,10 @@ impl Config {
             ("deny_publish", &self.acl.deny_publish),
             ("deny_subscribe", &self.acl.deny_subscribe),
         ] {
-            if let Some(bad) = filters.iter().find(|f| !crate::router::valid_filter(f)) {
+            if let Some(bad) = filters
+                .iter()
+                .find(|f| !crate::protocol::topic::valid_filter(f))
+            {
                 return Err(("acl", key, format!("invalid topic filter {bad:?}")));
             }
         }
