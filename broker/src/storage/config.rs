@@ -48,9 +48,15 @@ pub struct StorageConfig {
     /// the card's erase block (often 4 MiB).
     pub segment_size: u64,
     pub durability: Durability,
-    /// Sync period in `interval` mode; in `sync` mode, the longest writes
-    /// nobody waits for (acks) stay unsynced when no durable batch follows.
+    /// Sync period in `interval` mode.
     pub sync_interval_ms: u64,
+    /// `sync` mode: the longest an ack, QoS 2 release, session save or
+    /// clear waits for a sync when no durable commit comes to cover it
+    /// (they never sync on their own; a lost ack is only a duplicate).
+    pub ack_sync_interval_ms: u64,
+    /// `sync` mode: how long a commit that a promise waits for gathers more
+    /// requests before its sync (like PostgreSQL's `commit_delay`); 0: none.
+    pub commit_delay_us: u64,
     pub overflow: Overflow,
     /// Requests queued to the store task before publishers wait.
     pub queue_capacity: usize,
@@ -68,6 +74,8 @@ impl Default for StorageConfig {
             segment_size: 1024 * 1024,
             durability: Durability::Sync,
             sync_interval_ms: 100,
+            ack_sync_interval_ms: 1000,
+            commit_delay_us: 0,
             overflow: Overflow::Reject,
             queue_capacity: 4096,
             max_stored_messages_per_session: 200_000,
@@ -102,6 +110,12 @@ impl StorageConfig {
         }
         if self.sync_interval_ms == 0 {
             return Err(("sync_interval_ms", "must be at least 1".into()));
+        }
+        if self.ack_sync_interval_ms == 0 || self.ack_sync_interval_ms > 3_600_000 {
+            return Err(("ack_sync_interval_ms", "must be 1 to 3600000".into()));
+        }
+        if self.commit_delay_us > 100_000 {
+            return Err(("commit_delay_us", "must be at most 100000 (0.1 s)".into()));
         }
         if self.max_stored_messages_per_session == 0 {
             return Err((

@@ -25,6 +25,7 @@ pub mod record;
 pub mod segment;
 pub mod store;
 pub mod task;
+pub mod wear_file;
 
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,8 @@ mod tests_crash;
 mod tests_recovery;
 #[cfg(test)]
 mod tests_task;
+#[cfg(test)]
+mod tests_wear;
 
 pub use config::{Durability, Overflow, StorageConfig, SyncMode};
 pub use record::{StoredMessage, StoredSession, StoredSubscription};
@@ -116,6 +119,8 @@ pub struct StoreStats {
     pub erase_counts: Vec<u32>,
     /// How long each sync took.
     pub sync_latency: latency::LatencyHistogram,
+    /// Since the store thread started (the base of the per-day estimate).
+    pub uptime_ms: u64,
 }
 
 impl StoreStats {
@@ -150,6 +155,16 @@ impl StoreStats {
             ),
             ("erase_count/min", min.to_string()),
             ("erase_count/max", max.to_string()),
+            (
+                "erase_count/mean",
+                format!("{:.2}", self.erase_count_mean()),
+            ),
+            ("wear_bytes", self.wear_bytes().to_string()),
+            ("bytes_per_message", self.bytes_per_message().to_string()),
+            (
+                "bytes_per_day_estimate",
+                self.bytes_per_day_estimate().to_string(),
+            ),
             ("recovery_ms", self.recovery_millis.to_string()),
             ("sync_us/mean", self.sync_latency.mean_us().to_string()),
         ]
@@ -160,6 +175,33 @@ impl StoreStats {
             topics.push((FAILURE_TOPIC.to_string(), f.clone()));
         }
         topics
+    }
+
+    /// Every byte the store wrote: programs (headers, records, copies) and
+    /// erases (an image file writes 0xFF).
+    pub fn wear_bytes(&self) -> u64 {
+        self.bytes_written.saturating_add(self.erased_bytes)
+    }
+
+    /// Wear bytes per message appended (0 before the first).
+    pub fn bytes_per_message(&self) -> u64 {
+        self.wear_bytes().checked_div(self.appended).unwrap_or(0)
+    }
+
+    /// Wear bytes a day at the rate seen since the store thread started.
+    pub fn bytes_per_day_estimate(&self) -> u64 {
+        let per_day = u128::from(self.wear_bytes()) * 86_400_000;
+        let est = per_day.checked_div(u128::from(self.uptime_ms)).unwrap_or(0);
+        u64::try_from(est).unwrap_or(u64::MAX)
+    }
+
+    /// Mean erase count over the segments.
+    pub fn erase_count_mean(&self) -> f64 {
+        if self.erase_counts.is_empty() {
+            return 0.0;
+        }
+        let sum: u64 = self.erase_counts.iter().map(|&c| u64::from(c)).sum();
+        sum as f64 / self.erase_counts.len() as f64
     }
 
     /// Bytes written to flash per payload byte stored.

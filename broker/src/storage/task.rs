@@ -7,6 +7,14 @@
 //! single publisher it costs one sync per message, as it must. Reads are
 //! answered at once.
 //!
+//! Wear (issue 13): in `sync` mode only a promise causes a sync: an
+//! append, a retained set or clear, a flush. Acks, QoS 2 state, in-flight
+//! records, session saves and clears are written at once but synced by the
+//! next such commit, or by the `ack_sync_interval_ms` timer when none comes;
+//! session saves are answered after that sync. Losing them in a crash costs
+//! a duplicate or an older session state, never an acknowledged message.
+//! `commit_delay_us` lets a promised commit gather more requests first.
+//!
 //! Invariants:
 //! - A reply that promises durability is sent only after a sync that
 //!   covered it returned Ok, and no program, erase or sync failed in
@@ -35,6 +43,8 @@ use super::{
     Durability, RecoveryReport, StorageConfig, Store, StoreError, StoreStats, StoredMessage,
     StoredSession,
 };
+
+mod wear;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -104,6 +114,9 @@ enum Pending {
     Unit(Reply<()>),
     /// A flush: waits for a sync in every mode.
     Flush(Reply<()>),
+    /// No promise waits (a session save or removal): answered after the
+    /// next sync, which it never causes on its own.
+    Lazy(Reply<()>),
     /// Already answered.
     Done,
 }
@@ -111,7 +124,7 @@ enum Pending {
 fn answer(p: Pending, result: Result<(), StoreError>) {
     match p {
         Pending::Id(tx, id) => drop(tx.send(result.map(|()| id))),
-        Pending::Unit(tx) | Pending::Flush(tx) => drop(tx.send(result)),
+        Pending::Unit(tx) | Pending::Flush(tx) | Pending::Lazy(tx) => drop(tx.send(result)),
         Pending::Done => {}
     }
 }
@@ -134,7 +147,12 @@ impl StoreHandle {
         let (mut store, report) =
             Store::open(flash, config.segment_size as usize, config.overflow)?;
         store.set_default_quota(config.default_quota());
-        Ok((Self::spawn_inner(store, config, None, Some(lock)), report))
+        let wear = super::wear_file::path(&config.dir);
+        if let Some(saved) = super::wear_file::load(&wear, store.erase_counts().len()) {
+            store.seed_erase_counts(&saved);
+        }
+        let worker = Self::spawn_inner(store, config, None, Some((lock, wear)));
+        Ok((worker, report))
     }
 
     /// Starts the store thread over an opened store (tests pass a RAM flash).
@@ -156,13 +174,15 @@ impl StoreHandle {
     }
 
     /// The store thread holds `lock` (the data directory's) until it has
-    /// made its last write, after every handle is gone.
+    /// made its last write, after every handle is gone, and keeps the erase
+    /// counts in the file beside it (`wear_file`).
     fn spawn_inner<F: Durable + Send + 'static>(
         store: Store<F>,
         config: &StorageConfig,
         gate: Option<std::sync::mpsc::Receiver<()>>,
-        lock: Option<std::fs::File>,
+        dir: Option<(std::fs::File, std::path::PathBuf)>,
     ) -> StoreHandle {
+        let (lock, wear_path) = dir.unzip();
         let (tx, rx) = flume::bounded(config.queue_capacity);
         let handle = StoreHandle {
             tx,
@@ -177,6 +197,11 @@ impl StoreHandle {
             failed: handle.failed.clone(),
             durability: config.durability,
             interval: Duration::from_millis(config.sync_interval_ms.max(1)),
+            ack_sync: Duration::from_millis(config.ack_sync_interval_ms.max(1)),
+            commit_delay: Duration::from_micros(config.commit_delay_us),
+            started: Instant::now(),
+            wear_path,
+            saved_erases: 0,
         };
         let spawned = thread::Builder::new()
             .name("edgemq-store".into())
@@ -393,6 +418,15 @@ struct Worker<F: Durable> {
     failed: Arc<Mutex<Option<String>>>,
     durability: Durability,
     interval: Duration,
+    /// Longest wait of an unsynced write no promise waits for.
+    ack_sync: Duration,
+    /// Commit window of a promised commit.
+    commit_delay: Duration,
+    started: Instant,
+    /// Where erase counts are kept (`wear_file`), for a store on a file.
+    wear_path: Option<std::path::PathBuf>,
+    /// `store.erases()` when the counts were last written.
+    saved_erases: u64,
 }
 
 /// Most requests handled per sync: bounds PUBACK latency under a flood.
@@ -401,18 +435,21 @@ const MAX_BATCH: usize = 4096;
 impl<F: Durable> Worker<F> {
     fn run(mut self) {
         let mut last_sync = Instant::now();
+        // Since when writes no promise waits for are unsynced (sync mode).
+        let mut lazy_since: Option<Instant> = None;
+        let mut deferred: Vec<Pending> = Vec::new();
         loop {
-            // Wake up for a timed sync in interval mode, and in sync mode
-            // while writes nobody waits for (acks, QoS 2 releases, clears)
-            // are not synced yet.
-            let timed = self.durability == Durability::Interval || self.store.has_unsynced_writes();
-            let first = match timed {
-                true => match self.rx.recv_timeout(self.interval) {
+            let wait = match self.durability {
+                Durability::Interval => Some(self.interval),
+                _ => lazy_since.map(|t| self.ack_sync.saturating_sub(t.elapsed())),
+            };
+            let first = match wait {
+                Some(wait) => match self.rx.recv_timeout(wait) {
                     Ok(r) => Some(r),
                     Err(flume::RecvTimeoutError::Timeout) => None,
                     Err(flume::RecvTimeoutError::Disconnected) => break,
                 },
-                false => match self.rx.recv() {
+                None => match self.rx.recv() {
                     Ok(r) => Some(r),
                     Err(_) => break,
                 },
@@ -439,12 +476,30 @@ impl<F: Durable> Worker<F> {
                     }
                 });
             }
+            let due = if interval {
+                !pending.is_empty() || last_sync.elapsed() >= self.interval
+            } else {
+                let promise = pending.iter().any(|p| !matches!(p, Pending::Lazy(_)));
+                if promise && !self.commit_delay.is_zero() {
+                    self.gather(&mut pending);
+                }
+                promise || lazy_since.is_some_and(|t| t.elapsed() >= self.ack_sync)
+            };
             // A batch that only holds writes nobody waits for does not cost
             // a sync of its own (M2: at sensor rates an ack-only fdatasync
-            // doubled the writes): the next durable batch or the timer
-            // covers it. A lost ack is a duplicate after a crash, never a loss.
-            let due = !pending.is_empty() || last_sync.elapsed() >= self.interval;
+            // doubled the writes): the next durable batch or the
+            // ack_sync_interval_ms timer covers it. A lost ack is a duplicate
+            // after a crash, never a loss.
+            if !due {
+                // Only lazy answers: they wait for the sync that covers them.
+                deferred.append(&mut pending);
+                if self.store.has_unsynced_writes() || !deferred.is_empty() {
+                    lazy_since.get_or_insert_with(Instant::now);
+                }
+            }
             if due {
+                pending.append(&mut deferred);
+                lazy_since = None;
                 // A failed store never commits again (D1): everything still
                 // waiting for this batch's sync is refused, whatever a later
                 // fdatasync would claim.
@@ -456,6 +511,7 @@ impl<F: Durable> Worker<F> {
                 if let Err(e) = &result {
                     self.fail(e);
                 }
+                self.save_erase_counts();
                 // Figures first: whoever is answered sees this batch's state.
                 self.publish_stats();
                 for p in pending {
@@ -465,16 +521,23 @@ impl<F: Durable> Worker<F> {
                 self.publish_stats();
             }
         }
-        if self.store.failure().is_none() {
-            if let Err(e) = self.store.commit() {
-                tracing::error!(error = %e, "final store sync failed");
-            }
+        let result = match self.store.failure() {
+            Some(f) => Err(StoreError::Failed(f.to_string())),
+            None => self.store.commit(),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "final store sync failed");
         }
+        self.save_erase_counts();
         self.publish_stats();
+        for p in deferred {
+            answer(p, result.clone());
+        }
     }
 
     fn publish_stats(&self) {
         let mut stats = self.store.stats();
+        stats.uptime_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         stats.failure = self.failed.lock().ok().and_then(|f| f.clone());
         if let Ok(mut s) = self.stats.lock() {
             *s = stats;
@@ -540,10 +603,10 @@ impl<F: Durable> Worker<F> {
                 self.unit(failure, tx, pending, |s| s.clear_retained(&topic))
             }
             Request::SaveSession(sess, tx) => {
-                self.unit(failure, tx, pending, |s| s.save_session(sess))
+                self.lazy(failure, tx, pending, |s| s.save_session(sess))
             }
             Request::RemoveSession(id, tx) => {
-                self.unit(failure, tx, pending, |s| s.remove_session(&id))
+                self.lazy(failure, tx, pending, |s| s.remove_session(&id))
             }
             Request::Flush(tx) => match failure {
                 Some(f) => drop(tx.send(Err(f))),

@@ -87,12 +87,12 @@ fn w9_a_failed_store_reports_its_state() {
 }
 
 /// M2: acks alone do not cost an fdatasync in sync mode; they are synced by
-/// the next durable batch or within `sync_interval_ms`.
+/// the next durable batch or within `ack_sync_interval_ms`.
 #[test]
 fn m2_ack_only_batches_wait_for_the_next_sync() {
     let (store, _) = Store::open(RamFlash::new(16 * BLOCK), 2 * BLOCK, Overflow::Reject).unwrap();
     let config = StorageConfig {
-        sync_interval_ms: 60_000,
+        ack_sync_interval_ms: 60_000,
         ..StorageConfig::default()
     };
     let handle = StoreHandle::spawn(store, &config);
@@ -114,7 +114,7 @@ fn m2_ack_only_batches_wait_for_the_next_sync() {
     // With a short interval the timer syncs them without any other request.
     let (store, _) = Store::open(RamFlash::new(16 * BLOCK), 2 * BLOCK, Overflow::Reject).unwrap();
     let config = StorageConfig {
-        sync_interval_ms: 20,
+        ack_sync_interval_ms: 20,
         ..StorageConfig::default()
     };
     let handle = StoreHandle::spawn(store, &config);

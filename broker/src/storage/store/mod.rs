@@ -57,6 +57,7 @@ mod io;
 mod keyed;
 mod reclaim;
 mod recovery;
+mod wear;
 
 /// Where a record lives on flash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

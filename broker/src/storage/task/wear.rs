@@ -1,0 +1,65 @@
+//! The store thread's wear helpers (issue 13): the commit window, lazy
+//! answers (written now, answered after the next sync, never causing one)
+//! and the erase counts kept beside the image.
+//!
+//! Invariants: a lazy answer is sent only after a sync that covered its
+//! write (or with the error that stopped it); the commit window never
+//! holds more than `MAX_BATCH` requests or longer than `commit_delay_us`.
+
+use std::time::Instant;
+
+use super::super::flash::Durable;
+use super::super::{Store, StoreError};
+use super::{Pending, Reply, Worker, MAX_BATCH};
+
+impl<F: Durable> Worker<F> {
+    /// The commit window: takes more requests for up to `commit_delay`
+    /// before a promised commit, so its sync covers them too.
+    pub(super) fn gather(&mut self, pending: &mut Vec<Pending>) {
+        let deadline = Instant::now() + self.commit_delay;
+        while pending.len() < MAX_BATCH {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(r) => self.handle(r, pending),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Writes the erase counts beside the image after new erases (a
+    /// statistic: a failure is logged, never fatal).
+    pub(super) fn save_erase_counts(&mut self) {
+        let erases = self.store.erases();
+        if erases == self.saved_erases {
+            return;
+        }
+        if let Some(path) = &self.wear_path {
+            if let Err(e) = super::super::wear_file::save(path, &self.store.erase_counts()) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot save erase counts");
+            }
+        }
+        self.saved_erases = erases;
+    }
+
+    /// Like `unit`, for a write no promise waits for (answered after the
+    /// next sync, which it does not cause).
+    pub(super) fn lazy(
+        &mut self,
+        failure: Option<StoreError>,
+        tx: Reply<()>,
+        pending: &mut Vec<Pending>,
+        op: impl FnOnce(&mut Store<F>) -> Result<(), StoreError>,
+    ) {
+        if let Some(f) = failure {
+            drop(tx.send(Err(f)));
+            return;
+        }
+        match op(&mut self.store) {
+            Ok(()) => pending.push(Pending::Lazy(tx)),
+            Err(e) => self.write_error(e, tx),
+        }
+    }
+}
