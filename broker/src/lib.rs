@@ -14,6 +14,7 @@ pub mod config;
 pub mod connection;
 pub mod envelope;
 pub mod hooks;
+pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod protocol;

@@ -142,12 +142,16 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
     // Ports are taken now (a conflict fails before the store recovery) but
     // accept connections only once the broker can serve them.
     let reserved = server::reserve(&config.listeners)?;
-    let metrics_listener = match config.metrics.listen {
+    let http_listener = match config.http.effective_listen(&config.metrics) {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("cannot bind the metrics listener {addr}"))?,
+                .with_context(|| format!("cannot bind the http listener {addr}"))?,
         ),
+        None => None,
+    };
+    let http_users = match &config.http.password_file {
+        Some(path) => Some(Arc::new(edgemq::http::HttpUsers::load(path)?)),
         None => None,
     };
     let store = open_store(&config.storage)?;
@@ -174,40 +178,39 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
     if !config.bridges.is_empty() && store.is_none() {
         tracing::warn!("bridges with durability = \"memory\": their lanes are not persisted");
     }
-    let bridges = edgemq::bridge::start(&broker, &config.bridges).await;
+    let bridges = Arc::new(edgemq::bridge::start(&broker, &config.bridges).await);
     let store_for_sys = store.clone();
+    let bridges_for_sys = bridges.clone();
     let extra: sys::ExtraTopics = Arc::new(move || {
         let mut topics = store_for_sys
             .as_ref()
             .map(|s| s.stats().sys_topics())
             .unwrap_or_default();
-        topics.extend(bridges.iter().flat_map(|b| b.sys_topics()));
+        topics.extend(bridges_for_sys.iter().flat_map(|b| b.sys_topics()));
         topics
     });
     if config.sys.interval_secs > 0 {
         let interval = std::time::Duration::from_secs(config.sys.interval_secs);
         tokio::spawn(sys::run(broker.clone(), interval, extra.clone()));
     }
-    if let Some(listener) = metrics_listener {
+    if let Some(listener) = http_listener {
         // Served only now: /healthz answers once the store is recovered.
-        let store_for_metrics = store.clone();
-        let exposition: edgemq::metrics::Exposition = Arc::new(move || {
-            store_for_metrics
-                .as_ref()
-                .map(|s| {
-                    s.stats().sync_latency.prometheus(
-                        "edgemq_store_sync_seconds",
-                        "Time the store's syncs (fdatasync) took; PUBACKs in sync mode wait for them.",
-                    )
-                })
-                .unwrap_or_default()
-        });
-        tokio::spawn(edgemq::metrics::serve(
-            listener,
-            broker.clone(),
+        let (store_h, store_s) = (store.clone(), store.clone());
+        let state = edgemq::http::HttpState {
+            broker: broker.clone(),
             extra,
-            exposition,
-        ));
+            histogram: Arc::new(move || store_h.as_ref().map(|s| s.stats().sync_latency)),
+            bridges: Arc::new(move || bridges.iter().flat_map(|b| b.sys_topics()).collect()),
+            store: Arc::new(move || {
+                store_s
+                    .as_ref()
+                    .map(|s| s.stats().sys_topics())
+                    .unwrap_or_default()
+            }),
+            users: http_users,
+            max_page_size: config.http.max_page_size,
+        };
+        edgemq::http::serve(listener, Arc::new(state), &config.http).await?;
     }
     let listeners = reserved
         .into_iter()

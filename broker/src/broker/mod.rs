@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 mod bridge_lanes;
+pub mod peers;
 mod restore;
 mod shared;
 
@@ -64,6 +65,8 @@ pub struct Broker {
     pub metrics: Metrics,
     pub persistence: Arc<dyn Persistence>,
     pub auth: Arc<dyn Authenticator>,
+    /// Connected clients, for the HTTP API.
+    pub peers: Arc<peers::Peers>,
     sessions: Mutex<HashMap<Arc<str>, Slot>>,
     /// Delayed wills by client id, with a generation against stale timers.
     wills: Mutex<HashMap<Arc<str>, PendingWill>>,
@@ -88,6 +91,7 @@ impl Broker {
             metrics: Metrics::default(),
             persistence,
             auth,
+            peers: Arc::default(),
             sessions: Mutex::new(HashMap::new()),
             wills: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),

@@ -44,8 +44,10 @@ pub struct Config {
     pub log: LogConfig,
     /// `[storage]`: the durable store (owned by the storage module).
     pub storage: StorageConfig,
-    /// `[metrics]`: the Prometheus endpoint (see `metrics`).
+    /// `[metrics]`: the old name of `[http]` (`listen` only).
     pub metrics: crate::metrics::MetricsConfig,
+    /// `[http]`: metrics, health, API and status page (see `http`).
+    pub http: crate::http::HttpConfig,
     /// `[auth]`: password and ACL files (see `auth`).
     pub auth: crate::auth::AuthConfig,
     /// `[[bridge]]`: cloud uplinks (see `bridge::config`).
@@ -129,6 +131,7 @@ impl Default for Config {
             bridges: Vec::new(),
             auth: crate::auth::AuthConfig::default(),
             metrics: crate::metrics::MetricsConfig::default(),
+            http: crate::http::HttpConfig::default(),
         }
     }
 }
@@ -251,6 +254,9 @@ impl Config {
     fn validate(&self) -> Result<(), (String, String, String)> {
         self.validate_core()
             .map_err(|(s, k, m)| (s.to_string(), k.to_string(), m))?;
+        self.http
+            .validate(&self.metrics)
+            .map_err(|(key, message)| ("http".to_string(), key.to_string(), message))?;
         self.storage
             .validate()
             .map_err(|(key, message)| ("storage".to_string(), key.to_string(), message))?;

@@ -16,6 +16,8 @@ mod message;
 mod retained;
 mod trie;
 
+pub use trie::listing::SubscriptionEntry;
+
 use smallvec::SmallVec;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;

@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::protocol::{QoS, RetainHandling};
+
+pub mod listing;
 use crate::session::Mailbox;
 
 /// The options of one subscription, as granted.

@@ -1,0 +1,255 @@
+//! The operator's HTTP endpoint on hyper (HTTP/1.1): `/metrics`
+//! (OpenMetrics), `/healthz`, the read-only JSON API under `/api/v1/` and the
+//! status page at `/`.
+//!
+//! Invariants:
+//! * Read-only: GET and HEAD only; nothing here changes broker state.
+//! * Bounded: at most `max_connections` connections are served at once
+//!   (further ones are closed at accept), each for at most
+//!   `request_timeout_secs`; request bodies are never read; API answers are
+//!   paged with at most `max_page_size` items.
+//! * With `password_file`, every path but `/healthz` needs HTTP basic auth
+//!   by a user of that file (checked off the runtime's threads, since the
+//!   hashes are deliberately slow). With `cert_file`/`key_file` it is HTTPS.
+//! * Loopback-only by default: `check-config` warns about any other address
+//!   without a password file and TLS.
+
+pub mod api;
+mod auth;
+pub mod page;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::broker::Broker;
+use crate::metrics::SyncHistogram;
+use crate::sys::ExtraTopics;
+
+pub use auth::HttpUsers;
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to serve on; absent: off (unless `[metrics] listen` is set).
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain: serve HTTPS (needs `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key for `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// A mosquitto_passwd-style file: its users may read (basic auth).
+    pub password_file: Option<PathBuf>,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Longest time one connection is served.
+    pub request_timeout_secs: u64,
+    /// Largest number of items in one API page.
+    pub max_page_size: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: None,
+            cert_file: None,
+            key_file: None,
+            password_file: None,
+            max_connections: 16,
+            request_timeout_secs: 10,
+            max_page_size: 500,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The address to serve on: `[http] listen`, else the old `[metrics] listen`.
+    pub fn effective_listen(&self, metrics: &crate::metrics::MetricsConfig) -> Option<SocketAddr> {
+        self.listen.or(metrics.listen)
+    }
+
+    /// Semantic checks: (key, message).
+    pub fn validate(
+        &self,
+        metrics: &crate::metrics::MetricsConfig,
+    ) -> Result<(), (&'static str, String)> {
+        if self.listen.is_some() && metrics.listen.is_some() {
+            return Err((
+                "listen",
+                "[metrics] listen is the old name of [http] listen: set only one".into(),
+            ));
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err((
+                "cert_file",
+                "cert_file and key_file go together (HTTPS needs both)".into(),
+            ));
+        }
+        for (key, value) in [
+            ("max_connections", self.max_connections as u64),
+            ("request_timeout_secs", self.request_timeout_secs),
+            ("max_page_size", self.max_page_size as u64),
+        ] {
+            if value == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Errors setting the endpoint up.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("[http] {file}: {message}")]
+    File { file: String, message: String },
+}
+
+/// What the handlers read.
+pub struct HttpState {
+    pub broker: Arc<Broker>,
+    pub extra: ExtraTopics,
+    pub histogram: SyncHistogram,
+    pub bridges: api::BridgeSource,
+    pub store: api::StoreSource,
+    pub users: Option<Arc<HttpUsers>>,
+    pub max_page_size: usize,
+}
+
+/// Serves until the broker shuts down.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<HttpState>,
+    config: &HttpConfig,
+) -> Result<(), HttpError> {
+    let tls = match (&config.cert_file, &config.key_file) {
+        (Some(cert), Some(key)) => Some(auth::tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let mut shutdown = state.broker.shutdown_signal();
+    let permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let timeout = Duration::from_secs(config.request_timeout_secs);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.changed() => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
+            let (state, tls) = (state.clone(), tls.clone());
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(timeout, async move {
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                serve_connection(TokioIo::new(s), state).await;
+                            }
+                        }
+                        None => serve_connection(TokioIo::new(stream), state).await,
+                    }
+                })
+                .await;
+                drop(permit);
+            });
+        }
+    });
+    Ok(())
+}
+
+async fn serve_connection<I>(io: I, state: Arc<HttpState>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(16 * 1024)
+        // One request per connection: no idle sockets held (the page polls
+        // every two seconds; a scraper every few).
+        .keep_alive(false)
+        .serve_connection(io, service)
+        .await;
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+async fn handle(state: &HttpState, req: Request<Incoming>) -> Reply {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET only\n");
+        r.headers_mut()
+            .insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let path = req.uri().path();
+    if path == "/healthz" {
+        let (status, body) = crate::metrics::health(&state.extra);
+        let code = match status.starts_with("200") {
+            true => StatusCode::OK,
+            false => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        return reply(code, TEXT, body);
+    }
+    if let Some(users) = &state.users {
+        if !auth::authorized(users, req.headers()).await {
+            let mut r = reply(StatusCode::UNAUTHORIZED, TEXT, "authentication required\n");
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"edgemq\""),
+            );
+            return r;
+        }
+    }
+    match path {
+        "/metrics" => reply(
+            StatusCode::OK,
+            crate::metrics::CONTENT_TYPE,
+            crate::metrics::render(&state.broker, &state.extra, &state.histogram),
+        ),
+        "/" | "/index.html" => reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            Bytes::from_static(page::PAGE.as_bytes()),
+        ),
+        _ => match path.strip_prefix("/api/v1/") {
+            Some(resource) => match api::answer(state, resource, req.uri().query()) {
+                Some(json) => reply(StatusCode::OK, "application/json", json),
+                None => reply(StatusCode::NOT_FOUND, TEXT, "no such API resource\n"),
+            },
+            None => reply(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+        },
+    }
+}
