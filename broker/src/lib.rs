@@ -15,6 +15,7 @@ pub mod connection;
 pub mod envelope;
 pub mod hooks;
 pub mod http;
+pub mod import;
 pub mod metrics;
 pub mod policy;
 pub mod protocol;
