@@ -136,6 +136,47 @@ fn api_lists_clients_sessions_subscriptions_and_retained() {
     sub.kill();
 }
 
+/// Every metric the Grafana dashboard in deploy/ names exists in /metrics
+/// (bridge metrics are matched by regex there and skipped here).
+#[test]
+fn the_grafana_dashboard_uses_existing_metrics() {
+    let http = free_port();
+    let _broker = Broker::start_with(Some(&format!("[http]\nlisten = \"127.0.0.1:{http}\"\n")));
+    let (status, body) = curl(http, "/metrics", &[]);
+    assert_eq!(status, 200);
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana-dashboard.json"
+    ))
+    .unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut names = Vec::new();
+    for panel in parsed["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("edgemq_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                if !name.starts_with("edgemq_bridge_") {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        assert!(
+            body.lines()
+                .any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))),
+            "{name} from the dashboard is not in /metrics:\n{body}"
+        );
+    }
+}
+
 #[test]
 fn password_file_guards_everything_but_healthz() {
     require_tool("mosquitto_passwd");
