@@ -29,14 +29,14 @@ const CAPACITY: usize = 1024 * 1024;
 const SEGMENT: usize = 65536;
 
 enum Op {
+    /// A write and when it was issued (epoch seconds).
     Write {
         offset: usize,
         bytes: Vec<u8>,
+        at: f64,
     },
     /// A sync that returned 0, and when it returned (epoch seconds).
-    Sync {
-        end: f64,
-    },
+    Sync { end: f64 },
 }
 
 fn now() -> f64 {
@@ -188,13 +188,13 @@ fn pwrite_offset(line: &str) -> usize {
 /// Parses the strace output into the image's writes and successful syncs.
 fn parse_trace(text: &str) -> Vec<Op> {
     let mut ops = Vec::new();
-    let mut pending_offset: HashMap<String, usize> = HashMap::new();
-    let mut current: Option<(usize, Vec<u8>)> = None;
+    let mut pending_offset: HashMap<String, (usize, f64)> = HashMap::new();
+    let mut current: Option<(usize, Vec<u8>, f64)> = None;
     for line in text.lines() {
         if let Some(dump) = line.strip_prefix(" | ") {
             // " | 00000  68 65 ...  (16 bytes, 8 + 8)   ascii |"
             let hex = dump.get(7..56).unwrap_or("");
-            if let Some((_, bytes)) = current.as_mut() {
+            if let Some((_, bytes, _)) = current.as_mut() {
                 bytes.extend(
                     hex.split_whitespace()
                         .map(|b| u8::from_str_radix(b, 16).unwrap()),
@@ -202,25 +202,32 @@ fn parse_trace(text: &str) -> Vec<Op> {
             }
             continue;
         }
-        if let Some((offset, bytes)) = current.take() {
-            ops.push(Op::Write { offset, bytes });
+        if let Some((offset, bytes, at)) = current.take() {
+            ops.push(Op::Write { offset, bytes, at });
         }
-        let mut parts = line.splitn(3, ' ');
-        let (pid, ts, call) = match (parts.next(), parts.next(), parts.next()) {
-            (Some(p), Some(t), Some(c)) => (p.to_string(), t.parse::<f64>().unwrap_or(0.0), c),
-            _ => continue,
+        // "PID TIMESTAMP CALL": strace pads the pid, so split on runs of spaces.
+        let Some((pid, rest)) = line.trim_start().split_once(' ') else {
+            continue;
         };
+        let Some((ts, call)) = rest.trim_start().split_once(' ') else {
+            continue;
+        };
+        let (pid, ts, call) = (
+            pid.to_string(),
+            ts.parse::<f64>().unwrap_or(0.0),
+            call.trim_start(),
+        );
         let result = call.rsplit_once(" = ").map(|(_, r)| r);
         if call.starts_with("pwrite64(") {
             if call.contains("<unfinished") {
-                pending_offset.insert(pid, pwrite_offset(call));
+                pending_offset.insert(pid, (pwrite_offset(call), ts));
             } else if result.is_some_and(|r| !r.starts_with('-')) {
-                current = Some((pwrite_offset(call), Vec::new()));
+                current = Some((pwrite_offset(call), Vec::new(), ts));
             }
         } else if call.starts_with("<... pwrite64 resumed>") {
-            if let Some(offset) = pending_offset.remove(&pid) {
+            if let Some((offset, at)) = pending_offset.remove(&pid) {
                 if result.is_some_and(|r| !r.starts_with('-')) {
-                    current = Some((offset, Vec::new()));
+                    current = Some((offset, Vec::new(), at));
                 }
             }
         } else if call.starts_with("fdatasync(") || call.starts_with("fsync(") {
@@ -242,8 +249,8 @@ fn parse_trace(text: &str) -> Vec<Op> {
             ops.push(Op::Sync { end: ts });
         }
     }
-    if let Some((offset, bytes)) = current.take() {
-        ops.push(Op::Write { offset, bytes });
+    if let Some((offset, bytes, at)) = current.take() {
+        ops.push(Op::Write { offset, bytes, at });
     }
     ops
 }
@@ -291,7 +298,7 @@ fn replayed_write_trace_keeps_every_pubacked_message_at_every_sync_point() {
     // The final image (every write) has every PUBACKed message.
     let mut image = vec![0xFFu8; CAPACITY];
     for op in &ops {
-        if let Op::Write { offset, bytes } = op {
+        if let Op::Write { offset, bytes, .. } = op {
             image[*offset..*offset + bytes.len()].copy_from_slice(bytes);
         }
     }
@@ -310,28 +317,35 @@ fn replayed_write_trace_keeps_every_pubacked_message_at_every_sync_point() {
             Op::Write { .. } => {}
             Op::Sync { end } => {
                 for earlier in &ops[applied..i] {
-                    if let Op::Write { offset, bytes } = earlier {
+                    if let Op::Write { offset, bytes, .. } = earlier {
                         durable[*offset..*offset + bytes.len()].copy_from_slice(bytes);
                     }
                 }
                 applied = i;
-                // PUBACKed before this sync returned, and not possibly
-                // acked by the session yet.
+                // The writes a cut right after this sync may keep.
+                let window: Vec<&Op> = ops[i + 1..]
+                    .iter()
+                    .take_while(|o| matches!(o, Op::Write { .. }))
+                    .collect();
+                let last_write = window.iter().fold(*end, |m, o| match o {
+                    Op::Write { at, .. } => m.max(*at),
+                    Op::Sync { .. } => m,
+                });
+                // PUBACKed before this sync returned, and not possibly acked
+                // by the session in anything the image may hold (acks need
+                // no sync of their own, so the window can hold many).
                 let must: BTreeSet<u32> = acked
                     .iter()
-                    .filter(|(s, t)| **t < *end && (**s > 3000 || *end < drain_start))
+                    .filter(|(s, t)| **t < *end && (**s > 3000 || last_write < drain_start))
                     .map(|(s, _)| *s)
                     .collect();
                 for _ in 0..2 {
                     let mut image = durable.clone();
-                    for later in ops[i + 1..]
-                        .iter()
-                        .take_while(|o| matches!(o, Op::Write { .. }))
-                    {
+                    for later in &window {
                         rng ^= rng << 13;
                         rng ^= rng >> 7;
                         rng ^= rng << 17;
-                        if let (Op::Write { offset, bytes }, true) = (later, rng % 2 == 0) {
+                        if let (Op::Write { offset, bytes, .. }, true) = (later, rng % 2 == 0) {
                             image[*offset..*offset + bytes.len()].copy_from_slice(bytes);
                         }
                     }

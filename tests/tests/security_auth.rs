@@ -269,3 +269,81 @@ fn a_publish_with_too_many_user_properties_closes_the_connection() {
         "it was retained"
     );
 }
+
+// ---------------------------------------------------------------- M5 (CRL)
+
+/// Revokes `name`'s certificate (if given) and writes `crl.pem` with the
+/// real openssl CA commands.
+fn write_crl(dir: &std::path::Path, revoke: Option<&str>) {
+    let cnf = dir.join("ca.cnf");
+    if !cnf.exists() {
+        std::fs::write(
+            &cnf,
+            "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 2\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("index.txt"), "").unwrap();
+        std::fs::write(dir.join("crlnumber"), "01\n").unwrap();
+    }
+    let ca = ["-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.pem"];
+    if let Some(name) = revoke {
+        let cert = format!("{name}.pem");
+        let mut args = vec!["ca"];
+        args.extend(ca);
+        args.extend(["-revoke", &cert]);
+        edgemq_tests::openssl(dir, &args);
+    }
+    let mut args = vec!["ca"];
+    args.extend(ca);
+    args.extend(["-gencrl", "-out", "crl.pem"]);
+    edgemq_tests::openssl(dir, &args);
+}
+
+#[test]
+fn revoked_client_certificates_are_refused_and_sighup_reloads_the_crl() {
+    let dir = tempfile::tempdir().unwrap();
+    edgemq_tests::make_pki(dir.path());
+    edgemq_tests::make_client_cert(dir.path(), "alice");
+    edgemq_tests::make_client_cert(dir.path(), "bob");
+    write_crl(dir.path(), Some("alice"));
+    let p = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
+    let tls_port = free_port();
+    let config = format!(
+        "[[listener]]\naddress = \"127.0.0.1:{tls_port}\"\nprotocol = \"mqtts\"\n\
+         cert_file = {:?}\nkey_file = {:?}\nca_file = {:?}\nrequire_certificate = true\n\
+         crl_file = {:?}\n",
+        p("server.pem"),
+        p("server.key"),
+        p("ca.pem"),
+        p("crl.pem"),
+    );
+    let broker = Broker::start_with(Some(&config));
+    let publish = |name: &str| {
+        let (ca, cert, key) = (
+            p("ca.pem"),
+            p(&format!("{name}.pem")),
+            p(&format!("{name}.key")),
+        );
+        let port = tls_port.to_string();
+        let args = [
+            "-p", &port, "--cafile", &ca, "--cert", &cert, "--key", &key, "-t", "t", "-m", "x",
+        ];
+        edgemq_tests::mosquitto_pub(broker.port, &args)
+            .status
+            .success()
+    };
+    assert!(!publish("alice"), "a revoked certificate was accepted");
+    assert!(publish("bob"), "log:\n{}", broker.log());
+    // bob is revoked too; SIGHUP reloads the CRL with the certificates.
+    write_crl(dir.path(), Some("bob"));
+    let hup = Command::new("kill")
+        .args(["-HUP", &broker.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    assert!(
+        wait_until(Duration::from_secs(10), || !publish("bob")),
+        "bob still accepted after the CRL reload; log:\n{}",
+        broker.log()
+    );
+}

@@ -63,6 +63,10 @@ pub struct ListenerConfig {
     /// ACLs); the CONNECT's user name and password are then ignored.
     #[serde(default)]
     pub use_identity_as_username: bool,
+    /// TLS: certificate revocation lists (PEM) for client certificates;
+    /// reloaded on SIGHUP with the certificates. Needs `ca_file`.
+    #[serde(default)]
+    pub crl_file: Option<PathBuf>,
     /// WebSocket: browser origins (`https://dash.example`) allowed to
     /// connect; see `server::websocket::OriginPolicy`.
     #[serde(default)]
@@ -85,6 +89,7 @@ impl ListenerConfig {
             ca_file: None,
             require_certificate: false,
             use_identity_as_username: false,
+            crl_file: None,
             allowed_origins: Vec::new(),
         }
     }
@@ -112,12 +117,19 @@ impl ListenerConfig {
                 ("cert_file", self.cert_file.is_some()),
                 ("key_file", self.key_file.is_some()),
                 ("ca_file", self.ca_file.is_some()),
+                ("crl_file", self.crl_file.is_some()),
                 ("require_certificate", self.require_certificate),
                 ("use_identity_as_username", self.use_identity_as_username),
             ];
             if let Some((key, _)) = tls_keys.iter().find(|(_, set)| *set) {
                 return Err((key, format!("only for TLS listeners (protocol {proto:?})")));
             }
+        }
+        if self.crl_file.is_some() && self.ca_file.is_none() {
+            return Err((
+                "crl_file",
+                "needs ca_file (it revokes client certificates)".into(),
+            ));
         }
         if !self.protocol.is_websocket() && !self.allowed_origins.is_empty() {
             return Err((

@@ -93,6 +93,14 @@ pub struct Limits {
     pub max_user_properties: usize,
 }
 
+impl Limits {
+    /// Largest first packet (the CONNECT) read before authentication: the
+    /// smaller of `max_connect_size` and `max_packet_size`.
+    pub fn first_packet_max(&self) -> u32 {
+        self.max_connect_size.min(self.max_packet_size)
+    }
+}
+
 /// `[sys]`: the `$SYS` publisher.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -341,11 +349,13 @@ impl Config {
                 "must be between 64 and 268435455 bytes".to_string(),
             ));
         }
-        if !(64..=l.max_packet_size).contains(&l.max_connect_size) {
+        // Larger than max_packet_size is allowed: the smaller of the two
+        // applies (see `Limits::first_packet_max`).
+        if l.max_connect_size < 64 {
             return Err((
                 "limits",
                 "max_connect_size",
-                "must be between 64 bytes and max_packet_size".to_string(),
+                "must be at least 64 bytes".to_string(),
             ));
         }
         if self.listeners.is_empty() {

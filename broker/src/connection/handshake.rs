@@ -70,7 +70,7 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     // Memory before login is bounded: the first packet may be at most
     // max_connect_size, and reading it plus authentication share one
     // deadline.
-    let first_packet_max = broker.config.limits.max_connect_size;
+    let first_packet_max = broker.config.limits.first_packet_max();
     let connect_timeout = Duration::from_millis(broker.config.server.connect_timeout_ms);
     let deadline = Instant::now() + connect_timeout;
     if over_limit {

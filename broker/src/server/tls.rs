@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
@@ -101,7 +101,18 @@ fn build_acceptor(config: &ListenerConfig) -> Result<TlsAcceptor, TlsError> {
                     message: e.to_string(),
                 })?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if let Some(crl_file) = &config.crl_file {
+                let crls = CertificateRevocationListDer::pem_file_iter(crl_file)
+                    .and_then(|crls| crls.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| TlsError::File {
+                        listener: listener.clone(),
+                        file: crl_file.display().to_string(),
+                        message: e.to_string(),
+                    })?;
+                verifier = verifier.with_crls(crls);
+            }
             let verifier = match config.require_certificate {
                 true => verifier,
                 false => verifier.allow_unauthenticated(),

@@ -42,7 +42,8 @@ pub struct StorageConfig {
     /// the card's erase block (often 4 MiB).
     pub segment_size: u64,
     pub durability: Durability,
-    /// Sync period in `interval` mode.
+    /// Sync period in `interval` mode; in `sync` mode, the longest writes
+    /// nobody waits for (acks) stay unsynced when no durable batch follows.
     pub sync_interval_ms: u64,
     pub overflow: Overflow,
     /// Requests queued to the store task before publishers wait.

@@ -402,13 +402,17 @@ impl<F: Durable> Worker<F> {
     fn run(mut self) {
         let mut last_sync = Instant::now();
         loop {
-            let first = match self.durability {
-                Durability::Interval => match self.rx.recv_timeout(self.interval) {
+            // Wake up for a timed sync in interval mode, and in sync mode
+            // while writes nobody waits for (acks, QoS 2 releases, clears)
+            // are not synced yet.
+            let timed = self.durability == Durability::Interval || self.store.has_unsynced_writes();
+            let first = match timed {
+                true => match self.rx.recv_timeout(self.interval) {
                     Ok(r) => Some(r),
                     Err(flume::RecvTimeoutError::Timeout) => None,
                     Err(flume::RecvTimeoutError::Disconnected) => break,
                 },
-                _ => match self.rx.recv() {
+                false => match self.rx.recv() {
                     Ok(r) => Some(r),
                     Err(_) => break,
                 },
@@ -435,7 +439,11 @@ impl<F: Durable> Worker<F> {
                     }
                 });
             }
-            let due = !interval || !pending.is_empty() || last_sync.elapsed() >= self.interval;
+            // A batch that only holds writes nobody waits for does not cost
+            // a sync of its own (M2: at sensor rates an ack-only fdatasync
+            // doubled the writes): the next durable batch or the timer
+            // covers it. A lost ack is a duplicate after a crash, never a loss.
+            let due = !pending.is_empty() || last_sync.elapsed() >= self.interval;
             if due {
                 // A failed store never commits again (D1): everything still
                 // waiting for this batch's sync is refused, whatever a later

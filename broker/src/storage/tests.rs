@@ -419,6 +419,8 @@ fn reads_resume_after_a_position() {
 fn sync_failure_is_sticky_in_the_task() {
     let (mut store, _) =
         Store::open(RamFlash::new(16 * BLOCK), 2 * BLOCK, Overflow::Reject).unwrap();
+    // Nothing unsynced at the start: the first failing sync is the append's.
+    store.commit().unwrap();
     store.flash_mut().set_fail_sync(true);
     let config = StorageConfig::default();
     let handle = StoreHandle::spawn(store, &config);
@@ -554,6 +556,9 @@ fn interval_mode_answers_before_syncing_and_syncs_within_the_interval() {
     // the failure sticky.
     let (mut store, _) =
         Store::open(RamFlash::new(16 * BLOCK), 2 * BLOCK, Overflow::Reject).unwrap();
+    // Nothing unsynced at the start: a slow runner (qemu) must not see the
+    // periodic sync fail before the append arrives.
+    store.commit().unwrap();
     store.flash_mut().set_fail_sync(true);
     let config = StorageConfig {
         durability: Durability::Interval,

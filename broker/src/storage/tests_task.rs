@@ -67,6 +67,8 @@ fn d1_a_failed_sync_inside_a_batch_fails_every_pending_request() {
 fn w9_a_failed_store_reports_its_state() {
     let (mut store, _) =
         Store::open(RamFlash::new(16 * BLOCK), 2 * BLOCK, Overflow::Reject).unwrap();
+    // Nothing unsynced at the start: the first sync is the append's.
+    store.commit().unwrap();
     store.flash_mut().fail_next_sync_dropping();
     let handle = StoreHandle::spawn(store, &StorageConfig::default());
     assert_eq!(handle.state(), StoreState::Ok);
@@ -82,4 +84,48 @@ fn w9_a_failed_store_reports_its_state() {
     assert_eq!(get(STATE_TOPIC).as_deref(), Some("failed"));
     assert_eq!(get("$SYS/broker/store/state_code").as_deref(), Some("2"));
     assert!(get(FAILURE_TOPIC).is_some_and(|f| f.contains("sync")));
+}
+
+/// M2: acks alone do not cost an fdatasync in sync mode; they are synced by
+/// the next durable batch or within `sync_interval_ms`.
+#[test]
+fn m2_ack_only_batches_wait_for_the_next_sync() {
+    let (store, _) = Store::open(RamFlash::new(16 * BLOCK), 2 * BLOCK, Overflow::Reject).unwrap();
+    let config = StorageConfig {
+        sync_interval_ms: 60_000,
+        ..StorageConfig::default()
+    };
+    let handle = StoreHandle::spawn(store, &config);
+    runtime().block_on(async {
+        let mut ids = Vec::new();
+        for _ in 0..10 {
+            ids.push(handle.append(msg(10), vec!["d".into()]).await.unwrap());
+        }
+        let before = handle.stats().syncs;
+        for id in &ids {
+            handle.ack(*id, "d".into()).await.unwrap();
+        }
+        // A read is answered after every request queued before it.
+        assert!(handle.read("d", None, 10).await.unwrap().is_empty());
+        assert_eq!(handle.stats().syncs, before, "an ack-only batch was synced");
+        handle.flush().await.unwrap();
+        assert_eq!(handle.stats().syncs, before + 1);
+    });
+    // With a short interval the timer syncs them without any other request.
+    let (store, _) = Store::open(RamFlash::new(16 * BLOCK), 2 * BLOCK, Overflow::Reject).unwrap();
+    let config = StorageConfig {
+        sync_interval_ms: 20,
+        ..StorageConfig::default()
+    };
+    let handle = StoreHandle::spawn(store, &config);
+    runtime().block_on(async {
+        let id = handle.append(msg(10), vec!["d".into()]).await.unwrap();
+        let before = handle.stats().syncs;
+        handle.ack(id, "d".into()).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while handle.stats().syncs == before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(handle.stats().syncs, before + 1, "the ack was never synced");
+    });
 }

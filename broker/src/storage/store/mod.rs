@@ -53,6 +53,8 @@ use super::{Overflow, StoreError, StoreStats};
 pub use budget::Quota;
 
 mod budget;
+mod io;
+mod keyed;
 mod reclaim;
 mod recovery;
 
@@ -463,69 +465,6 @@ impl<F: Durable> Store<F> {
         record::decode_body(body).ok_or(corrupt)
     }
 
-    /// Err once the store has failed: nothing is programmed, erased or
-    /// synced again in this process (invariant 5).
-    fn check_failed(&self) -> Result<(), StoreError> {
-        match &self.failed {
-            Some(f) => Err(StoreError::Failed(f.clone())),
-            None => Ok(()),
-        }
-    }
-
-    /// Makes the store failed for the rest of the process; returns `e`.
-    fn mark_failed(&mut self, e: StoreError) -> StoreError {
-        if self.failed.is_none() {
-            tracing::error!(error = %e, "store failed: no further writes, erases or syncs in this process");
-            self.failed = Some(e.to_string());
-        }
-        e
-    }
-
-    /// The reason the store failed, if it has.
-    pub fn failure(&self) -> Option<&str> {
-        self.failed.as_deref()
-    }
-
-    /// Programs `bytes` at `off` (every program goes through here).
-    fn program(&mut self, off: u32, bytes: &[u8]) -> Result<(), StoreError> {
-        self.check_failed()?;
-        self.dirty = true;
-        match self.flash.write(off, bytes) {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.mark_failed(StoreError::flash(e))),
-        }
-    }
-
-    /// Erases `from..to` (every erase goes through here).
-    fn erase_range(&mut self, from: u32, to: u32) -> Result<(), StoreError> {
-        self.check_failed()?;
-        self.dirty = true;
-        match self.flash.erase(from, to) {
-            Ok(()) => {
-                self.stats.erased_bytes += u64::from(to - from);
-                Ok(())
-            }
-            Err(e) => Err(self.mark_failed(StoreError::flash(e))),
-        }
-    }
-
-    /// Syncs the flash if anything was written since the last sync. A
-    /// failed sync is never retried: on Linux the retry would report
-    /// success for data that was dropped (fsyncgate), so the store fails.
-    fn sync(&mut self) -> Result<(), StoreError> {
-        self.check_failed()?;
-        if self.dirty {
-            let started = std::time::Instant::now();
-            if let Err(e) = self.flash.sync() {
-                return Err(self.mark_failed(StoreError::flash(e)));
-            }
-            self.stats.sync_latency.record(started.elapsed());
-            self.dirty = false;
-            self.stats.syncs += 1;
-        }
-        Ok(())
-    }
-
     /// The durability point: everything written so far survives a power cut
     /// once this returns Ok. Dead segments at the old end are erased too.
     pub fn commit(&mut self) -> Result<(), StoreError> {
@@ -651,110 +590,5 @@ impl<F: Durable> Store<F> {
             .keys()
             .map(|d| self.dest_names[*d as usize].clone())
             .collect()
-    }
-
-    /// Sets (or replaces) the retained message of its topic.
-    pub fn set_retained(&mut self, mut msg: StoredMessage) -> Result<(), StoreError> {
-        msg.destinations.clear();
-        let replaces = self.retained.get(&msg.topic).copied();
-        let rec = Record::RetainedSet(msg);
-        self.ensure_room_for_keyed(&rec, replaces)?;
-        let loc = self.write_record(&rec)?;
-        self.apply(rec, loc);
-        Ok(())
-    }
-
-    /// Clears the retained message of `topic` (no-op when there is none).
-    pub fn clear_retained(&mut self, topic: &str) -> Result<(), StoreError> {
-        if !self.retained.contains_key(topic) {
-            return Ok(());
-        }
-        let rec = Record::RetainedClear {
-            topic: topic.to_string(),
-        };
-        let loc = self.write_record(&rec)?;
-        self.apply(rec, loc);
-        Ok(())
-    }
-
-    /// Every retained message.
-    pub fn retained(&mut self) -> Result<Vec<StoredMessage>, StoreError> {
-        let locs: Vec<Loc> = self.retained.values().copied().collect();
-        let mut out = Vec::with_capacity(locs.len());
-        for loc in locs {
-            if let Record::RetainedSet(m) = self.read_record(loc)? {
-                out.push(m);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Saves (or replaces) a persistent session's state.
-    pub fn save_session(&mut self, session: StoredSession) -> Result<(), StoreError> {
-        let replaces = self.sessions.get(&session.client_id).copied();
-        let rec = Record::SessionSave(session);
-        self.ensure_room_for_keyed(&rec, replaces)?;
-        let loc = self.write_record(&rec)?;
-        self.apply(rec, loc);
-        Ok(())
-    }
-
-    /// Forgets a session's state (its queued messages are acked separately).
-    pub fn remove_session(&mut self, client_id: &str) -> Result<(), StoreError> {
-        let has_qos2 = self.qos2.keys().any(|(c, _)| c == client_id);
-        if !self.sessions.contains_key(client_id) && !has_qos2 {
-            return Ok(());
-        }
-        let rec = Record::SessionRemove {
-            client_id: client_id.to_string(),
-        };
-        let loc = self.write_record(&rec)?;
-        self.apply(rec, loc);
-        Ok(())
-    }
-
-    /// Records an incoming QoS 2 packet id as pending or released.
-    pub fn set_qos2(
-        &mut self,
-        client_id: &str,
-        pkid: u16,
-        pending: bool,
-    ) -> Result<(), StoreError> {
-        let known = self.qos2.contains_key(&(client_id.to_string(), pkid));
-        if known == pending {
-            return Ok(());
-        }
-        let rec = Record::Qos2Incoming {
-            client_id: client_id.to_string(),
-            pkid,
-            pending,
-        };
-        if pending {
-            self.ensure_room_for_keyed(&rec, None)?;
-        }
-        let loc = self.write_record(&rec)?;
-        self.apply(rec, loc);
-        Ok(())
-    }
-
-    /// Pending incoming QoS 2 packet ids by client.
-    pub fn qos2_pending(&self) -> HashMap<String, Vec<u16>> {
-        let mut out: HashMap<String, Vec<u16>> = HashMap::new();
-        for (client, pkid) in self.qos2.keys() {
-            out.entry(client.clone()).or_default().push(*pkid);
-        }
-        out
-    }
-
-    /// Every saved session.
-    pub fn sessions(&mut self) -> Result<Vec<StoredSession>, StoreError> {
-        let locs: Vec<Loc> = self.sessions.values().copied().collect();
-        let mut out = Vec::with_capacity(locs.len());
-        for loc in locs {
-            if let Record::SessionSave(s) = self.read_record(loc)? {
-                out.push(s);
-            }
-        }
-        Ok(out)
     }
 }
