@@ -122,6 +122,15 @@ fn api_lists_clients_sessions_subscriptions_and_retained() {
     let store = json(http, "/api/v1/store");
     assert_eq!(store["state"], "ok", "{store}");
     assert!(store["capacity_bytes"].as_u64().unwrap() > 0, "{store}");
+    // Retained and queued messages went to flash: a positive wear rate.
+    assert!(
+        store["figures"]["bytes_written"].as_u64().unwrap() > 0,
+        "{store}"
+    );
+    assert!(
+        store["bytes_written_per_day"].as_u64().unwrap() > 0,
+        "{store}"
+    );
     let bridges = json(http, "/api/v1/bridges");
     assert_eq!(bridges["total"], 0, "{bridges}");
     assert_eq!(curl(http, "/api/v1/nothing", &[]).0, 404);

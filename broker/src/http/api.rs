@@ -225,8 +225,16 @@ fn store(state: &HttpState) -> Value {
                 .map(|k| (k.to_string(), number_or_string(v)))
         })
         .collect();
+    // Wear rate: bytes written since start, scaled to a day.
+    let uptime = state.broker.uptime().as_secs().max(1);
+    let written = figures
+        .get("bytes_written")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let per_day = u128::from(written).saturating_mul(86_400) / u128::from(uptime);
     json!({
         "enabled": !figures.is_empty(),
+        "bytes_written_per_day": u64::try_from(per_day).unwrap_or(u64::MAX),
         "state": figures.get("state").cloned().unwrap_or(json!("memory")),
         "capacity_bytes": figures.get("capacity_bytes").cloned().unwrap_or(json!(0)),
         "used_bytes": figures.get("live_bytes").cloned().unwrap_or(json!(0)),
