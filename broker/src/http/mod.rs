@@ -253,3 +253,52 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Reply {
         },
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn lan_http_without_password_and_tls_is_warned_about() {
+        let open = Config::from_toml("[http]\nlisten = \"0.0.0.0:9883\"\n", "t.toml").unwrap();
+        let warnings = open.security_warnings();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("http on 0.0.0.0:9883: unauthenticated, plaintext")),
+            "{warnings:?}"
+        );
+        let old = Config::from_toml("[metrics]\nlisten = \"0.0.0.0:9883\"\n", "t.toml").unwrap();
+        assert!(old
+            .security_warnings()
+            .iter()
+            .any(|w| w.contains("http on")));
+        let guarded = Config::from_toml(
+            "[http]\nlisten = \"0.0.0.0:9883\"\npassword_file = \"p\"\ncert_file = \"c\"\nkey_file = \"k\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert!(!guarded
+            .security_warnings()
+            .iter()
+            .any(|w| w.contains("http on")));
+        let local = Config::from_toml("[http]\nlisten = \"127.0.0.1:9883\"\n", "t.toml").unwrap();
+        assert!(!local
+            .security_warnings()
+            .iter()
+            .any(|w| w.contains("http on")));
+    }
+
+    #[test]
+    fn bad_http_sections_name_the_key() {
+        for (text, key) in [
+            ("[http]\ncert_file = \"c\"\n", "http.cert_file"),
+            ("[http]\nmax_page_size = 0\n", "http.max_page_size"),
+            ("[http]\nmax_connections = 0\n", "http.max_connections"),
+        ] {
+            let err = Config::from_toml(text, "t.toml").unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+}
