@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 
+# Module layers: no import cycles, no upward imports (docs/ARCHITECTURE.md).
+python3 scripts/check-layers.py --self-test
+python3 scripts/check-layers.py
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests run the real binaries: build them first.

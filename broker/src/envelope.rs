@@ -1,6 +1,6 @@
 //! Envelope: many MQTT messages packed into one cloud PUBLISH.
 //!
-//! The bridge's `envelope` mode (DESIGN.md section 5) sends a batch of local
+//! The bridge's `envelope` mode (docs/ARCHITECTURE.md) sends a batch of local
 //! messages as a single PUBLISH to save bytes and round trips on metered
 //! uplinks; cloud consumers unpack it with `edgemq-client` or `edgemq-sub
 //! --unbatch`. Encoder and decoder live here, in one place, so the bridge and

@@ -4,8 +4,9 @@
 //!   this one trait, so the store can be wired in without touching the
 //!   connection or router code. The core awaits a [`Durability`] before it
 //!   sends PUBACK/PUBREC to a publisher, which is how the durability
-//!   contract of DESIGN.md section 4 is met. [`MemoryOnly`] is the
-//!   implementation for `durability = "memory"` (and until the store lands).
+//!   contract (docs/ARCHITECTURE.md) is met. [`MemoryOnly`] is the
+//!   implementation for `durability = "memory"` and for in-process tests;
+//!   `broker::durable::DurableStore` is the one over the store.
 //! * [`Authenticator`]: CONNECT authentication and publish/subscribe/read
 //!   authorisation. [`ListenerPolicy`] implements the default policy
 //!   (anonymous only where the listener allows it, no password database).
@@ -15,25 +16,12 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::router::Message;
+use crate::message::Message;
+pub use crate::message::PersistError;
 use crate::session::SessionRecord;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A durable write did not happen: the publisher must not be acknowledged
-/// as if it had.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PersistError {
-    /// The store refused the write for lack of room (a full store under
-    /// `overflow = "reject"`, or a record too large): v5 publishers get
-    /// PUBACK/PUBREC 0x97 and keep their connection.
-    #[error("no room to store the message: {0}")]
-    QuotaExceeded(String),
-    /// The write failed (store failure, store stopped).
-    #[error("persistence failed: {0}")]
-    Failed(String),
-}
 
 /// Completion of a durable write.
 pub enum Durability {
@@ -85,6 +73,12 @@ pub trait Persistence: Send + Sync + 'static {
     /// Fire and forget: a lost record costs a resend under a new id.
     fn inflight(&self, client_id: &str, message_id: u64, pkid: u16, stage: crate::session::Stage) {
         let _ = (client_id, message_id, pkid, stage);
+    }
+    /// Gives the persistent session `client_id` (a bridge lane) its own
+    /// store quota and overflow policy; `None` goes back to the default.
+    /// Not stored: the bridge sets it again at every start.
+    fn set_store_quota(&self, client_id: &str, quota: Option<crate::storage::Quota>) {
+        let _ = (client_id, quota);
     }
     /// True when QoS 1/2 overflow of persistent sessions can wait in the
     /// store instead of being dropped (see `session::mailbox`).

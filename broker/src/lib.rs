@@ -2,25 +2,51 @@
 //!
 //! The crate is both the `edgemq` binary and a library, so the end-to-end
 //! tests, the client tools and the benchmarks can share its codec and its
-//! formats. The module tree follows the data flow of `DESIGN.md` section 3:
-//! bytes come in through `server` and `connection`, are decoded by
+//! formats. Bytes come in through `server` and `connection`, are decoded by
 //! `protocol`, tracked by `session`, fanned out by `router`, made durable by
-//! `storage` and forwarded to the cloud by `bridge`.
+//! `storage` (through `broker::durable`) and forwarded to the cloud by
+//! `bridge`.
+//!
+//! The modules form layers that only import downwards (checked by
+//! `scripts/check-layers.py`; docs/ARCHITECTURE.md explains each), bottom
+//! first:
+//!
+//! 0. `protocol`, `envelope`, `storage`, `transport`: the codec, the batch
+//!    format, the flash store, the byte-stream trait;
+//! 1. `message`, `config`: the values every layer passes around, and the
+//!    configuration types;
+//! 2. `session`: per-client state and the bounded mailbox;
+//! 3. `router`, `hooks`, `counters`: fan-out, the persistence and
+//!    authentication seams, the counters;
+//! 4. `auth`: the file authenticator;
+//! 5. `broker`: the shared state and its verbs, the store adapter;
+//! 6. `policy`: may this client publish or subscribe;
+//! 7. `bridge`, then 8. `connection`: the cloud link and the client tasks;
+//! 9. `server`, `sys`, then 10. `metrics`: listeners and observability;
+//! 11. `http`, `import`: the operator's HTTP endpoint (metrics, JSON API,
+//!     status page) and the mosquitto.conf importer;
+//! 12. `run`: the entry point that wires all of them (the binary calls it).
 
 pub mod auth;
 pub mod bridge;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod counters;
 pub mod envelope;
 pub mod hooks;
 pub mod http;
 pub mod import;
+pub mod message;
 pub mod metrics;
 pub mod policy;
 pub mod protocol;
 pub mod router;
+pub mod run;
 pub mod server;
 pub mod session;
 pub mod storage;
 pub mod sys;
+pub mod transport;
+
+pub use run::{run, RunError};

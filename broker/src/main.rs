@@ -14,12 +14,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use edgemq::broker::Broker;
 use edgemq::config::{Config, ListenerConfig, DEFAULT_CONFIG};
-use edgemq::hooks::{MemoryOnly, Persistence};
-use edgemq::storage::durable::{self, DurableStore};
-use edgemq::storage::{Durability as StorageDurability, StorageConfig, StoreHandle};
-use edgemq::{server, sys};
+use edgemq::server;
 
 /// A small, fast MQTT 3.1.1/5.0 broker for edge gateways.
 #[derive(Debug, Parser)]
@@ -157,158 +153,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(run(Arc::new(config)))
-}
-
-async fn run(config: Arc<Config>) -> anyhow::Result<()> {
-    let shutdown = shutdown_signal()?;
-    // Ports are taken now (a conflict fails before the store recovery) but
-    // accept connections only once the broker can serve them.
-    let reserved = server::reserve(&config.listeners)?;
-    let http_listener = match config.http.effective_listen(&config.metrics) {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot bind the http listener {addr}"))?,
-        ),
-        None => None,
-    };
-    let http_users = match &config.http.password_file {
-        Some(path) => Some(Arc::new(edgemq::http::HttpUsers::load(path)?)),
-        None => None,
-    };
-    let store = open_store(&config.storage)?;
-    let persistence: Arc<dyn Persistence> = match &store {
-        Some(handle) => Arc::new(DurableStore::new(handle.clone())),
-        None => Arc::new(MemoryOnly),
-    };
-    let auth = Arc::new(edgemq::auth::FileAuth::load(&config.auth)?);
-    let tls_cells = reserved.iter().filter_map(|r| r.tls_acceptor()).collect();
-    spawn_reload_on_sighup(auth.clone(), tls_cells);
-    let broker = Broker::new(config.clone(), persistence, auth);
-    if let Some(handle) = &store {
-        let restored = durable::restore(&broker, handle)
-            .await
-            .context("cannot restore durable state")?;
-        tracing::info!(
-            sessions = restored.sessions,
-            messages = restored.messages,
-            retained = restored.retained,
-            expired_sessions = restored.expired,
-            "restored durable state"
-        );
-    }
-    if !config.bridges.is_empty() && store.is_none() {
-        tracing::warn!("bridges with durability = \"memory\": their lanes are not persisted");
-    }
-    let bridges = Arc::new(edgemq::bridge::start(&broker, &config.bridges).await);
-    let store_for_sys = store.clone();
-    let bridges_for_sys = bridges.clone();
-    let extra: sys::ExtraTopics = Arc::new(move || {
-        let mut topics = store_for_sys
-            .as_ref()
-            .map(|s| s.stats().sys_topics())
-            .unwrap_or_default();
-        topics.extend(bridges_for_sys.iter().flat_map(|b| b.sys_topics()));
-        topics
-    });
-    if config.sys.interval_secs > 0 {
-        let interval = std::time::Duration::from_secs(config.sys.interval_secs);
-        tokio::spawn(sys::run(broker.clone(), interval, extra.clone()));
-    }
-    if let Some(listener) = http_listener {
-        // Served only now: /healthz answers once the store is recovered.
-        let (store_h, store_s) = (store.clone(), store.clone());
-        let state = edgemq::http::HttpState {
-            broker: broker.clone(),
-            extra,
-            histogram: Arc::new(move || store_h.as_ref().map(|s| s.stats().sync_latency)),
-            bridges: Arc::new(move || bridges.iter().flat_map(|b| b.sys_topics()).collect()),
-            store: Arc::new(move || {
-                store_s
-                    .as_ref()
-                    .map(|s| s.stats().sys_topics())
-                    .unwrap_or_default()
-            }),
-            users: http_users,
-            max_page_size: config.http.max_page_size,
-        };
-        edgemq::http::serve(listener, Arc::new(state), &config.http).await?;
-    }
-    let listeners = reserved
-        .into_iter()
-        .map(server::ReservedListener::listen)
-        .collect::<Result<Vec<_>, _>>()?;
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "edgemq started");
-    server::Server::run(broker, listeners, shutdown).await;
-    // Acks, the session saves of the connections just closed and the wills
-    // just published are queued to the store thread: make them durable
-    // before the process exits (M3).
-    if let Some(handle) = &store {
-        match handle.flush().await {
-            Ok(()) => tracing::info!("store flushed"),
-            Err(e) => tracing::error!(error = %e, "final store flush failed"),
-        }
-    }
-    tracing::info!("edgemq stopped");
-    Ok(())
-}
-
-/// SIGHUP re-reads the password and ACL files and the TLS listeners'
-/// certificates (a failed reload keeps the previous ones; open connections
-/// are not touched).
-fn spawn_reload_on_sighup(
-    auth: Arc<edgemq::auth::FileAuth>,
-    tls: Vec<Arc<server::tls::TlsAcceptorCell>>,
-) {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::hangup()) {
-        Ok(mut hup) => {
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    match auth.reload() {
-                        Ok(()) => tracing::info!("SIGHUP: password and ACL files reloaded"),
-                        Err(e) => {
-                            tracing::error!(error = %e, "SIGHUP: reload failed; keeping the previous files")
-                        }
-                    }
-                    for cell in &tls {
-                        let address = cell.listener().address;
-                        match cell.reload() {
-                            Ok(()) => tracing::info!(%address, "SIGHUP: TLS certificate reloaded"),
-                            Err(e) => tracing::error!(
-                                error = %e,
-                                "SIGHUP: TLS reload failed; keeping the previous certificate"
-                            ),
-                        }
-                    }
-                }
-            });
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
-    }
-}
-
-/// Opens and recovers the durable store, unless `durability = "memory"`.
-fn open_store(config: &StorageConfig) -> anyhow::Result<Option<StoreHandle>> {
-    if config.durability == StorageDurability::Memory {
-        tracing::info!("durability = memory: nothing is persisted");
-        return Ok(None);
-    }
-    let (handle, report) = StoreHandle::open(config)
-        .with_context(|| format!("cannot open the store in {}", config.dir.display()))?;
-    tracing::info!(
-        dir = %config.dir.display(),
-        segments = report.segments,
-        records = report.records,
-        torn_segments = report.torn_segments,
-        messages = report.messages,
-        retained = report.retained,
-        sessions = report.sessions,
-        millis = report.millis,
-        "store recovered"
-    );
-    Ok(Some(handle))
+    runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
+        edgemq::run(Arc::new(config), shutdown).await?;
+        anyhow::Ok(())
+    })
 }
 
 /// Installs the SIGINT/SIGTERM handlers now (so a signal that arrives

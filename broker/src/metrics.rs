@@ -13,26 +13,18 @@
 //! plus `# EOF`), and it takes the same locks `$SYS` takes, briefly.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
 
 use crate::broker::Broker;
 use crate::storage::latency::LatencyHistogram;
 use crate::sys::{all_values, ExtraTopics};
 
-/// `[metrics]`: the old name of `[http]` (only `listen`), still accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Address of the HTTP endpoint; absent: off. Same as `[http] listen`.
-    pub listen: Option<SocketAddr>,
-}
+pub use crate::config::metrics::MetricsConfig;
 
 /// The store's sync latency histogram, if there is a store.
 pub type SyncHistogram = Arc<dyn Fn() -> Option<LatencyHistogram> + Send + Sync>;

@@ -27,6 +27,8 @@ use crate::hooks::ClientIdentity;
 use crate::protocol::{reason, topic};
 use crate::router;
 
+pub use crate::protocol::topic::reserved_topic;
+
 /// Who publishes.
 #[derive(Debug, Clone, Copy)]
 pub enum Publisher<'a> {
@@ -34,11 +36,6 @@ pub enum Publisher<'a> {
     Client(&'a ClientIdentity),
     /// A bridge downlink (cloud → local), by bridge name.
     Bridge(&'a str),
-}
-
-/// True for the broker's reserved topics: `$SYS` and `$SYS/...`.
-pub fn reserved_topic(name: &str) -> bool {
-    name == "$SYS" || name.starts_with("$SYS/")
 }
 
 /// Topic length and level limits from config (names and filters alike).
@@ -80,7 +77,7 @@ pub fn may_publish_downlink(
     let too_large = payload_len > broker.config.limits.max_packet_size as usize;
     let refused = may_publish(broker, Publisher::Bridge(bridge), topic_name).is_err();
     if too_large || refused {
-        crate::sys::inc(&broker.metrics.dropped_denied);
+        crate::counters::inc(&broker.metrics.dropped_denied);
         tracing::warn!(bridge, topic = ?topic_name, too_large, "downlink message refused by the local policy");
         return false;
     }

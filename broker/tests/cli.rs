@@ -1,6 +1,8 @@
 //! The command line: `check-config`, `--print-default-config`, and a bad
 //! configuration file refusing to start.
 
+#![allow(clippy::expect_used)] // a failed expectation is a failed test
+
 use std::process::Command;
 
 fn edgemq() -> Command {

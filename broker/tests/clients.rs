@@ -2,6 +2,8 @@
 //! the real binary: QoS 0/1/2 both ways, retained messages, persistent
 //! sessions and v5 properties.
 
+#![allow(clippy::expect_used)] // a failed expectation is a failed test
+
 mod common;
 
 use std::time::Duration;

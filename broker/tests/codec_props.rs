@@ -5,6 +5,8 @@
 //! entry point under libFuzzer): decode must never panic, and must either
 //! ask for more bytes, return a packet, or return an error.
 
+#![allow(clippy::expect_used)] // a failed expectation is a failed test
+
 use bytes::{Bytes, BytesMut};
 use edgemq::protocol::{
     self, Packet, ProtocolVersion, PubAck, Publish, PublishProperties, QoS, Subscribe,

@@ -2,6 +2,8 @@
 //! must wait for the durability of the copies its message needed, and the
 //! authenticator decides on CONNECT.
 
+#![allow(clippy::expect_used)] // a failed expectation is a failed test
+
 mod common;
 
 use std::net::SocketAddr;

@@ -2,6 +2,8 @@
 //! not send: a second CONNECT, oversize packets, Receive Maximum
 //! violations, unsupported protocol levels, takeover and shutdown.
 
+#![allow(clippy::expect_used)] // a failed expectation is a failed test
+
 mod common;
 
 use bytes::Bytes;

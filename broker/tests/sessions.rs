@@ -2,6 +2,8 @@
 //! DUP, keep alive, will delay, session and message expiry, topic aliases,
 //! the client's maximum packet size, max connections and `$SYS`.
 
+#![allow(clippy::expect_used)] // a failed expectation is a failed test
+
 mod common;
 
 use bytes::Bytes;

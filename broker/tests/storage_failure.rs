@@ -4,17 +4,19 @@
 //! everything that does not need the store. In-process, over a RAM flash
 //! that fails on purpose.
 
+#![allow(clippy::expect_used)] // a failed expectation is a failed test
+
 mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use common::{connect_packet, Raw};
+use edgemq::broker::durable::DurableStore;
 use edgemq::broker::Broker;
 use edgemq::config::{Config, ListenerConfig};
 use edgemq::hooks::ListenerPolicy;
 use edgemq::protocol::{Packet, ProtocolVersion, Publish, QoS, Subscribe, SubscribeFilter};
-use edgemq::storage::durable::DurableStore;
 use edgemq::storage::flash::{RamFlash, BLOCK};
 use edgemq::storage::{Overflow, StorageConfig, Store, StoreHandle};
 

@@ -4,6 +4,8 @@
 //! needs a new format version and a migration, not a new golden file.
 //! To create the file for a *new* variant only: EDGEMQ_WRITE_GOLDEN=1.
 
+#![allow(clippy::expect_used)] // a failed expectation is a failed test
+
 use bytes::Bytes;
 use edgemq::storage::record::{
     encode_body, encode_frame, frame_body, Record, StoredMessage, StoredSession, StoredSubscription,

@@ -22,93 +22,17 @@ use edgemq::protocol::{
     Connect, ConnectProperties, LastWill, Packet, ProtocolVersion, Publish, QoS,
 };
 use heapless::Deque;
-use serde::{Deserialize, Serialize};
 use tokio::time::sleep_until;
 
 use crate::faults::{Fault, FaultPlan};
 use crate::mqtt::{self, Conn};
 use crate::report::Counters;
-use crate::scenario::{Group, PayloadFormat};
+use crate::scenario::Group;
 use crate::sensors::{Rng, Sensor, Value};
 use crate::verify::AckLog;
 
-/// Ring capacity: readings a device keeps while offline.
-pub const RING: usize = 64;
-
-/// One reading as the firmware keeps it in RAM (fixed size).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Reading {
-    /// Device number, unique in the fleet.
-    pub device: u32,
-    /// Boot counter (survives power cuts).
-    pub boot: u16,
-    /// Sequence number within the boot.
-    pub seq: u32,
-    /// When the sensor was read, Unix epoch ms.
-    pub ts_ms: u64,
-    /// The measurement.
-    pub value: Value,
-}
-
-/// A reading on the wire, padded to the scenario's payload size. Fields are
-/// spelled out (no `flatten`, no skipped fields) because postcard is not
-/// self-describing.
-#[derive(Debug, Serialize, Deserialize)]
-struct WireReading {
-    device: u32,
-    boot: u16,
-    seq: u32,
-    ts_ms: u64,
-    value: Value,
-    pad: String,
-}
-
-/// Encodes a reading, padded to at least `size` bytes.
-pub fn encode(r: Reading, format: PayloadFormat, size: usize) -> Bytes {
-    let to_bytes = |w: &WireReading| -> Vec<u8> {
-        match format {
-            PayloadFormat::Postcard => postcard::to_allocvec(w).unwrap_or_default(),
-            PayloadFormat::Json => serde_json::to_vec(w).unwrap_or_default(),
-        }
-    };
-    let mut wire = WireReading {
-        device: r.device,
-        boot: r.boot,
-        seq: r.seq,
-        ts_ms: r.ts_ms,
-        value: r.value,
-        pad: String::new(),
-    };
-    let len = to_bytes(&wire).len();
-    if len < size {
-        wire.pad = "x".repeat(size - len);
-    }
-    Bytes::from(to_bytes(&wire))
-}
-
-/// Decodes a reading written by [`encode`] in either format.
-pub fn decode(payload: &[u8]) -> Option<Reading> {
-    if payload.first() == Some(&b'{') {
-        if let Ok(w) = serde_json::from_slice::<WireReading>(payload) {
-            return Some(w.into());
-        }
-    }
-    postcard::from_bytes::<WireReading>(payload)
-        .ok()
-        .map(Reading::from)
-}
-
-impl From<WireReading> for Reading {
-    fn from(w: WireReading) -> Reading {
-        Reading {
-            device: w.device,
-            boot: w.boot,
-            seq: w.seq,
-            ts_ms: w.ts_ms,
-            value: w.value,
-        }
-    }
-}
+use crate::reading::{encode, Reading};
+use crate::scenario::RING;
 
 #[derive(Debug, Clone, Copy)]
 struct Slot {

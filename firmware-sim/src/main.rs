@@ -11,6 +11,7 @@
 mod device;
 mod faults;
 mod mqtt;
+mod reading;
 mod report;
 mod scenario;
 mod sensors;

@@ -12,6 +12,10 @@ use serde::Deserialize;
 
 use crate::sensors::SensorKind;
 
+/// Ring capacity: readings a device keeps while offline (a group's
+/// `inflight` may not exceed it).
+pub const RING: usize = 64;
+
 /// Reading serialisation on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -195,12 +199,8 @@ impl Scenario {
             if g.interval_ms == 0 {
                 bail!("group {}: interval_ms must be at least 1", g.name);
             }
-            if g.inflight == 0 || g.inflight > crate::device::RING {
-                bail!(
-                    "group {}: inflight must be 1..={}",
-                    g.name,
-                    crate::device::RING
-                );
+            if g.inflight == 0 || g.inflight > RING {
+                bail!("group {}: inflight must be 1..={}", g.name, RING);
             }
             if g.name.is_empty() || g.name.contains(['/', '+', '#']) {
                 bail!("group name {:?} must be a plain topic level", g.name);

@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use edgemq::protocol::{Connect, Packet, ProtocolVersion, PubAck, QoS, Subscribe, SubscribeFilter};
 
-use crate::device::{self, Reading};
 use crate::mqtt::{self, Conn};
+use crate::reading::{self, Reading};
 use crate::report::{Latency, Verification};
 
 type Key = (u32, u16, u32);
@@ -177,7 +177,7 @@ async fn read_loop(
     loop {
         match conn.next().await {
             Ok(Packet::Publish(p)) => {
-                if let Some(r) = device::decode(&p.payload) {
+                if let Some(r) = reading::decode(&p.payload) {
                     lock(&seen).record(r, now_ms());
                 }
                 if p.pkid != 0 {

@@ -9,7 +9,7 @@
 //! Nothing here sleeps for synchronisation: waits poll a condition with a
 //! deadline and fail with the broker's log attached.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -5,7 +5,7 @@
 //! bounded the way the configuration says, and that other clients on the
 //! same broker keep being served while and after it happens.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};

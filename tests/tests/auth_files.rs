@@ -2,7 +2,7 @@
 //! `mosquitto_passwd` and by `edgemq passwd`, wrong passwords refused, and
 //! ACL grants and denials for publish and subscribe, with Mosquitto's clients.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -1,7 +1,7 @@
 //! The bridge keys of issue 12 (`dead_letter_topic`, `orphan_lanes`) in
 //! `edgemq --print-default-config` and checked by `edgemq check-config`.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! downlink commands, envelope batches decoded with `edgemq::envelope`, and
 //! priority lanes.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::io::Write;

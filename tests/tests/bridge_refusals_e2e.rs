@@ -5,7 +5,7 @@
 //! dead-lettered after three disconnects; lanes keep their identity when
 //! the forward rules are reordered or removed.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::process::{Command, Stdio};

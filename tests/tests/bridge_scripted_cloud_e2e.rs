@@ -8,7 +8,7 @@
 //! between PUBREC and PUBREL, which Mosquitto does not let a test arrange.
 //! The edge broker, its bridge and the local clients are real.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};

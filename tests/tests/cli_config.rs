@@ -1,7 +1,7 @@
 //! The `edgemq` command line: embedded defaults, `--print-default-config`,
 //! `check-config`, and configuration errors that name the file, line and key.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! These clients are independent of our code, so they check interoperability
 //! as much as behaviour.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

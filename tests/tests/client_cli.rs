@@ -4,7 +4,7 @@
 //! Retained messages make the tests deterministic: they are published
 //! before the subscriber starts and arrive on subscribe, so no test has to
 //! guess when a subscription became active.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod client_support;
 

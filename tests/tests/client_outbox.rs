@@ -6,7 +6,7 @@
 //!
 //! Real parts: Mosquitto, killed with SIGKILL; a TCP proxy that holds the
 //! publisher's bytes so messages are provably unacknowledged when the broker dies.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod client_support;
 

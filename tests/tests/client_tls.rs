@@ -1,7 +1,7 @@
 //! edgemq-pub/sub over TLS (rustls with ring) against a real Mosquitto TLS
 //! listener that requires client certificates; certificates are made by the
 //! real openssl command line tool for each run.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod client_support;
 

@@ -8,7 +8,7 @@
 //! recovered with the store's own recovery, and every message PUBACKed
 //! before that sync returned must be there, intact.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;

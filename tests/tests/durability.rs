@@ -6,7 +6,7 @@
 //! image's geometry is checked, the data directory is locked, and damaged
 //! flash does not stop the broker.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
 use std::io::Write;

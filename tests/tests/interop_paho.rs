@@ -2,6 +2,8 @@
 //! implementation: QoS 0/1/2 in 3.1.1 and 5, v5 will delay interval with a
 //! reconnect cancelling it, and v5 properties passed through.
 
+#![allow(clippy::expect_used)] // a failed expectation is a failed test
+
 use std::process::Command;
 use std::time::Duration;
 

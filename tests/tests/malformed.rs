@@ -3,7 +3,7 @@
 //! case must close only the offending connection, with the right v5 reason
 //! code, while a subscriber on the same broker keeps getting messages.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

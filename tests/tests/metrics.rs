@@ -1,6 +1,6 @@
 //! The Prometheus endpoint and /healthz (issue 8), scraped over HTTP.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -6,7 +6,7 @@
 //! thread writes with it) by 2 s: the test then kills the broker the moment
 //! PUBCOMP arrives.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod raw_client;
 

@@ -5,7 +5,7 @@
 //! deployment configuration. Every case was first seen failing on the code
 //! before the fix (see the security review).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod security_support;
 

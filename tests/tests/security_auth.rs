@@ -2,7 +2,7 @@
 //! broker binary: parallel password guesses, log escaping, revocation on
 //! SIGHUP, and the low findings (WebSocket origins, protocol laxness).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod security_support;
 

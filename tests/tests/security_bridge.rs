@@ -3,7 +3,7 @@
 //! (`gw-0001/#` with the prefix stripped) must not let the cloud write the
 //! broker's `$SYS` topics or topics the `[acl]` deny list forbids.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

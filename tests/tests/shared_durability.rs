@@ -3,7 +3,7 @@
 //! member's session expires, every message it was still owed, its spilled
 //! backlog included, moves durably to another member.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod raw_client;
 

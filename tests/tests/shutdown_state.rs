@@ -6,7 +6,7 @@
 //! - a session's expiry counts from its client's disconnect, across
 //!   restarts, instead of starting again at every restore.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod raw_client;
 

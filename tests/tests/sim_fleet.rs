@@ -1,7 +1,7 @@
 //! firmware-sim end to end: a fleet of 200 devices with frequent power cuts
 //! against a real broker, verified by sequence number: every QoS 1 reading
 //! the broker acknowledged must be delivered.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod client_support;
 

@@ -4,7 +4,7 @@
 //! `/healthz` and `$SYS/broker/store/state` report the full store, and it
 //! accepts again once drained (`Full` is never sticky).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::time::Duration;

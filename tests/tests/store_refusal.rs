@@ -8,7 +8,7 @@
 //! - a retransmitted QoS 2 PUBLISH whose first copy was refused is stored
 //!   (or refused again), never PUBRECed while the message is lost.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod raw_client;
 

@@ -4,7 +4,7 @@
 //! and paho-mqtt over ws:// and wss://. Every certificate is made by the
 //! real openssl tool for the test.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -30,7 +30,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::config::BatchMode;
+use crate::config::bridge::BatchMode;
 use crate::envelope::Format;
 use crate::protocol::{reason, ConnAck, Packet, ProtocolVersion, PubAck, Publish, QoS};
 use crate::router::Delivery;

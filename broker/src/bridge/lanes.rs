@@ -26,9 +26,9 @@
 
 use std::sync::Arc;
 
-use super::config::{BridgeConfig, ForwardRule, OrphanLanes};
 use super::{Lane, CLIENT_ID_PREFIX};
 use crate::broker::Broker;
+use crate::config::bridge::{BridgeConfig, ForwardRule, OrphanLanes};
 use crate::protocol::{QoS, RetainHandling};
 use crate::router::SubscriptionOptions;
 use crate::session::NEVER_EXPIRES;
@@ -145,11 +145,8 @@ pub(super) async fn open_lane(broker: &Arc<Broker>, name: &str, rule: &ForwardRu
         retain_handling: RetainHandling::DoNotSend,
         id: None,
     };
-    broker
-        .router
-        .subscribe(&session.mailbox, &rule.filter, options.clone());
-    session.subscriptions.insert(rule.filter.clone(), options);
-    broker.persistence.save_session(&session.record());
+    broker.subscribe(&mut session, &rule.filter, options);
+    broker.save_subscriptions(&session);
     Lane {
         rule: rule.clone(),
         session,

@@ -1,7 +1,7 @@
 //! Tests of the lane identities and orphan plans (W6).
 
-use super::config::{BridgeConfig, ForwardRule, OrphanLanes};
 use super::lanes::{lane_client_id, parse_lane_id, plan_orphan, LaneId, OrphanPlan};
+use crate::config::bridge::{BridgeConfig, ForwardRule, OrphanLanes};
 
 // W6: lane identities.
 fn rule(filter: &str, prefix: &str) -> ForwardRule {

@@ -18,11 +18,11 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::config::{BatchMode, BridgeConfig, BridgeProtocol};
 use super::lane_machine::{AckKind, Action, Backoff, CloudLimits, LaneMachine, MachineConfig};
 use super::stats::{add, BridgeStats};
 use super::{Lane, CLIENT_ID_PREFIX};
 use crate::broker::Broker;
+use crate::config::bridge::{BatchMode, BridgeConfig, BridgeProtocol};
 use crate::envelope::Format;
 use crate::protocol::{
     self, ConnAck, Connect, ConnectProperties, Packet, ProtocolVersion, PubAck, QoS, Subscribe,
@@ -43,7 +43,7 @@ const SUBSCRIBE_PKID: u16 = u16::MAX;
 const PAGE_SIZE: usize = 1000;
 
 /// A plain or TLS connection to the cloud.
-type Stream = Box<dyn crate::server::Transport>;
+type Stream = Box<dyn crate::transport::Transport>;
 
 /// Why a connection to the cloud ended.
 #[derive(Debug, thiserror::Error)]
@@ -251,7 +251,7 @@ impl Bridge {
                         let session = &self.lanes[i].session;
                         let page = page
                             .into_iter()
-                            .map(|m| crate::storage::durable::delivery_for(session, Arc::new(m)))
+                            .map(|m| crate::broker::durable::delivery_for(session, Arc::new(m)))
                             .collect();
                         mailbox.refill(page, seq, complete);
                     }

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use proptest::prelude::*;
 
-use super::config::BatchMode;
 use super::lane_machine::{AckKind, Action, CloudLimits, DeadLetterReason, LaneMachine};
 use super::machine_tests::{cfg, delivery};
+use crate::config::bridge::BatchMode;
 use crate::router::Delivery;
 
 fn now() -> Instant {

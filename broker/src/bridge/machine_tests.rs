@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::config::BatchMode;
 use super::lane_machine::{
     AckKind, Action, Backoff, CloudLimits, DeadLetterReason, LaneMachine, MachineConfig,
 };
+use crate::config::bridge::BatchMode;
 use crate::envelope::{self, Compression, Encoding, Format};
 use crate::protocol::{Packet, ProtocolVersion, PublishProperties, QoS};
 use crate::router::{Delivery, Message};

@@ -1,4 +1,4 @@
-//! The cloud uplink bridge (DESIGN.md section 5; issue 12).
+//! The cloud uplink bridge (docs/ARCHITECTURE.md; issue 12).
 //!
 //! Design: each forward rule is an *internal persistent session* of the
 //! broker (`$bridge/<name>/<hash>/<prefix>`, see `lanes`), subscribed to the
@@ -20,7 +20,6 @@
 //! cloud kept its session: at least once, in order. Cloud messages matching
 //! a downlink rule are published locally with their prefix stripped.
 
-pub mod config;
 pub mod lane_machine;
 pub mod lanes;
 mod link;
@@ -39,7 +38,9 @@ mod machine_tests;
 
 use std::sync::Arc;
 
-pub use config::{BatchMode, BridgeConfig, BridgeProtocol, DownlinkRule, ForwardRule, OrphanLanes};
+pub use crate::config::bridge::{
+    BatchMode, BridgeConfig, BridgeProtocol, DownlinkRule, ForwardRule, OrphanLanes,
+};
 pub use lanes::lane_client_id;
 pub use stats::BridgeStats;
 
@@ -61,6 +62,23 @@ struct Lane {
     finished: bool,
 }
 
+/// The store quota of each lane of `config`, when it sets one of its own
+/// (unset keys fall back to the `[storage]` per-session defaults).
+fn lane_quota(broker: &Broker, config: &BridgeConfig) -> Option<crate::storage::Quota> {
+    if config.max_stored_messages.is_none()
+        && config.max_stored_bytes.is_none()
+        && config.overflow.is_none()
+    {
+        return None;
+    }
+    let default = broker.config.storage.default_quota();
+    Some(crate::storage::Quota {
+        messages: config.max_stored_messages.unwrap_or(default.messages),
+        bytes: config.max_stored_bytes.unwrap_or(default.bytes),
+        overflow: config.overflow,
+    })
+}
+
 /// Starts every configured bridge; returns their statistics handles.
 /// Stored lanes that no rule owns are drained or dropped (see `lanes`).
 pub async fn start(broker: &Arc<Broker>, configs: &[BridgeConfig]) -> Vec<Arc<BridgeStats>> {
@@ -73,6 +91,10 @@ pub async fn start(broker: &Arc<Broker>, configs: &[BridgeConfig]) -> Vec<Arc<Br
             let id = lane_client_id(&config.name, rule);
             if owned.contains(&id) {
                 continue;
+            }
+            // The lane's own store quota, before it is restored and fed.
+            if let Some(quota) = lane_quota(broker, config) {
+                broker.persistence.set_store_quota(&id, Some(quota));
             }
             owned.push(id);
             lanes.push(lanes::open_lane(broker, &config.name, rule).await);

@@ -8,7 +8,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-use super::config::TlsConfig;
+use crate::config::bridge::TlsConfig;
 
 /// The connector and the name to verify, built once per bridge.
 pub struct Tls {

@@ -16,15 +16,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 mod bridge_lanes;
+pub mod durable;
 pub mod peers;
 mod restore;
 mod shared;
+mod subscriptions;
 
 use crate::config::Config;
+use crate::counters::{self, Metrics};
 use crate::hooks::{Authenticator, Durability, Persistence};
 use crate::router::{Message, RetainOutcome, Router};
 use crate::session::{Mailbox, MailboxLimits, Session};
-use crate::sys::{self, Metrics};
 
 /// How long a new connection waits for the session of the connection it
 /// takes over.
@@ -153,7 +155,7 @@ impl Broker {
         let mut durable = Durability::Done;
         if message.retain {
             match self.router.retain(message.clone()) {
-                RetainOutcome::Rejected => sys::inc(&self.metrics.dropped_retained_full),
+                RetainOutcome::Rejected => counters::inc(&self.metrics.dropped_retained_full),
                 outcome if !message.topic.starts_with("$SYS") => {
                     let stored = (outcome == RetainOutcome::Stored).then_some(&message);
                     durable = self.persistence.retain(&message.topic, stored);
@@ -303,7 +305,7 @@ impl Broker {
         let generation = slot.generation;
         let expiry = session.expiry_interval;
         let mut record = session.record();
-        record.disconnected_at_ms = Some(crate::storage::durable::epoch_ms());
+        record.disconnected_at_ms = Some(durable::epoch_ms());
         slot.parked = Some(session);
         drop(sessions);
         self.persistence.save_session(&record);

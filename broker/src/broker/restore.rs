@@ -2,7 +2,7 @@
 //!
 //! The store recovers what it holds (persistent sessions with their
 //! subscriptions and queued messages, retained messages) and hands it to
-//! these methods before the listeners open (see `storage::durable`).
+//! these methods before the listeners open (see `broker::durable`).
 //! Restored state is in memory only here: nothing is written back to the
 //! persistence layer, which already has it.
 
@@ -12,7 +12,6 @@ use std::time::Duration;
 use super::{lock, Broker};
 use crate::router::{Message, RetainOutcome};
 use crate::session::{Session, NEVER_EXPIRES};
-use crate::sys;
 
 impl Broker {
     /// Parks a persistent session restored from the durable store (its
@@ -56,7 +55,7 @@ impl Broker {
     /// Restores a retained message (not written back to the store).
     pub fn restore_retained(&self, message: Arc<Message>) {
         if self.router.retain(message) == RetainOutcome::Rejected {
-            sys::inc(&self.metrics.dropped_retained_full);
+            crate::counters::inc(&self.metrics.dropped_retained_full);
         }
     }
 

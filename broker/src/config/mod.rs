@@ -15,8 +15,12 @@
 //!   `FILE:LINE: key `section.key`: message`. Semantic checks (zero limits,
 //!   bad addresses) are located the same way.
 
+pub mod auth;
+pub mod bridge;
+pub mod http;
 mod listener;
 mod locate;
+pub mod metrics;
 mod security;
 
 pub use listener::{ListenerConfig, ListenerProtocol};
@@ -45,14 +49,14 @@ pub struct Config {
     /// `[storage]`: the durable store (owned by the storage module).
     pub storage: StorageConfig,
     /// `[metrics]`: the old name of `[http]` (`listen` only).
-    pub metrics: crate::metrics::MetricsConfig,
+    pub metrics: metrics::MetricsConfig,
     /// `[http]`: metrics, health, API and status page (see `http`).
-    pub http: crate::http::HttpConfig,
+    pub http: http::HttpConfig,
     /// `[auth]`: password and ACL files (see `auth`).
-    pub auth: crate::auth::AuthConfig,
+    pub auth: auth::AuthConfig,
     /// `[[bridge]]`: cloud uplinks (see `bridge::config`).
     #[serde(rename = "bridge")]
-    pub bridges: Vec<crate::bridge::BridgeConfig>,
+    pub bridges: Vec<bridge::BridgeConfig>,
 }
 
 /// `[server]`: runtime and connection admission.
@@ -137,9 +141,9 @@ impl Default for Config {
             log: LogConfig::default(),
             storage: StorageConfig::default(),
             bridges: Vec::new(),
-            auth: crate::auth::AuthConfig::default(),
-            metrics: crate::metrics::MetricsConfig::default(),
-            http: crate::http::HttpConfig::default(),
+            auth: auth::AuthConfig::default(),
+            metrics: metrics::MetricsConfig::default(),
+            http: http::HttpConfig::default(),
         }
     }
 }
@@ -373,7 +377,10 @@ impl Config {
             ("deny_publish", &self.acl.deny_publish),
             ("deny_subscribe", &self.acl.deny_subscribe),
         ] {
-            if let Some(bad) = filters.iter().find(|f| !crate::router::valid_filter(f)) {
+            if let Some(bad) = filters
+                .iter()
+                .find(|f| !crate::protocol::topic::valid_filter(f))
+            {
                 return Err(("acl", key, format!("invalid topic filter {bad:?}")));
             }
         }

@@ -8,8 +8,8 @@
 
 use std::fmt;
 
+use super::bridge::BridgeConfig;
 use super::Config;
-use crate::bridge::BridgeConfig;
 
 impl Config {
     /// What an operator should know about this configuration's exposure.
@@ -37,7 +37,7 @@ impl Config {
                 ));
             }
         }
-        if self.auth.client_id_binding != crate::auth::ClientIdBinding::None
+        if self.auth.client_id_binding != super::auth::ClientIdBinding::None
             && self.auth.password_file.is_none()
             && !self.listeners.iter().any(|l| l.use_identity_as_username)
         {
@@ -99,6 +99,11 @@ impl fmt::Debug for BridgeConfig {
             .field("reconnect_min_ms", &self.reconnect_min_ms)
             .field("reconnect_max_ms", &self.reconnect_max_ms)
             .field("max_inflight", &self.max_inflight)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("orphan_lanes", &self.orphan_lanes)
+            .field("max_stored_messages", &self.max_stored_messages)
+            .field("max_stored_bytes", &self.max_stored_bytes)
+            .field("overflow", &self.overflow)
             .finish()
     }
 }

@@ -16,12 +16,12 @@ use tokio::time::{timeout_at, Instant};
 
 use crate::auth::ClientIdBinding;
 use crate::broker::Broker;
+use crate::counters;
 use crate::hooks::{AuthDecision, AuthRequest, ClientIdentity};
 use crate::policy::{self, Publisher};
 use crate::protocol::{
     self, reason, topic, ConnAck, Connect, DecodeError, Packet, ProtocolVersion,
 };
-use crate::sys;
 
 use super::{CertificateUser, ConnectionInfo};
 
@@ -76,7 +76,7 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     if over_limit {
         // Over max_connections: read no more than the protocol level to
         // answer in the client's version, then close.
-        sys::inc(&broker.metrics.connections_refused);
+        counters::inc(&broker.metrics.connections_refused);
         let version = Box::pin(timeout_at(deadline, read_version(stream))).await;
         let Ok(Some(version)) = version else {
             return None;
@@ -109,20 +109,20 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         // max_connections counts connected clients, not sockets that have
         // not logged in (those are bounded by max_pending_connections).
         Ok(Ok(_)) if at_max_connections(broker) => {
-            sys::inc(&broker.metrics.connections_refused);
+            counters::inc(&broker.metrics.connections_refused);
             tracing::warn!("refusing connection: max_connections reached");
             refuse(stream, version, reason::QUOTA_EXCEEDED).await;
             None
         }
         Ok(Ok(a)) => Some(a),
         Ok(Err(code)) => {
-            sys::inc(&broker.metrics.connections_refused);
+            counters::inc(&broker.metrics.connections_refused);
             tracing::info!(reason = code, "CONNECT refused");
             refuse(stream, version, code).await;
             None
         }
         Err(_) => {
-            sys::inc(&broker.metrics.connections_refused);
+            counters::inc(&broker.metrics.connections_refused);
             tracing::info!("CONNECT refused: authentication not done within the connect timeout");
             refuse(stream, version, reason::SERVER_BUSY).await;
             None

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use crate::counters;
 use crate::hooks::{BoxFuture, Durability, PersistError};
 use crate::policy::{self, Publisher};
 use crate::protocol::{
@@ -16,7 +17,6 @@ use crate::protocol::{
 };
 use crate::router::{self, Message, SubscriptionOptions};
 use crate::session::{first_copy, PubRecOutcome, Qos2Arrival, Stage};
-use crate::sys;
 
 use super::handshake::topic_within_limits;
 use super::outbound::RetainedSend;
@@ -25,7 +25,7 @@ use super::{Conn, Exit};
 impl Conn {
     /// Dispatches one packet from the client.
     pub fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
-        sys::inc(&self.broker.metrics.messages_received);
+        counters::inc(&self.broker.metrics.messages_received);
         match packet {
             Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(a) => {
@@ -77,7 +77,7 @@ impl Conn {
 
     fn on_publish(&mut self, publish: Publish) -> Result<(), Exit> {
         let metrics = &self.broker.metrics;
-        sys::inc(&metrics.publish_received[usize::from(publish.qos as u8)]);
+        counters::inc(&metrics.publish_received[usize::from(publish.qos as u8)]);
         if !publish.properties.subscription_identifiers.is_empty() {
             // MQTT-3.3.4-6: only the server sends Subscription Identifiers.
             return Err(Exit::Protocol(
@@ -136,7 +136,7 @@ impl Conn {
         let allowed =
             policy::may_publish(&self.broker, Publisher::Client(&self.identity), &topic).is_ok();
         if !allowed {
-            sys::inc(&metrics.dropped_denied);
+            counters::inc(&metrics.dropped_denied);
             tracing::debug!(%topic, "publish denied");
         }
         // v5 answers a refused QoS 1/2 publish with 0x87; 3.1.1 acknowledges
@@ -374,13 +374,9 @@ impl Conn {
                 retain_handling: f.retain_handling,
                 id,
             };
-            let existed =
-                self.broker
-                    .router
-                    .subscribe(&self.session.mailbox, &f.filter, options.clone());
-            self.session
-                .subscriptions
-                .insert(f.filter.clone(), options.clone());
+            let existed = self
+                .broker
+                .subscribe(&mut self.session, &f.filter, options.clone());
             codes.push(f.qos as u8);
             let send_retained = group.is_none()
                 && match f.retain_handling {
@@ -394,9 +390,7 @@ impl Conn {
                 retained.push(RetainedSend::new(inner, options.qos, id));
             }
         }
-        if self.session.is_persistent() {
-            self.broker.persistence.save_session(&self.session.record());
-        }
+        self.broker.save_subscriptions(&self.session);
         let code_v311 = |c: u8| {
             if c >= 0x80 {
                 reason::UNSPECIFIED_ERROR
@@ -422,19 +416,14 @@ impl Conn {
     fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
         let mut reason_codes = Vec::with_capacity(unsubscribe.filters.len());
         for filter in &unsubscribe.filters {
-            let existed = self.session.subscriptions.remove(filter).is_some();
-            self.broker
-                .router
-                .unsubscribe(&self.session.client_id, filter);
+            let existed = self.broker.unsubscribe(&mut self.session, filter);
             reason_codes.push(if existed {
                 reason::SUCCESS
             } else {
                 reason::NO_SUBSCRIPTION_EXISTED
             });
         }
-        if self.session.is_persistent() {
-            self.broker.persistence.save_session(&self.session.record());
-        }
+        self.broker.save_subscriptions(&self.session);
         self.encode(&Packet::UnsubAck(UnsubAck {
             pkid: unsubscribe.pkid,
             reason_codes,

@@ -35,6 +35,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::Instrument;
 
 use crate::broker::Broker;
+use crate::counters;
 use crate::hooks::{BoxFuture, ClientIdentity, PersistError};
 use crate::protocol::{
     self, reason, ConnAck, ConnAckProperties, DecodeError, Disconnect, DisconnectProperties,
@@ -43,7 +44,6 @@ use crate::protocol::{
 use crate::router::{Delivery, Message};
 use crate::session::aliases::{InboundAliases, OutboundAliases};
 use crate::session::{Session, NEVER_EXPIRES};
-use crate::sys;
 
 pub use handshake::HandshakeError;
 
@@ -331,7 +331,7 @@ impl Conn {
                         _ = sleep_until(write_deadline) => break Some(Exit::WriteTimeout),
                     }
                 };
-                sys::add(&self.broker.metrics.bytes_sent, written);
+                counters::add(&self.broker.metrics.bytes_sent, written);
                 if let Some(exit) = stopped {
                     self.wbuf.advance(written);
                     return exit;
@@ -375,7 +375,7 @@ impl Conn {
                 r = stream.read_buf(rbuf), if can_read => match r {
                     Ok(0) | Err(_) => return Exit::Closed,
                     Ok(n) => {
-                        sys::add(&self.broker.metrics.bytes_received, n);
+                        counters::add(&self.broker.metrics.bytes_received, n);
                         read_hint = next_read_hint(read_hint, n, spare);
                     }
                 },
@@ -399,7 +399,7 @@ impl Conn {
                         let seq = spill.map_or(0, |(_, seq)| seq);
                         let page = messages
                             .into_iter()
-                            .map(|m| crate::storage::durable::delivery_for(&self.session, Arc::new(m)))
+                            .map(|m| crate::broker::durable::delivery_for(&self.session, Arc::new(m)))
                             .collect();
                         mailbox.refill(page, seq, complete);
                     }
@@ -433,7 +433,7 @@ impl Conn {
             // The client is not reading: no DISCONNECT of its own, only the
             // bounded final flush of what is pending.
             Exit::WriteTimeout => {
-                sys::inc(&self.broker.metrics.disconnects_write_timeout);
+                counters::inc(&self.broker.metrics.disconnects_write_timeout);
                 tracing::info!(
                     timeout_ms = self.broker.config.limits.write_timeout_ms,
                     "closing connection: client not reading (write timeout)"
@@ -478,7 +478,7 @@ impl Conn {
         // Re-checked now: rights may have changed since CONNECT (SIGHUP).
         let publisher = crate::policy::Publisher::Client(&self.identity);
         if crate::policy::may_publish(&self.broker, publisher, &will.topic).is_err() {
-            sys::inc(&self.broker.metrics.dropped_denied);
+            counters::inc(&self.broker.metrics.dropped_denied);
             return tracing::info!("will not published: no longer allowed");
         }
         let delay = will.properties.will_delay_interval.unwrap_or(0);
@@ -591,7 +591,7 @@ mod tests_io;
 #[cfg(test)]
 mod task_size {
     //! Every idle connection costs at least its task's future: keep it in a
-    //! budget (DESIGN.md: memory per idle connection is a target), so a
+    //! budget (memory per idle connection is a target: BENCHMARKS.md), so a
     //! large value held across an `.await` shows up here, not in production.
 
     #[test]

@@ -24,7 +24,7 @@ use crate::protocol::{self, Packet, PubAck, Publish, QoS};
 use crate::router::{Delivery, Message};
 use crate::session::aliases::AliasUse;
 use crate::session::{Inflight, PubRecOutcome, Stage};
-use crate::{policy, sys};
+use crate::{counters, policy};
 
 use super::Conn;
 
@@ -134,13 +134,13 @@ impl Conn {
         let broker = self.broker.clone();
         let metrics = &broker.metrics;
         if delivery.message.is_expired(now) {
-            sys::inc(&metrics.dropped_expired);
+            counters::inc(&metrics.dropped_expired);
             self.ack_persistence(&delivery);
             return;
         }
         // Deny lists and ACL `read`, again at delivery (retained included).
         if !policy::may_deliver(&broker, &self.identity, &delivery.message.topic) {
-            sys::inc(&metrics.dropped_denied);
+            counters::inc(&metrics.dropped_denied);
             self.ack_persistence(&delivery);
             return;
         }
@@ -156,7 +156,7 @@ impl Conn {
             return;
         };
         if size > self.client.maximum_packet_size as usize {
-            sys::inc(&metrics.dropped_too_large);
+            counters::inc(&metrics.dropped_too_large);
             self.ack_persistence(&delivery);
             return;
         }
@@ -186,7 +186,7 @@ impl Conn {
         }
         self.apply_alias(&mut publish);
         self.encode(&Packet::Publish(publish));
-        sys::inc(&metrics.publish_sent[usize::from(delivery.qos as u8)]);
+        counters::inc(&metrics.publish_sent[usize::from(delivery.qos as u8)]);
     }
 
     /// The PUBLISH for a delivery (packet id 0 until assigned).
@@ -247,7 +247,7 @@ impl Conn {
                     },
                 };
                 if let Some(d) = done {
-                    sys::inc(&self.broker.metrics.dropped_denied);
+                    counters::inc(&self.broker.metrics.dropped_denied);
                     self.ack_persistence(&d);
                 }
                 continue;

@@ -19,8 +19,6 @@ mod auth;
 pub mod page;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +28,6 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::broker::Broker;
@@ -39,75 +36,7 @@ use crate::sys::ExtraTopics;
 
 pub use auth::HttpUsers;
 
-/// `[http]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Address to serve on; absent: off (unless `[metrics] listen` is set).
-    pub listen: Option<SocketAddr>,
-    /// PEM certificate chain: serve HTTPS (needs `key_file`).
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key for `cert_file`.
-    pub key_file: Option<PathBuf>,
-    /// A mosquitto_passwd-style file: its users may read (basic auth).
-    pub password_file: Option<PathBuf>,
-    /// Connections served at once.
-    pub max_connections: usize,
-    /// Longest time one connection is served.
-    pub request_timeout_secs: u64,
-    /// Largest number of items in one API page.
-    pub max_page_size: usize,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            listen: None,
-            cert_file: None,
-            key_file: None,
-            password_file: None,
-            max_connections: 16,
-            request_timeout_secs: 10,
-            max_page_size: 500,
-        }
-    }
-}
-
-impl HttpConfig {
-    /// The address to serve on: `[http] listen`, else the old `[metrics] listen`.
-    pub fn effective_listen(&self, metrics: &crate::metrics::MetricsConfig) -> Option<SocketAddr> {
-        self.listen.or(metrics.listen)
-    }
-
-    /// Semantic checks: (key, message).
-    pub fn validate(
-        &self,
-        metrics: &crate::metrics::MetricsConfig,
-    ) -> Result<(), (&'static str, String)> {
-        if self.listen.is_some() && metrics.listen.is_some() {
-            return Err((
-                "listen",
-                "[metrics] listen is the old name of [http] listen: set only one".into(),
-            ));
-        }
-        if self.cert_file.is_some() != self.key_file.is_some() {
-            return Err((
-                "cert_file",
-                "cert_file and key_file go together (HTTPS needs both)".into(),
-            ));
-        }
-        for (key, value) in [
-            ("max_connections", self.max_connections as u64),
-            ("request_timeout_secs", self.request_timeout_secs),
-            ("max_page_size", self.max_page_size as u64),
-        ] {
-            if value == 0 {
-                return Err((key, "must be at least 1".into()));
-            }
-        }
-        Ok(())
-    }
-}
+pub use crate::config::http::HttpConfig;
 
 /// Errors setting the endpoint up.
 #[derive(Debug, thiserror::Error)]
@@ -127,8 +56,8 @@ pub struct HttpState {
     pub max_page_size: usize,
 }
 
-/// Serves until the broker shuts down.
-pub async fn serve(
+/// Starts serving (a task that runs until the broker shuts down).
+pub fn serve(
     listener: TcpListener,
     state: Arc<HttpState>,
     config: &HttpConfig,

@@ -65,6 +65,27 @@ pub fn valid_shared(filter: &str) -> bool {
     }
 }
 
+/// A filter split into its shared group (if any) and the real filter.
+pub fn split_shared(filter: &str) -> (Option<&str>, &str) {
+    match parse_shared(filter) {
+        Some((group, inner)) => (Some(group), inner),
+        None => (None, filter),
+    }
+}
+
+/// True when `filter` is a valid topic filter, shared or not.
+pub fn valid_filter(filter: &str) -> bool {
+    if filter.starts_with("$share/") {
+        return valid_shared(filter);
+    }
+    valid_topic_filter(filter)
+}
+
+/// True for the broker's reserved topics: `$SYS` and `$SYS/...`.
+pub fn reserved_topic(name: &str) -> bool {
+    name == "$SYS" || name.starts_with("$SYS/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,6 @@
 //! subscription identifier. Shared groups each yield one delivery to one
 //! member.
 
-mod message;
 mod retained;
 mod trie;
 
@@ -22,28 +21,12 @@ use smallvec::SmallVec;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-pub use message::{ensure_next_message_id, Delivery, Message};
+pub use crate::message::{ensure_next_message_id, Delivery, Message, SubscriptionOptions};
+pub use crate::protocol::topic::{split_shared, valid_filter};
 pub use retained::{RetainOutcome, RetainedStore};
-pub use trie::{Group, Match, Subscriber, SubscriptionOptions, Trie};
+pub use trie::{Group, Match, Subscriber, Trie};
 
-use crate::protocol::topic;
 use crate::session::Mailbox;
-
-/// A filter split into its shared group (if any) and the real filter.
-pub fn split_shared(filter: &str) -> (Option<&str>, &str) {
-    match topic::parse_shared(filter) {
-        Some((group, inner)) => (Some(group), inner),
-        None => (None, filter),
-    }
-}
-
-/// True when `filter` is a valid topic filter, shared or not.
-pub fn valid_filter(filter: &str) -> bool {
-    if filter.starts_with("$share/") {
-        return topic::valid_shared(filter);
-    }
-    topic::valid_topic_filter(filter)
-}
 
 /// The receivers of one message: inline for up to four.
 pub type Routes = SmallVec<[(Arc<Mailbox>, Delivery); 4]>;

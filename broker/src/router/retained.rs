@@ -133,5 +133,5 @@ impl RetainedStore {
 /// The broker's own messages, outside the bounds: a `$SYS` topic *and* no
 /// publisher (a client's message never escapes the bounds by its topic).
 fn is_broker_message(m: &Message) -> bool {
-    m.publisher.is_none() && crate::policy::reserved_topic(&m.topic)
+    m.publisher.is_none() && topic::reserved_topic(&m.topic)
 }

@@ -18,34 +18,10 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::protocol::{QoS, RetainHandling};
+use crate::message::SubscriptionOptions;
 
 pub mod listing;
 use crate::session::Mailbox;
-
-/// The options of one subscription, as granted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscriptionOptions {
-    pub qos: QoS,
-    pub no_local: bool,
-    pub retain_as_published: bool,
-    pub retain_handling: RetainHandling,
-    /// v5 Subscription Identifier.
-    pub id: Option<u32>,
-}
-
-impl SubscriptionOptions {
-    /// 3.1.1 semantics: only a QoS.
-    pub fn qos(qos: QoS) -> Self {
-        SubscriptionOptions {
-            qos,
-            no_local: false,
-            retain_as_published: false,
-            retain_handling: RetainHandling::SendAtSubscribe,
-            id: None,
-        }
-    }
-}
 
 /// A subscriber at a trie node: its mailbox and options.
 #[derive(Debug, Clone)]

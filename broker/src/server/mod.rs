@@ -58,11 +58,7 @@ impl BoundListener {
     }
 }
 
-/// A byte stream of any transport (TCP, TLS, a WebSocket pipe), for code
-/// that picks the transport at run time: the TLS/WebSocket listeners and
-/// the bridge's cloud link.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+pub use crate::transport::Transport;
 
 /// The TLS acceptors of `listeners`, to reload on SIGHUP.
 pub fn tls_acceptors(listeners: &[BoundListener]) -> Vec<Arc<TlsAcceptorCell>> {

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use tokio::sync::watch;
 
-use crate::hooks::PersistError;
+use crate::message::PersistError;
 
 /// Outcome of the first copy's durable write; `None` while in flight.
 pub type WriteOutcome = Option<Result<(), PersistError>>;

@@ -4,7 +4,7 @@
 //! drains them when its inflight window has room. One queue serves both the
 //! "outbound queue" of an online client and the "offline queue" of a
 //! persistent session, which keeps per-session order without handing
-//! messages between two queues. The policy (DESIGN.md section 3):
+//! messages between two queues. The policy (docs/ARCHITECTURE.md):
 //!
 //! * below `outbound_capacity` entries, an online session takes everything;
 //! * beyond it, QoS 0 is dropped, QoS 1/2 of a persistent session are kept
@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
+use crate::message::Delivery;
 use crate::protocol::QoS;
-use crate::router::Delivery;
 
 /// Why a delivery was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

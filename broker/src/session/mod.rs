@@ -23,7 +23,7 @@ pub use incoming::{first_copy, Incoming, Qos2Arrival, WriteOutcome};
 pub use mailbox::{DropReason, Mailbox, MailboxLimits, Pushed};
 pub use outgoing::{Inflight, Outgoing, PubRecOutcome, Stage, UnknownPacketId};
 
-use crate::router::SubscriptionOptions;
+use crate::message::SubscriptionOptions;
 
 /// v5 session expiry meaning "never expires".
 pub const NEVER_EXPIRES: u32 = u32::MAX;

@@ -12,8 +12,8 @@
 
 use std::collections::VecDeque;
 
+use crate::message::Delivery;
 use crate::protocol::QoS;
-use crate::router::Delivery;
 
 /// Where an outgoing QoS 1/2 message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -76,6 +76,7 @@ impl StorageConfig {
         super::Quota {
             messages: self.max_stored_messages_per_session,
             bytes: self.max_stored_bytes_per_session,
+            overflow: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The durable store: QoS 1/2 messages still owed somewhere, retained
 //! messages and persistent sessions, on flash-style storage.
 //!
-//! The durability contract (DESIGN.md section 4): when edgemq sends a PUBACK
+//! The durability contract (docs/ARCHITECTURE.md): when edgemq sends a PUBACK
 //! or PUBREC, every durable copy the message needs has been synced. This
 //! module provides the pieces, bottom up:
 //! - `flash`: NOR flash semantics (`embedded_storage::NorFlash`) over an
@@ -18,7 +18,6 @@
 
 pub mod config;
 mod dir;
-pub mod durable;
 pub mod flash;
 pub mod fuzzing;
 pub mod latency;

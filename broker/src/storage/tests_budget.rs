@@ -144,6 +144,7 @@ fn w8_destination_quotas() {
     store.set_default_quota(Quota {
         messages: 10,
         bytes: u64::MAX,
+        overflow: None,
     });
     let a = vec!["session/a".to_string()];
     for _ in 0..10 {
@@ -163,6 +164,7 @@ fn w8_destination_quotas() {
         Some(Quota {
             messages: 30,
             bytes: u64::MAX,
+            overflow: None,
         }),
     );
     for _ in 0..30 {
@@ -175,6 +177,7 @@ fn w8_destination_quotas() {
         Some(Quota {
             messages: 1000,
             bytes: 1000,
+            overflow: None,
         }),
     );
     let mut n = 0;
@@ -187,6 +190,7 @@ fn w8_destination_quotas() {
     store.set_default_quota(Quota {
         messages: 10,
         bytes: u64::MAX,
+        overflow: None,
     });
     let ids: Vec<u64> = (0..25)
         .map(|_| store.append(msg(10), &a).unwrap())
@@ -198,4 +202,48 @@ fn w8_destination_quotas() {
         .map(|m| m.id)
         .collect();
     assert_eq!(kept, ids[15..].to_vec());
+}
+
+/// A destination's own overflow policy (a bridge lane's `overflow`) wins
+/// over the store's: a drop-oldest lane in a reject store keeps its newest
+/// messages, and a reject lane in a drop-oldest store refuses new ones.
+#[test]
+fn a_destinations_own_overflow_policy_overrides_the_stores() {
+    let lane = vec!["lane".to_string()];
+    let mut store = open(Overflow::Reject);
+    store.set_destination_quota(
+        "lane",
+        Some(Quota {
+            messages: 5,
+            bytes: u64::MAX,
+            overflow: Some(Overflow::DropOldest),
+        }),
+    );
+    let ids: Vec<u64> = (0..12)
+        .map(|_| store.append(msg(10), &lane).unwrap())
+        .collect();
+    let kept: Vec<u64> = store
+        .read("lane", None, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(kept, ids[7..].to_vec());
+    assert_eq!(store.stats().dropped_oldest, 7);
+
+    let mut store = open(Overflow::DropOldest);
+    store.set_destination_quota(
+        "lane",
+        Some(Quota {
+            messages: 5,
+            bytes: u64::MAX,
+            overflow: Some(Overflow::Reject),
+        }),
+    );
+    for _ in 0..5 {
+        store.append(msg(10), &lane).unwrap();
+    }
+    assert_eq!(store.append(msg(10), &lane), Err(StoreError::Full));
+    assert_eq!(store.queue_len("lane"), 5);
+    assert_eq!(store.stats().dropped_oldest, 0);
 }

@@ -2,7 +2,7 @@
 //! free loopback port, and a raw MQTT client that speaks bytes through the
 //! crate's codec (or literal bytes for malformed input).
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -2,6 +2,8 @@
 //! loss, overflow while offline, and the payload formats.
 
 use super::*;
+use crate::reading::decode;
+use crate::scenario::PayloadFormat;
 
 fn reading(fw: &mut Firmware, n: u32) {
     for _ in 0..n {

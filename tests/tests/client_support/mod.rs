@@ -1,7 +1,7 @@
 //! Test support for the client and firmware-sim end-to-end tests: a real
 //! Mosquitto on a free loopback port, a pausable TCP proxy to cut and hold
 //! links, and the paths of the workspace's binaries.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(clippy::expect_used, dead_code, clippy::unwrap_used)]
 
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::path::PathBuf;

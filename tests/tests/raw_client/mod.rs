@@ -3,7 +3,7 @@
 //! flag and exactly which acknowledgement arrives (real clients hide those).
 //! Reads time out (10 s), so a missing packet fails the test instead of
 //! hanging it.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(clippy::expect_used, dead_code, clippy::unwrap_used)]
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;

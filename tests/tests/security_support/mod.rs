@@ -3,7 +3,7 @@
 //! password/ACL files written by the real `mosquitto_passwd`, and the
 //! broker's RSS from /proc.
 
-#![allow(clippy::unwrap_used, dead_code)]
+#![allow(clippy::expect_used, clippy::unwrap_used, dead_code)]
 
 use std::io::Write;
 use std::net::TcpStream;

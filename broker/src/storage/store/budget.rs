@@ -12,8 +12,10 @@
 //!   again as soon as acks free enough space.
 //! - No destination holds more than its quota (messages and bytes; a
 //!   message's frame counts fully against each destination owing it).
-//!   Under `drop-oldest` the destination over its quota loses its own
-//!   oldest message, never another destination's; under `reject` the
+//!   Under `drop-oldest` (the store's policy, or the destination's own
+//!   when its quota names one: a bridge lane's `overflow`) the destination
+//!   over its quota loses its own oldest message, never another
+//!   destination's; under `reject` the
 //!   message is not stored for it (counted), and it is refused when no
 //!   destination can take it.
 
@@ -26,6 +28,9 @@ pub struct Quota {
     pub messages: u64,
     /// Bytes of those messages' frames.
     pub bytes: u64,
+    /// What happens when the destination is over its quota; `None` follows
+    /// the store's `overflow` (a bridge lane can have its own).
+    pub overflow: Option<Overflow>,
 }
 
 impl Quota {
@@ -33,6 +38,7 @@ impl Quota {
     pub const UNLIMITED: Quota = Quota {
         messages: u64::MAX,
         bytes: u64::MAX,
+        overflow: None,
     };
 }
 
@@ -92,11 +98,12 @@ impl<F: Durable> Store<F> {
         let mut accepted = Vec::with_capacity(destinations.len());
         for d in destinations {
             let q = self.quota_of(d);
+            let policy = q.overflow.unwrap_or(self.overflow);
             let fits = |s: &Self| {
                 (s.queue_len(d) as u64) < q.messages
                     && s.destination_bytes(d).saturating_add(need) <= q.bytes
             };
-            while !fits(self) && self.overflow == Overflow::DropOldest {
+            while !fits(self) && policy == Overflow::DropOldest {
                 let Some(oldest) = self.oldest_of(d) else {
                     break;
                 };

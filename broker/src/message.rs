@@ -4,6 +4,10 @@
 //! `Bytes`, properties). Every subscriber receives a `Delivery`, which is a
 //! reference-counted pointer plus the per-subscriber bits (granted QoS,
 //! retain flag, subscription identifiers), so fan-out never copies a payload.
+//!
+//! This is a bottom-layer module (see docs/ARCHITECTURE.md): it holds the
+//! values every layer passes around ([`Message`], [`Delivery`],
+//! [`SubscriptionOptions`], [`PersistError`]) and imports only `protocol`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::protocol::{PublishProperties, QoS};
+use crate::protocol::{PublishProperties, QoS, RetainHandling};
 
 static NEXT_MESSAGE_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -144,4 +148,42 @@ pub struct Delivery {
     /// The `(group, filter)` of the shared subscription this copy was
     /// picked for, so it can go to another member if this one leaves.
     pub shared: Option<Arc<(String, String)>>,
+}
+
+/// The options of one subscription, as granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionOptions {
+    pub qos: QoS,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub retain_handling: RetainHandling,
+    /// v5 Subscription Identifier.
+    pub id: Option<u32>,
+}
+
+impl SubscriptionOptions {
+    /// 3.1.1 semantics: only a QoS.
+    pub fn qos(qos: QoS) -> Self {
+        SubscriptionOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::SendAtSubscribe,
+            id: None,
+        }
+    }
+}
+
+/// A durable write did not happen: the publisher must not be acknowledged
+/// as if it had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PersistError {
+    /// The store refused the write for lack of room (a full store under
+    /// `overflow = "reject"`, or a record too large): v5 publishers get
+    /// PUBACK/PUBREC 0x97 and keep their connection.
+    #[error("no room to store the message: {0}")]
+    QuotaExceeded(String),
+    /// The write failed (store failure, store stopped).
+    #[error("persistence failed: {0}")]
+    Failed(String),
 }

@@ -23,7 +23,7 @@ use crate::protocol::{PublishProperties, QoS, RetainHandling};
 use crate::router::{split_shared, Delivery, Message, SubscriptionOptions};
 use crate::session::{Session, SessionRecord, Stage, NEVER_EXPIRES};
 
-use super::{StoreError, StoreHandle, StoredMessage, StoredSession, StoredSubscription};
+use crate::storage::{StoreError, StoreHandle, StoredMessage, StoredSession, StoredSubscription};
 
 /// The store destination of a persistent session.
 pub fn session_destination(client_id: &str) -> String {
@@ -93,6 +93,11 @@ impl Persistence for DurableStore {
         self.handle.submit_session_remove(client_id.to_string());
     }
 
+    fn set_store_quota(&self, client_id: &str, quota: Option<crate::storage::Quota>) {
+        self.handle
+            .set_destination_quota(session_destination(client_id), quota);
+    }
+
     fn inflight(&self, client_id: &str, message_id: u64, pkid: u16, stage: Stage) {
         self.handle.submit_inflight(
             session_destination(client_id),
@@ -126,7 +131,7 @@ impl Persistence for DurableStore {
     fn incoming_qos2(&self, client_id: &str, pkid: u16, pending: bool) -> Durability {
         self.handle
             .submit_qos2(client_id.to_string(), pkid, pending);
-        if self.handle.durability() == super::Durability::Interval {
+        if self.handle.durability() == crate::storage::Durability::Interval {
             return Durability::Done;
         }
         // The PUBREC of a pending id (queued once its message is durable)
@@ -282,11 +287,7 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
         let client_id: Arc<str> = Arc::from(stored.client_id.as_str());
         let mut session = Session::new(client_id.clone(), stored.expiry_interval_secs, limits);
         for sub in &stored.subscriptions {
-            let opts = options(sub);
-            broker
-                .router
-                .subscribe(&session.mailbox, &sub.filter, opts.clone());
-            session.subscriptions.insert(sub.filter.clone(), opts);
+            broker.subscribe(&mut session, &sub.filter, options(sub));
         }
         // Messages that were in flight go back into the in-flight window
         // with their packet ids (W7); the connection resends them first.

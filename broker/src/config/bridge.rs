@@ -45,6 +45,19 @@ pub struct BridgeConfig {
     /// What to do at startup with a stored lane no forward rule owns.
     #[serde(default)]
     pub orphan_lanes: OrphanLanes,
+    /// Store quota of each of this bridge's lanes, in messages; `None`: the
+    /// `[storage]` per-session default.
+    #[serde(default)]
+    pub max_stored_messages: Option<u64>,
+    /// Store quota of each lane, in bytes of stored records; `None`: the
+    /// `[storage]` per-session default.
+    #[serde(default)]
+    pub max_stored_bytes: Option<u64>,
+    /// A full lane: `reject` (the message is not stored for the lane;
+    /// refused when no other destination takes it) or `drop-oldest` (the
+    /// lane loses its own oldest message); `None`: `[storage] overflow`.
+    #[serde(default)]
+    pub overflow: Option<crate::storage::Overflow>,
 }
 
 /// `orphan_lanes`: a stored lane whose forward rule was removed or changed.
@@ -175,6 +188,12 @@ impl BridgeConfig {
         }
         if self.client_id.is_empty() {
             return Err(("client_id", "must not be empty".into()));
+        }
+        if self.max_stored_messages == Some(0) {
+            return Err(("max_stored_messages", "must be at least 1".into()));
+        }
+        if self.max_stored_bytes.is_some_and(|b| b < 1024) {
+            return Err(("max_stored_bytes", "must be at least 1024".into()));
         }
         if self.forwards.is_empty() && self.downlinks.is_empty() {
             return Err((
