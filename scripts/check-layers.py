@@ -42,6 +42,8 @@ LAYERS = {
         # listeners and observability
         ["server", "sys"],
         ["metrics"],
+        # the operator's HTTP endpoint (metrics, API, page); config importers
+        ["http", "import"],
         # the entry point that wires everything (the binary calls it)
         ["run"],
     ],

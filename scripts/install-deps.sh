@@ -13,6 +13,9 @@ command -v strace >/dev/null 2>&1 || need_apt+=(strace)   # crash_trace.rs recor
 command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || need_apt+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
 command -v qemu-aarch64-static >/dev/null 2>&1 || need_apt+=(qemu-user-static)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)           # http_api.rs reads the JSON API with curl
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)   # status_page_browser.rs renders the status page
+command -v lintian >/dev/null 2>&1 || need_apt+=(lintian)     # test-deb.sh checks the packages
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
@@ -27,3 +30,5 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
   rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf >/dev/null
 fi
+# scripts/package.sh builds the .deb packages with cargo-deb.
+command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked -q

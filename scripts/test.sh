@@ -18,3 +18,8 @@ cargo test --workspace --locked
 if [ -f scripts/arm-test.sh ]; then
   bash scripts/arm-test.sh
 fi
+# The .deb install test (issue 16) changes the machine (dpkg -i, a system
+# user): CI only, or when asked with DEB_TEST=1.
+if [ "${CI:-}" = true ] || [ "${DEB_TEST:-}" = 1 ]; then
+  bash scripts/test-deb.sh
+fi

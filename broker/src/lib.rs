@@ -23,7 +23,9 @@
 //! 6. `policy`: may this client publish or subscribe;
 //! 7. `bridge`, then 8. `connection`: the cloud link and the client tasks;
 //! 9. `server`, `sys`, then 10. `metrics`: listeners and observability;
-//! 11. `run`: the entry point that wires all of them (the binary calls it).
+//! 11. `http`, `import`: the operator's HTTP endpoint (metrics, JSON API,
+//!     status page) and the mosquitto.conf importer;
+//! 12. `run`: the entry point that wires all of them (the binary calls it).
 
 pub mod auth;
 pub mod bridge;
@@ -33,6 +35,8 @@ pub mod connection;
 pub mod counters;
 pub mod envelope;
 pub mod hooks;
+pub mod http;
+pub mod import;
 pub mod message;
 pub mod metrics;
 pub mod policy;

@@ -47,6 +47,13 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Translate a mosquitto.conf to edgemq TOML on standard output; options
+    /// that cannot be translated are listed, with the reason, on standard
+    /// error.
+    ImportMosquitto {
+        /// The mosquitto.conf to read.
+        file: PathBuf,
+    },
     /// Create or update USER in a mosquitto_passwd-compatible password file
     /// (argon2id entries); the password is read from the first line of
     /// standard input.
@@ -86,6 +93,22 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             eprintln!("{}: warning: {warning}", file.display());
         }
         println!("{}: OK", file.display());
+        return Ok(());
+    }
+    if let Some(Command::ImportMosquitto { file }) = &cli.command {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let translation = edgemq::import::mosquitto::translate(&text);
+        print!("{}", translation.toml);
+        for s in &translation.skipped {
+            eprintln!(
+                "{}:{}: not translated: {}: {}",
+                file.display(),
+                s.line,
+                s.option,
+                s.reason
+            );
+        }
         return Ok(());
     }
     if let Some(Command::Passwd { pbkdf2, file, user }) = &cli.command {

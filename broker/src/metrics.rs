@@ -1,108 +1,140 @@
-//! Prometheus metrics over HTTP, and `/healthz`.
+//! Prometheus metrics (OpenMetrics, via `prometheus-client`) and `/healthz`.
 //!
 //! The same figures as `$SYS` (core counters, store, bridges), renamed to
 //! Prometheus conventions: `$SYS/broker/messages/received` becomes
-//! `edgemq_messages_received`. The HTTP side is deliberately tiny: one
-//! request per connection, bounded request size, GET only; a scraper is the
-//! only client. `/healthz` answers 200 once the server runs, which is after
-//! the store was recovered and the listeners were bound, and 503 with the
-//! reason while the store is full or has failed.
+//! `edgemq_messages_received`. Every numeric `$SYS` value is a gauge (its
+//! name does not change with the exposition format); the store's sync
+//! latency is a histogram. The HTTP side lives in `crate::http`.
+//! `/healthz` answers 200 once the server runs, which is after the store
+//! was recovered and the listeners were bound, and 503 with the reason
+//! while the store is full or has failed.
+//!
+//! Invariants: rendering never panics (encoding errors give an empty body
+//! plus `# EOF`), and it takes the same locks `$SYS` takes, briefly.
 
+use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use crate::broker::Broker;
+use crate::storage::latency::LatencyHistogram;
 use crate::sys::{all_values, ExtraTopics};
 
 pub use crate::config::metrics::MetricsConfig;
 
-/// Extra exposition text appended to `/metrics` (histograms, which the
-/// flat `$SYS` values cannot express).
-pub type Exposition = Arc<dyn Fn() -> String + Send + Sync>;
+/// The store's sync latency histogram, if there is a store.
+pub type SyncHistogram = Arc<dyn Fn() -> Option<LatencyHistogram> + Send + Sync>;
 
-/// Largest request head we read.
-const MAX_REQUEST: usize = 8192;
-/// Requests served at once; further connections are closed (they would
-/// share the file descriptors of the MQTT listeners).
-const MAX_CONCURRENT: usize = 4;
+/// The OpenMetrics content type `/metrics` answers with.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Serves `/metrics` and `/healthz` until the broker shuts down.
-pub async fn serve(
-    listener: TcpListener,
+/// Collects the `$SYS` values and the histogram at scrape time.
+struct SysCollector {
     broker: Arc<Broker>,
     extra: ExtraTopics,
-    exposition: Exposition,
-) {
-    let mut shutdown = broker.shutdown_signal();
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => return,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    drop(stream);
-                    continue;
-                };
-                let (broker, extra, exposition) =
-                    (broker.clone(), extra.clone(), exposition.clone());
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        handle(stream, &broker, &extra, &exposition),
-                    )
-                    .await;
-                    drop(permit);
-                });
-            }
-            Err(e) => tracing::warn!(error = %e, "metrics accept failed"),
+    histogram: SyncHistogram,
+}
+
+impl fmt::Debug for SysCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SysCollector")
+    }
+}
+
+/// A `$SYS` value, integer when it is one.
+enum Value {
+    Int(i64),
+    Float(f64),
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Float(v) => write!(f, "{v}"),
         }
     }
 }
 
-async fn handle(
-    mut stream: TcpStream,
-    broker: &Broker,
-    extra: &ExtraTopics,
-    exposition: &Exposition,
-) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 512];
-    // Only the new bytes (and the 3 before them) are scanned for the end
-    // of the head: linear, not quadratic, in a slowly sent request.
-    let mut scanned = 0;
-    while !buf[scanned..].windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST {
-        scanned = buf.len().saturating_sub(3);
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
+impl EncodeMetric for Value {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> fmt::Result {
+        match self {
+            Value::Int(v) => encoder.encode_gauge(v),
+            Value::Float(v) => encoder.encode_gauge(v),
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
-    let head = String::from_utf8_lossy(&buf);
-    let path = head.split_whitespace().nth(1).unwrap_or("");
-    let (status, body) = match (head.starts_with("GET "), path) {
-        (true, "/metrics") => ("200 OK", render(broker, extra) + &exposition()),
-        (true, "/healthz") => health(extra),
-        (true, _) => ("404 Not Found", "not found\n".to_string()),
-        (false, _) => ("405 Method Not Allowed", "GET only\n".to_string()),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
+}
+
+#[derive(Debug)]
+struct Histogram(LatencyHistogram);
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> fmt::Result {
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.0.sum_seconds(),
+            self.0.count(),
+            &self.0.buckets_seconds(),
+            None,
+        )
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+impl Collector for SysCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        for (topic, value) in all_values(&self.broker, &self.extra) {
+            let value = match (value.parse::<i64>(), value.parse::<f64>()) {
+                (Ok(v), _) => Value::Int(v),
+                (_, Ok(v)) if v.is_finite() => Value::Float(v),
+                _ => continue,
+            };
+            let name = metric_name(&topic);
+            let help = format!("$SYS value {topic}");
+            let metric = encoder.encode_descriptor(&name, &help, None, MetricType::Gauge)?;
+            value.encode(metric)?;
+        }
+        if let Some(h) = (self.histogram)() {
+            let metric = encoder.encode_descriptor(
+                "edgemq_store_sync_seconds",
+                "Time the store's syncs (fdatasync) took; PUBACKs in sync mode wait for them.",
+                None,
+                MetricType::Histogram,
+            )?;
+            Histogram(h).encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+/// The OpenMetrics exposition of every numeric `$SYS` value and the
+/// store's sync latency histogram.
+pub fn render(broker: &Arc<Broker>, extra: &ExtraTopics, histogram: &SyncHistogram) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SysCollector {
+        broker: broker.clone(),
+        extra: extra.clone(),
+        histogram: histogram.clone(),
+    }));
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+        out.clear();
+        out.push_str("# EOF\n");
+    }
+    out
 }
 
 /// `/healthz`: 200 while the store (if any) is ok; 503 with the reason
 /// while it is full or has failed.
-fn health(extra: &ExtraTopics) -> (&'static str, String) {
+pub fn health(extra: &ExtraTopics) -> (&'static str, String) {
     use crate::storage::{FAILURE_TOPIC, STATE_TOPIC};
     let topics = extra();
     let value = |name: &str| {
@@ -125,19 +157,6 @@ fn health(extra: &ExtraTopics) -> (&'static str, String) {
         ),
         _ => ("200 OK", "ok\n".to_string()),
     }
-}
-
-/// The Prometheus text exposition of every numeric `$SYS` value.
-pub fn render(broker: &Broker, extra: &ExtraTopics) -> String {
-    let mut out = String::new();
-    for (topic, value) in all_values(broker, extra) {
-        if value.parse::<f64>().is_err() {
-            continue;
-        }
-        let name = metric_name(&topic);
-        out.push_str(&format!("# TYPE {name} gauge\n{name} {value}\n"));
-    }
-    out
 }
 
 /// `$SYS/broker/retained messages/count` -> `edgemq_retained_messages_count`.

@@ -33,9 +33,12 @@ pub enum RunError {
     /// A listener could not be reserved or opened.
     #[error(transparent)]
     Server(#[from] ServerError),
-    /// The `[metrics] listen` address could not be bound.
-    #[error("cannot bind the metrics listener {0}: {1}")]
+    /// The `[http] listen` (or `[metrics] listen`) address could not be bound.
+    #[error("cannot bind the http listener {0}: {1}")]
     MetricsBind(SocketAddr, std::io::Error),
+    /// The `[http]` password or TLS files could not be loaded.
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     /// The password or ACL file could not be loaded.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -54,12 +57,16 @@ pub async fn run(config: Arc<Config>, shutdown: impl Future<Output = ()>) -> Res
     // Ports are taken now (a conflict fails before the store recovery) but
     // accept connections only once the broker can serve them.
     let reserved = server::reserve(&config.listeners)?;
-    let metrics_listener = match config.metrics.listen {
+    let metrics_listener = match config.http.effective_listen(&config.metrics) {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| RunError::MetricsBind(addr, e))?,
         ),
+        None => None,
+    };
+    let http_users = match &config.http.password_file {
+        Some(path) => Some(Arc::new(crate::http::HttpUsers::load(path)?)),
         None => None,
     };
     let store = open_store(&config.storage)?;
@@ -87,7 +94,13 @@ pub async fn run(config: Arc<Config>, shutdown: impl Future<Output = ()>) -> Res
         tracing::warn!("bridges with durability = \"memory\": their lanes are not persisted");
     }
     let bridges = crate::bridge::start(&broker, &config.bridges).await;
-    spawn_observability(&broker, &config, &store, bridges, metrics_listener);
+    spawn_observability(
+        &broker,
+        &config,
+        &store,
+        bridges,
+        metrics_listener.map(|l| (l, http_users)),
+    )?;
     let listeners = reserved
         .into_iter()
         .map(server::ReservedListener::listen)
@@ -107,49 +120,50 @@ pub async fn run(config: Arc<Config>, shutdown: impl Future<Output = ()>) -> Res
     Ok(())
 }
 
-/// Starts the `$SYS` publisher and the metrics endpoint (each when
+/// Starts the `$SYS` publisher and the HTTP endpoint (each when
 /// configured), both fed by the store's and the bridges' statistics.
 fn spawn_observability(
     broker: &Arc<Broker>,
     config: &Config,
     store: &Option<StoreHandle>,
     bridges: Vec<Arc<BridgeStats>>,
-    metrics_listener: Option<tokio::net::TcpListener>,
-) {
+    http: Option<(tokio::net::TcpListener, Option<Arc<crate::http::HttpUsers>>)>,
+) -> Result<(), RunError> {
+    let bridges = Arc::new(bridges);
+    let bridges_for_sys = bridges.clone();
     let store_for_sys = store.clone();
     let extra: sys::ExtraTopics = Arc::new(move || {
         let mut topics = store_for_sys
             .as_ref()
             .map(|s| s.stats().sys_topics())
             .unwrap_or_default();
-        topics.extend(bridges.iter().flat_map(|b| b.sys_topics()));
+        topics.extend(bridges_for_sys.iter().flat_map(|b| b.sys_topics()));
         topics
     });
     if config.sys.interval_secs > 0 {
         let interval = std::time::Duration::from_secs(config.sys.interval_secs);
         tokio::spawn(sys::run(broker.clone(), interval, extra.clone()));
     }
-    if let Some(listener) = metrics_listener {
+    if let Some((listener, users)) = http {
         // Served only now: /healthz answers once the store is recovered.
-        let store_for_metrics = store.clone();
-        let exposition: crate::metrics::Exposition = Arc::new(move || {
-            store_for_metrics
-                .as_ref()
-                .map(|s| {
-                    s.stats().sync_latency.prometheus(
-                        "edgemq_store_sync_seconds",
-                        "Time the store's syncs (fdatasync) took; PUBACKs in sync mode wait for them.",
-                    )
-                })
-                .unwrap_or_default()
-        });
-        tokio::spawn(crate::metrics::serve(
-            listener,
-            broker.clone(),
+        let (store_h, store_s) = (store.clone(), store.clone());
+        let state = crate::http::HttpState {
+            broker: broker.clone(),
             extra,
-            exposition,
-        ));
+            histogram: Arc::new(move || store_h.as_ref().map(|s| s.stats().sync_latency)),
+            bridges: Arc::new(move || bridges.iter().flat_map(|b| b.sys_topics()).collect()),
+            store: Arc::new(move || {
+                store_s
+                    .as_ref()
+                    .map(|s| s.stats().sys_topics())
+                    .unwrap_or_default()
+            }),
+            users,
+            max_page_size: config.http.max_page_size,
+        };
+        crate::http::serve(listener, Arc::new(state), &config.http)?;
     }
+    Ok(())
 }
 
 /// SIGHUP re-reads the password and ACL files and the TLS listeners'

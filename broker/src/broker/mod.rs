@@ -17,6 +17,7 @@ use tokio::sync::{oneshot, watch};
 
 mod bridge_lanes;
 pub mod durable;
+pub mod peers;
 mod restore;
 mod shared;
 pub mod spill;
@@ -67,6 +68,8 @@ pub struct Broker {
     pub metrics: Metrics,
     pub persistence: Arc<dyn Persistence>,
     pub auth: Arc<dyn Authenticator>,
+    /// Connected clients, for the HTTP API.
+    pub peers: Arc<peers::Peers>,
     sessions: Mutex<HashMap<Arc<str>, Slot>>,
     /// Delayed wills by client id, with a generation against stale timers.
     wills: Mutex<HashMap<Arc<str>, PendingWill>>,
@@ -91,6 +94,7 @@ impl Broker {
             metrics: Metrics::default(),
             persistence,
             auth,
+            peers: Arc::default(),
             sessions: Mutex::new(HashMap::new()),
             wills: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),

@@ -17,6 +17,7 @@
 
 pub mod auth;
 pub mod bridge;
+pub mod http;
 mod listener;
 mod locate;
 pub mod metrics;
@@ -47,8 +48,10 @@ pub struct Config {
     pub log: LogConfig,
     /// `[storage]`: the durable store (owned by the storage module).
     pub storage: StorageConfig,
-    /// `[metrics]`: the Prometheus endpoint (see `metrics`).
+    /// `[metrics]`: the old name of `[http]` (`listen` only).
     pub metrics: metrics::MetricsConfig,
+    /// `[http]`: metrics, health, API and status page (see `http`).
+    pub http: http::HttpConfig,
     /// `[auth]`: password and ACL files (see `auth`).
     pub auth: auth::AuthConfig,
     /// `[[bridge]]`: cloud uplinks (see `bridge::config`).
@@ -140,6 +143,7 @@ impl Default for Config {
             bridges: Vec::new(),
             auth: auth::AuthConfig::default(),
             metrics: metrics::MetricsConfig::default(),
+            http: http::HttpConfig::default(),
         }
     }
 }
@@ -262,6 +266,9 @@ impl Config {
     fn validate(&self) -> Result<(), (String, String, String)> {
         self.validate_core()
             .map_err(|(s, k, m)| (s.to_string(), k.to_string(), m))?;
+        self.http
+            .validate(&self.metrics)
+            .map_err(|(key, message)| ("http".to_string(), key.to_string(), message))?;
         self.storage
             .validate()
             .map_err(|(key, message)| ("storage".to_string(), key.to_string(), message))?;

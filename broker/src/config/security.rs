@@ -47,10 +47,17 @@ impl Config {
                     .to_string(),
             );
         }
-        if let Some(addr) = self.metrics.listen {
-            if !addr.ip().is_loopback() {
+        if let Some(addr) = self.http.effective_listen(&self.metrics) {
+            let open = self.http.password_file.is_none();
+            let plain = self.http.cert_file.is_none();
+            if !addr.ip().is_loopback() && (open || plain) {
                 out.push(format!(
-                    "metrics on {addr}: unauthenticated, plaintext, and it tells client counts and bridge names"
+                    "http on {addr}: {}, and it tells client ids, addresses and bridge names",
+                    match (open, plain) {
+                        (true, true) => "unauthenticated, plaintext",
+                        (true, false) => "unauthenticated",
+                        _ => "plaintext (basic auth passwords travel in clear)",
+                    }
                 ));
             }
         }

@@ -160,6 +160,10 @@ where
     let Some(accepted) = Box::pin(login).await else {
         return;
     };
+    // Listed by the HTTP API until the connection closes.
+    let _peer = broker
+        .peers
+        .register(&accepted.client_id, info.peer, accepted.connect.protocol);
     // Logged in: no longer a pending socket of its address.
     drop(info);
     // Escaped: a client id is client-chosen (no forged lines in the log).

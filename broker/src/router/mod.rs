@@ -15,6 +15,8 @@
 mod retained;
 mod trie;
 
+pub use trie::listing::SubscriptionEntry;
+
 use smallvec::SmallVec;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;

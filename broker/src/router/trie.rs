@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::message::SubscriptionOptions;
+
+pub mod listing;
 use crate::session::Mailbox;
 
 /// A subscriber at a trie node: its mailbox and options.

@@ -44,6 +44,22 @@ impl LatencyHistogram {
         self.sum_us.checked_div(self.count).unwrap_or(0)
     }
 
+    /// Per-bucket (not cumulative) counts with their upper bounds in
+    /// seconds, the last one `+Inf`: the shape `prometheus-client` encodes.
+    pub fn buckets_seconds(&self) -> Vec<(f64, u64)> {
+        BUCKETS_US
+            .iter()
+            .map(|&bound| bound as f64 / 1e6)
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.counts.iter().copied())
+            .collect()
+    }
+
+    /// Sum of the observations in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_us as f64 / 1e6
+    }
+
     /// The Prometheus text exposition of the histogram as `name` (seconds).
     pub fn prometheus(&self, name: &str, help: &str) -> String {
         let mut out = format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
