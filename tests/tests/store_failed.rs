@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use edgemq::protocol::{self, Connect, ConnectProperties, Packet, ProtocolVersion, Publish, QoS};
-use edgemq_tests::{
-    free_port, mosquitto_sub, raw_connect, require_tool, wait_until, Broker, Sub,
-};
+use edgemq_tests::{free_port, mosquitto_sub, raw_connect, require_tool, wait_until, Broker, Sub};
 
 const V: ProtocolVersion = ProtocolVersion::V5;
 
@@ -26,7 +24,11 @@ fn send(s: &mut std::net::TcpStream, p: Packet) {
 
 fn http_get(port: u16, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
@@ -122,7 +124,9 @@ fn a_failing_fdatasync_stops_pubacks_reports_failed_and_loses_nothing_acknowledg
     let status = format!("/proc/{}/status", broker.pid());
     assert!(
         wait_until(Duration::from_secs(10), || std::fs::read_to_string(&status)
-            .is_ok_and(|s| s.lines().any(|l| l.starts_with("TracerPid:") && !l.ends_with("\t0")))),
+            .is_ok_and(|s| s
+                .lines()
+                .any(|l| l.starts_with("TracerPid:") && !l.ends_with("\t0")))),
         "strace could not attach (it needs ptrace rights: root or CAP_SYS_PTRACE)"
     );
     // strace attaches to the threads one after another.
