@@ -213,8 +213,10 @@ fn a_v311_keep_alive_over_max_keepalive_is_refused() {
 #[test]
 fn the_metrics_endpoint_serves_a_few_requests_at_a_time() {
     let port = free_port();
-    let broker = Broker::start_with(Some(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n")));
-    // Four slow requests hold every slot...
+    let broker = Broker::start_with(Some(&format!(
+        "[http]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 4\n"
+    )));
+    // Four slow requests hold every slot of `[http] max_connections`...
     let slow: Vec<std::net::TcpStream> = (0..4).map(|_| raw_connect(port)).collect();
     std::thread::sleep(Duration::from_millis(300));
     // ...so a fifth connection is closed at once instead of being held.
