@@ -4,7 +4,7 @@
 //! Prometheus conventions: `$SYS/broker/messages/received` becomes
 //! `edgemq_messages_received`. Every numeric `$SYS` value is a gauge (its
 //! name does not change with the exposition format); the store's sync
-//! latency is a histogram. The HTTP side lives in `crate::http`.
+//! latency is a histogram. The HTTP side lives in the `http` module.
 //! `/healthz` answers 200 once the server runs, which is after the store
 //! was recovered and the listeners were bound, and 503 with the reason
 //! while the store is full or has failed.

@@ -1,4 +1,4 @@
-//! `[http]`: the operator's HTTP endpoint (served by `crate::http`). A
+//! `[http]`: the operator's HTTP endpoint (served by the `http` module). A
 //! plain configuration type: this module imports nothing of the broker.
 //! Invariant: `validate` refuses a config with both `[http] listen` and the
 //! old `[metrics] listen`, half a TLS pair, or a zero bound.

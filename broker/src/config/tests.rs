@@ -168,3 +168,32 @@ fn tls_listener_keys_are_checked_and_located() {
     .unwrap();
     assert!(ok.listeners[0].protocol.is_tls());
 }
+
+/// The store's wear keys are validated by `check-config` with file, line and key.
+#[test]
+fn wear_keys_are_checked_with_their_line() {
+    let err = |text: &str| {
+        Config::from_toml(text, "edge.toml")
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err("[storage]\ndurability = \"sync\"\nack_sync_interval_ms = 0\n");
+    assert!(
+        e.starts_with("edge.toml:3: key `storage.ack_sync_interval_ms`:"),
+        "{e}"
+    );
+    let e = err("[storage]\ncommit_delay_us = 200000\n");
+    assert!(
+        e.starts_with("edge.toml:2: key `storage.commit_delay_us`:"),
+        "{e}"
+    );
+    let ok = Config::from_toml(
+        "[storage]\nack_sync_interval_ms = 250\ncommit_delay_us = 1500\n",
+        "edge.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        (ok.storage.ack_sync_interval_ms, ok.storage.commit_delay_us),
+        (250, 1500)
+    );
+}

@@ -7,8 +7,8 @@ use bytes::Bytes;
 
 use super::aliases::{AliasUse, InboundAliases, OutboundAliases};
 use super::*;
+use crate::message::{Delivery, Message};
 use crate::protocol::{reason, PublishProperties, QoS};
-use crate::router::{Delivery, Message};
 
 const LIMITS: MailboxLimits = MailboxLimits {
     outbound_capacity: 2,
@@ -239,7 +239,7 @@ fn incoming_qos2_retransmission_follows_the_first_write() {
     let Qos2Arrival::Wait(rx) = inc.on_publish_qos2(7) else {
         panic!("a retransmission during the write must wait for it");
     };
-    tx.send_replace(Some(Err(crate::hooks::PersistError::QuotaExceeded(
+    tx.send_replace(Some(Err(crate::message::PersistError::QuotaExceeded(
         "full".into(),
     ))));
     let rt = tokio::runtime::Builder::new_current_thread()
