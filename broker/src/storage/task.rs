@@ -648,6 +648,7 @@ impl<F: Durable> Worker<F> {
         }
     }
 
+    /// Runs a write whose reply waits for the batch's sync.
     fn unit(
         &mut self,
         failure: Option<StoreError>,
@@ -655,12 +656,35 @@ impl<F: Durable> Worker<F> {
         pending: &mut Vec<Pending>,
         op: impl FnOnce(&mut Store<F>) -> Result<(), StoreError>,
     ) {
+        self.queue_reply(failure, tx, pending, Pending::Unit, op);
+    }
+
+    /// Like `unit`, for a write no promise waits for (answered after the
+    /// next sync, which it does not cause).
+    fn lazy(
+        &mut self,
+        failure: Option<StoreError>,
+        tx: Reply<()>,
+        pending: &mut Vec<Pending>,
+        op: impl FnOnce(&mut Store<F>) -> Result<(), StoreError>,
+    ) {
+        self.queue_reply(failure, tx, pending, Pending::Lazy, op);
+    }
+
+    fn queue_reply(
+        &mut self,
+        failure: Option<StoreError>,
+        tx: Reply<()>,
+        pending: &mut Vec<Pending>,
+        wait: fn(Reply<()>) -> Pending,
+        op: impl FnOnce(&mut Store<F>) -> Result<(), StoreError>,
+    ) {
         if let Some(f) = failure {
             drop(tx.send(Err(f)));
             return;
         }
         match op(&mut self.store) {
-            Ok(()) => pending.push(Pending::Unit(tx)),
+            Ok(()) => pending.push(wait(tx)),
             Err(e) => self.write_error(e, tx),
         }
     }

@@ -9,8 +9,7 @@
 use std::time::Instant;
 
 use super::super::flash::Durable;
-use super::super::{Store, StoreError};
-use super::{Pending, Reply, Worker, MAX_BATCH};
+use super::{Pending, Worker, MAX_BATCH};
 
 impl<F: Durable> Worker<F> {
     /// The commit window: takes more requests for up to `commit_delay`
@@ -42,24 +41,5 @@ impl<F: Durable> Worker<F> {
             }
         }
         self.saved_erases = erases;
-    }
-
-    /// Like `unit`, for a write no promise waits for (answered after the
-    /// next sync, which it does not cause).
-    pub(super) fn lazy(
-        &mut self,
-        failure: Option<StoreError>,
-        tx: Reply<()>,
-        pending: &mut Vec<Pending>,
-        op: impl FnOnce(&mut Store<F>) -> Result<(), StoreError>,
-    ) {
-        if let Some(f) = failure {
-            drop(tx.send(Err(f)));
-            return;
-        }
-        match op(&mut self.store) {
-            Ok(()) => pending.push(Pending::Lazy(tx)),
-            Err(e) => self.write_error(e, tx),
-        }
     }
 }
