@@ -39,6 +39,37 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Waits until every thread of process `pid` is traced (strace -f -p
+/// attaches to them one after another); panics with what to fix when it
+/// cannot attach (ptrace needs root, CAP_SYS_PTRACE or
+/// `kernel.yama.ptrace_scope = 0`).
+pub fn wait_traced(pid: u32) {
+    let traced = |status: &str| {
+        status
+            .lines()
+            .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
+    };
+    let all_traced = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        let mut any = false;
+        for task in tasks.flatten() {
+            any = true;
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            if !traced(&status) {
+                return false;
+            }
+        }
+        any
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), all_traced),
+        "strace could not attach to every thread of {pid}: it needs ptrace on a \
+         non-child process (root, CAP_SYS_PTRACE or kernel.yama.ptrace_scope = 0)"
+    );
+}
+
 fn target_dir_binary(name: &str) -> PathBuf {
     // current_exe: target/<profile>/deps/<test>-<hash>
     let exe = std::env::current_exe().expect("current_exe");

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use edgemq::protocol::{self, Connect, ConnectProperties, Packet, ProtocolVersion, Publish, QoS};
-use edgemq_tests::{free_port, mosquitto_sub, raw_connect, require_tool, wait_until, Broker, Sub};
+use edgemq_tests::{free_port, mosquitto_sub, raw_connect, require_tool, Broker, Sub};
 
 const V: ProtocolVersion = ProtocolVersion::V5;
 
@@ -121,16 +121,7 @@ fn a_failing_fdatasync_stops_pubacks_reports_failed_and_loses_nothing_acknowledg
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let status = format!("/proc/{}/status", broker.pid());
-    assert!(
-        wait_until(Duration::from_secs(10), || std::fs::read_to_string(&status)
-            .is_ok_and(|s| s
-                .lines()
-                .any(|l| l.starts_with("TracerPid:") && !l.ends_with("\t0")))),
-        "strace could not attach (it needs ptrace rights: root or CAP_SYS_PTRACE)"
-    );
-    // strace attaches to the threads one after another.
-    std::thread::sleep(Duration::from_millis(500));
+    edgemq_tests::wait_traced(broker.pid());
 
     // No message written after the failure is PUBACKed.
     assert!(

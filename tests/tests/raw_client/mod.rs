@@ -218,20 +218,7 @@ pub fn trace_pwrites(pid: u32, delay: Duration, out: &std::path::Path) -> std::p
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let status = format!("/proc/{pid}/status");
-    let attached = edgemq_tests::wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&status).is_ok_and(|s| {
-            s.lines()
-                .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
-        })
-    });
-    assert!(
-        attached,
-        "strace could not attach to the broker: it needs ptrace on a non-child \
-         process (root, CAP_SYS_PTRACE or kernel.yama.ptrace_scope = 0)"
-    );
-    // strace attaches to the threads one by one after the first.
-    std::thread::sleep(Duration::from_millis(500));
+    edgemq_tests::wait_traced(pid);
     child
 }
 
