@@ -407,6 +407,45 @@ pub fn mosquitto_pub(port: u16, args: &[&str]) -> Output {
     .expect("mosquitto_pub")
 }
 
+/// Publishes `lines` as QoS 1 messages on `topic` with one `mosquitto_pub
+/// -l`, which exits once every PUBACK has arrived; panics if it fails.
+pub fn mosquitto_pub_lines(port: u16, topic: &str, lines: &[String]) {
+    require_tool("mosquitto_pub");
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-q", "1", "-t", topic, "-l"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run mosquitto_pub");
+    let mut stdin = child.stdin.take().expect("stdin");
+    for l in lines {
+        writeln!(stdin, "{l}").expect("write to mosquitto_pub");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("mosquitto_pub");
+    assert!(
+        out.status.success(),
+        "mosquitto_pub: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits until the retained `$SYS` topic reads `want` (at most 20 s);
+/// returns the last value seen.
+pub fn wait_sys(port: u16, topic: &str, want: &str) -> String {
+    let mut sub = Sub::spawn(port, &["-t", topic]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = String::new();
+    while Instant::now() < deadline && last != want {
+        for line in sub.messages(1, Duration::from_secs(1)) {
+            last = line.rsplit(' ').next().unwrap_or_default().to_string();
+        }
+    }
+    last
+}
+
 /// Connects a raw TCP socket to the broker (for byte-level tests).
 pub fn raw_connect(port: u16) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");

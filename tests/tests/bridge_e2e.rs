@@ -11,7 +11,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use edgemq_tests::{mosquitto_pub, require_tool, Broker, Mosquitto, Sub};
+use edgemq_tests::{mosquitto_pub, mosquitto_pub_lines, Broker, Mosquitto, Sub};
 
 /// The cloud must not drop messages for its own slow consumer (Mosquitto
 /// keeps 1,000 per client by default), or the test would measure that.
@@ -54,39 +54,6 @@ strip_prefix = "gw-0001/"
 qos = 1
 "#
     )
-}
-
-/// Publishes `lines` QoS 1 messages on `topic` with one mosquitto_pub -l.
-fn publish_lines(port: u16, topic: &str, lines: &[String]) {
-    require_tool("mosquitto_pub");
-    let mut child = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-l",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for l in lines {
-        writeln!(stdin, "{l}").unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "mosquitto_pub: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Checks every publisher's messages arrived, each publisher's in order;
@@ -136,7 +103,7 @@ fn mirror_mode_delivers_every_message_in_order() {
     std::thread::scope(|s| {
         for p in 0..publishers {
             let port = edge.port;
-            s.spawn(move || publish_lines(port, &format!("sensors/p{p}"), &lines(p, each)));
+            s.spawn(move || mosquitto_pub_lines(port, &format!("sensors/p{p}"), &lines(p, each)));
         }
     });
     let got = sub.messages(publishers * each, Duration::from_secs(120));
@@ -152,7 +119,7 @@ fn outage_then_crash_during_drain_loses_nothing() {
     cloud.terminate();
     // Cloud down: messages are PUBACKed locally and wait on flash.
     let each = 10_000;
-    publish_lines(edge.port, "sensors/p0", &lines(0, each));
+    mosquitto_pub_lines(edge.port, "sensors/p0", &lines(0, each));
     cloud.spawn_again();
     let mut sub = Sub::spawn(cloud.port, &CONSUMER);
     // Let part of the backlog drain, then kill edgemq in the middle of it.
@@ -220,7 +187,8 @@ fn cloud_restart_without_session_loses_nothing() {
     sub.wait_subscribed();
     let each = 3000;
     let port = edge.port;
-    let publisher = std::thread::spawn(move || publish_lines(port, "sensors/p0", &lines(0, each)));
+    let publisher =
+        std::thread::spawn(move || mosquitto_pub_lines(port, "sensors/p0", &lines(0, each)));
     let mut got = sub.messages(500, Duration::from_secs(60));
     // The cloud loses everything, including the bridge's session.
     cloud.start_again();
@@ -300,7 +268,7 @@ fn envelope_batches_decode_with_every_encoding_and_compression() {
         let readings: Vec<String> = (0..n)
             .map(|i| format!("{{\"seq\":{i},\"t\":21.5}}"))
             .collect();
-        publish_lines(edge.port, "sensors/t1", &readings);
+        mosquitto_pub_lines(edge.port, "sensors/t1", &readings);
         let mut decoded = Vec::new();
         let mut wire_bytes = 0;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -346,8 +314,8 @@ fn high_priority_lane_drains_first_after_an_outage() {
     let config = format!("{}{extra}", bridge_config(cloud.port, ""));
     let edge = Broker::start_with(Some(&config));
     cloud.terminate();
-    publish_lines(edge.port, "sensors/p0", &lines(0, 500));
-    publish_lines(edge.port, "alerts/fire", &lines(1, 500));
+    mosquitto_pub_lines(edge.port, "sensors/p0", &lines(0, 500));
+    mosquitto_pub_lines(edge.port, "alerts/fire", &lines(1, 500));
     cloud.spawn_again();
     let mut sub = Sub::spawn(cloud.port, &CONSUMER);
     let got = sub.messages(1000, Duration::from_secs(60));
@@ -394,7 +362,7 @@ fn bridge_over_tls_checks_the_server_name() {
         ],
     );
     sub.wait_subscribed();
-    publish_lines(edge.port, "sensors/p0", &lines(0, 100));
+    mosquitto_pub_lines(edge.port, "sensors/p0", &lines(0, 100));
     let got = sub.messages(100, Duration::from_secs(30));
     assert_eq!(got.len(), 100, "log:\n{}", edge.log());
     assert_eq!(check_in_order(&got, 1, 100), 0);

@@ -8,10 +8,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use edgemq_tests::{mosquitto_pub, require_tool, Broker, Mosquitto, Sub};
+use edgemq_tests::{mosquitto_pub, mosquitto_pub_lines, wait_sys, Broker, Mosquitto, Sub};
 
 const CLOUD: &str = "max_queued_messages 10000000";
 
@@ -56,30 +55,6 @@ qos = 1
     )
 }
 
-/// Publishes `lines` QoS 1 messages on `topic` with one mosquitto_pub -l.
-fn publish_lines(port: u16, topic: &str, lines: &[String]) {
-    require_tool("mosquitto_pub");
-    let mut child = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-q", "1", "-t", topic, "-l"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for l in lines {
-        writeln!(stdin, "{l}").unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn publish(port: u16, topic: &str, payload: &str) {
     let out = mosquitto_pub(port, &["-q", "1", "-t", topic, "-m", payload]);
     assert!(
@@ -93,22 +68,6 @@ fn numbered(tag: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{tag}-{i}")).collect()
 }
 
-/// Waits until the retained `$SYS` topic reads `want`; returns the last value.
-fn wait_sys(port: u16, topic: &str, want: &str) -> String {
-    let mut sub = Sub::spawn(port, &["-t", topic]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        for line in sub.messages(1, Duration::from_secs(1)) {
-            last = line.rsplit(' ').next().unwrap_or_default().to_string();
-        }
-        if last == want {
-            break;
-        }
-    }
-    last
-}
-
 /// Sends the 0x87 refusal, the oversize message and 50 ordinary ones;
 /// checks the 50 arrive in order and the rejected counter reads 2.
 fn refused_then_ordinary(edge: &Broker, cloud: &Mosquitto) {
@@ -116,7 +75,7 @@ fn refused_then_ordinary(edge: &Broker, cloud: &Mosquitto) {
     sub.wait_subscribed();
     publish(edge.port, "sensors/denied", "refused by the cloud's ACL");
     publish(edge.port, "sensors/big", &"x".repeat(4000));
-    publish_lines(edge.port, "sensors/p0", &numbered("0", 50));
+    mosquitto_pub_lines(edge.port, "sensors/p0", &numbered("0", 50));
     let got = sub.messages(50, Duration::from_secs(60));
     let want: Vec<String> = numbered("0", 50)
         .iter()
@@ -194,7 +153,7 @@ fn v311_cloud_that_closes_on_a_message_gets_it_dead_lettered() {
     let mut sub = Sub::spawn(cloud.port, &["-q", "1", "-t", "gw-0001/sensors/#"]);
     sub.wait_subscribed();
     publish(edge.port, "sensors/big", &"x".repeat(4000));
-    publish_lines(edge.port, "sensors/p0", &numbered("0", 50));
+    mosquitto_pub_lines(edge.port, "sensors/p0", &numbered("0", 50));
     let got = sub.messages(50, Duration::from_secs(60));
     let want: Vec<String> = numbered("0", 50)
         .iter()
@@ -242,8 +201,8 @@ fn backlog_across_a_rule_change(
     cloud.stop();
     let before = [("a/#", "pa/"), ("b/#", "pb/")];
     let mut edge = Broker::start_with(Some(&two_rules(cloud.port, &before, extra)));
-    publish_lines(edge.port, "a/x", &numbered("a", 20));
-    publish_lines(edge.port, "b/x", &numbered("b", 20));
+    mosquitto_pub_lines(edge.port, "a/x", &numbered("a", 20));
+    mosquitto_pub_lines(edge.port, "b/x", &numbered("b", 20));
     assert_eq!(edge.terminate(), Some(0), "{}", edge.log());
     cloud.start_again();
     let mut sub = Sub::spawn(cloud.port, &["-q", "1", "-t", "pa/#", "-t", "pb/#"]);
@@ -383,7 +342,7 @@ fn envelope_batches_are_split_to_fit_the_clouds_maximum_packet_size() {
     let readings: Vec<String> = (0..n)
         .map(|i| format!("{{\"seq\":{i:>4},\"t\":21.5,\"unit\":\"celsius\",\"ok\":true}}"))
         .collect();
-    publish_lines(edge.port, "sensors/t1", &readings);
+    mosquitto_pub_lines(edge.port, "sensors/t1", &readings);
     let format = Format {
         encoding: Encoding::Postcard,
         compression: Compression::None,
