@@ -57,7 +57,8 @@ impl Message {
         publisher: Option<Arc<str>>,
     ) -> Message {
         properties.topic_alias = None;
-        properties.subscription_identifiers.clear();
+        // Replaced, not cleared: an emptied Vec would keep its capacity.
+        properties.subscription_identifiers = Vec::new();
         let expires_at = properties
             .message_expiry_interval
             .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
@@ -89,16 +90,21 @@ impl Message {
     }
 
     /// Bytes this message accounts for in queue and retained-store bounds:
-    /// topic, payload and every property (user properties at their length
-    /// plus the in-memory cost of each entry, so many empty ones count).
+    /// what it holds of topic, payload and every property (user properties
+    /// at their length plus the in-memory cost of every entry the list has
+    /// room for, so many empty ones count). The payload holds its length:
+    /// the codec copies small payloads out of the read buffer, and keeps a
+    /// slice only of a large one that is at least half of its buffer
+    /// (`protocol::wire::ZERO_COPY_MIN`).
     pub fn weight(&self) -> usize {
         let p = &self.properties;
         let entry = std::mem::size_of::<crate::protocol::UserProperty>();
         let user: usize = p
             .user_properties
             .iter()
-            .map(|(k, v)| k.len().saturating_add(v.len()).saturating_add(entry))
-            .fold(0, usize::saturating_add);
+            .map(|(k, v)| k.len().saturating_add(v.len()))
+            .fold(0, usize::saturating_add)
+            .saturating_add(p.user_properties.capacity().saturating_mul(entry));
         let optional = |s: Option<usize>| s.unwrap_or(0);
         [
             self.topic.len(),

@@ -171,6 +171,20 @@ pub fn decode(
     version: ProtocolVersion,
     max_packet_size: u32,
 ) -> Result<Option<Packet>, DecodeError> {
+    let backing = buf.capacity();
+    decode_in_buffer(buf, version, max_packet_size, backing)
+}
+
+/// [`decode`] from a read buffer whose allocation is `backing` bytes (its
+/// owner knows; [`decode`] assumes `buf.capacity()`, a lower bound): small
+/// payloads and binary fields are copied out of it, so a message kept long
+/// does not keep the whole buffer alive (see [`wire::ZERO_COPY_MIN`]).
+pub fn decode_in_buffer(
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    max_packet_size: u32,
+    backing: usize,
+) -> Result<Option<Packet>, DecodeError> {
     let Some(header) = check_header(buf, max_packet_size)? else {
         return Ok(None);
     };
@@ -179,7 +193,8 @@ pub fn decode(
     }
     let _ = buf.split_to(header.header_len);
     let body = buf.split_to(header.remaining_len).freeze();
-    let mut r = Reader::new(body, header.packet_type);
+    let backing = backing.max(header.frame_len());
+    let mut r = Reader::in_buffer(body, header.packet_type, backing);
     decode_body(&mut r, header.flags, version).map(Some)
 }
 
@@ -291,3 +306,5 @@ pub fn encode(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod zero_copy_tests;

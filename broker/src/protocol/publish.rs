@@ -1,8 +1,10 @@
 //! PUBLISH (MQTT 3.1.1 section 3.3, MQTT 5.0 section 3.3).
 //!
-//! The payload is the rest of the packet, sliced from the read buffer without
-//! copying. Topic names with wildcards are rejected here so no layer above
-//! ever sees one.
+//! The payload is the rest of the packet: a zero-copy slice of the read
+//! buffer when it is large and most of that buffer, else an exact-size copy
+//! (see `wire::ZERO_COPY_MIN`), so a small message waiting in a queue holds
+//! only its own bytes. Topic names with wildcards are rejected here so no
+//! layer above ever sees one.
 
 use bytes::{BufMut, BytesMut};
 

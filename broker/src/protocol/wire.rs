@@ -3,8 +3,12 @@
 //! block.
 //!
 //! Readers work on a `Bytes` that holds exactly one packet's body, so reading
-//! past its end is a malformed packet, never a panic, and binary fields are
-//! zero-copy slices of it. Writers append to a `BytesMut`.
+//! past its end is a malformed packet, never a panic. Binary fields and
+//! payloads are copied into exact-size buffers, unless they are large and
+//! make up at least half of the read buffer they arrived in (see
+//! [`ZERO_COPY_MIN`]): a slice would keep that whole buffer alive, so a
+//! small message queued for a slow subscriber must not be one. Writers
+//! append to a `BytesMut`.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -13,15 +17,36 @@ use super::{DecodeError, EncodeError, PacketType, UserProperty};
 /// Largest value a variable byte integer can carry (4 bytes).
 pub const MAX_VARINT: u32 = 268_435_455;
 
+/// Smallest binary field or payload that stays a zero-copy slice of the
+/// read buffer (and only if it is at least half of that buffer): a slice
+/// then holds at most twice its own size. Smaller ones are copied (one
+/// exact-size allocation), so what a queued or retained message keeps
+/// alive is what it accounts for.
+pub const ZERO_COPY_MIN: usize = 32 * 1024;
+
 /// Reads one packet body; every read is bounds-checked.
 pub struct Reader {
     buf: Bytes,
     packet: PacketType,
+    /// Size of the allocation `buf` is a slice of (at least): what a
+    /// zero-copy field would keep alive.
+    backing: usize,
 }
 
 impl Reader {
+    /// A reader over a body that owns its memory (nothing larger behind it).
     pub fn new(buf: Bytes, packet: PacketType) -> Self {
-        Reader { buf, packet }
+        let backing = buf.len();
+        Reader::in_buffer(buf, packet, backing)
+    }
+
+    /// A reader over a body sliced from a read buffer of `backing` bytes.
+    pub fn in_buffer(buf: Bytes, packet: PacketType, backing: usize) -> Self {
+        Reader {
+            buf,
+            packet,
+            backing,
+        }
     }
 
     pub fn packet(&self) -> PacketType {
@@ -81,11 +106,24 @@ impl Reader {
         Err(self.malformed("variable byte integer longer than 4 bytes"))
     }
 
-    /// Binary data: a two-byte length and that many bytes, zero-copy.
+    /// Binary data: a two-byte length and that many bytes (see [`Self::take`]).
     pub fn binary(&mut self) -> Result<Bytes, DecodeError> {
         let len = usize::from(self.u16()?);
         self.need(len)?;
-        Ok(self.buf.split_to(len))
+        Ok(self.take(len))
+    }
+
+    /// The next `n` bytes (`n <= remaining`): a zero-copy slice when it is
+    /// at least [`ZERO_COPY_MIN`] and half of the backing buffer, else a
+    /// copy in an allocation of its own.
+    fn take(&mut self, n: usize) -> Bytes {
+        let n = n.min(self.buf.len());
+        if n >= ZERO_COPY_MIN && n.saturating_mul(2) >= self.backing {
+            return self.buf.split_to(n);
+        }
+        let owned = Bytes::copy_from_slice(&self.buf.chunk()[..n]);
+        self.buf.advance(n);
+        owned
     }
 
     /// A UTF-8 encoded string (MQTT 5.0 section 1.5.4): valid UTF-8, no U+0000.
@@ -105,10 +143,10 @@ impl Reader {
         Ok(owned)
     }
 
-    /// Everything left, zero-copy (payloads).
+    /// Everything left (payloads; see [`Self::take`]).
     pub fn rest(&mut self) -> Bytes {
         let n = self.buf.remaining();
-        self.buf.split_to(n)
+        self.take(n)
     }
 
     /// Fails when bytes remain that the packet layout does not account for.
@@ -129,7 +167,7 @@ impl Reader {
         let len = self.varint()? as usize;
         self.need(len)?;
         let block = self.buf.split_to(len);
-        let mut props = Reader::new(block, self.packet);
+        let mut props = Reader::in_buffer(block, self.packet, self.backing);
         let mut seen: u64 = 0;
         while props.remaining() > 0 {
             let id = props.varint()?;

@@ -207,7 +207,7 @@ impl Server {
     /// Spawns a connection task for an accepted stream of any transport.
     pub fn spawn_connection<S>(&self, stream: S, info: ConnectionInfo)
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: AsyncRead + AsyncWrite + connection::ReadReady + Unpin + Send + 'static,
     {
         let Some(admission) = self.admit() else {
             return;
