@@ -17,6 +17,7 @@
 //! panics: every malformed packet closes this connection only, with the v5
 //! DISCONNECT reason code from [`DecodeError::reason_code`].
 
+mod flow;
 mod handshake;
 mod inbound;
 mod outbound;
@@ -103,6 +104,8 @@ enum Exit {
     KeepAlive,
     /// A write batch was not taken by the client within write_timeout_ms.
     WriteTimeout,
+    /// The session's queue stayed full beyond slow_consumer_timeout_ms.
+    SlowConsumer,
     TakenOver,
     Shutdown,
     /// The client broke the protocol; v5 reason code and a description.
@@ -133,6 +136,8 @@ struct Conn {
     /// the acknowledgements queued behind it are sent (see [`refusal`]):
     /// the v5 reason code and a description.
     closing: Option<(u8, &'static str)>,
+    /// A message waiting for room in full queues, and what waits behind it.
+    flow: flow::FlowState,
     wbuf: BytesMut,
 }
 
@@ -254,6 +259,7 @@ async fn attach(
         retained: VecDeque::new(),
         waiting_acks: VecDeque::new(),
         closing: None,
+        flow: flow::FlowState::default(),
         wbuf: BytesMut::new(),
     };
     (conn, opened.kicked, connack, keep_alive)
@@ -273,72 +279,32 @@ impl Conn {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let max_packet = self.broker.config.limits.max_packet_size;
-        let write_timeout = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
         let grace = Duration::from_millis(u64::from(keep_alive) * 1500);
         let mut deadline = Instant::now() + grace;
         let mailbox = self.session.mailbox.clone();
         let mut reloads = self.broker.auth.reloads();
         let mut read_hint = MIN_READ;
-        // Stop reading while this many acknowledgements wait for durability:
-        // TCP back-pressure on a publisher that outruns the store.
-        let max_waiting = usize::from(self.broker.config.limits.max_inflight);
         loop {
             // The keep alive deadline moves once per batch of packets (one
-            // clock read, not one per packet).
-            let mut heard_from_client = false;
-            while self.waiting_acks.len() < max_waiting && self.closing.is_none() {
-                match protocol::decode(rbuf, self.version, max_packet) {
-                    Ok(Some(packet)) => {
-                        heard_from_client = true;
-                        if let Err(exit) = self.handle(packet) {
-                            return exit;
-                        }
-                        // Each packet costs a unit of the task's cooperative
-                        // budget: a flooding publisher yields regularly, so
-                        // the subscribers it feeds get their turn to drain.
-                        tokio::task::consume_budget().await;
-                    }
-                    Ok(None) => break,
-                    Err(e) => return Exit::Decode(e),
-                }
-            }
-            if heard_from_client {
-                deadline = Instant::now() + grace;
+            // clock read, not one per packet). Reading stops while
+            // max_inflight acknowledgements wait (for durability or for
+            // room: TCP back-pressure on a publisher that outruns the store
+            // or a subscriber).
+            match self.handle_input(rbuf, max_packet).await {
+                Ok(true) => deadline = Instant::now() + grace,
+                Ok(false) => {}
+                Err(exit) => return exit,
             }
             self.pump();
             if !self.wbuf.is_empty() {
-                // Written piece by piece (`write` is cancel safe, `write_all`
-                // is not): when another event ends the connection midway,
-                // the bytes already sent are dropped from the buffer, so the
-                // final flush sends only the rest and the stream stays framed.
-                // The whole batch must go within write_timeout: a client
-                // that stops reading cannot hold its task forever (nor, with
-                // keep alive 0, ever be noticed otherwise).
-                let write_deadline = Instant::now() + write_timeout;
-                let mut written = 0;
-                let stopped = loop {
-                    if written == self.wbuf.len() {
-                        break None;
-                    }
-                    tokio::select! {
-                        r = stream.write(&self.wbuf[written..]) => match r {
-                            Ok(0) | Err(_) => break Some(Exit::Closed),
-                            Ok(n) => written += n,
-                        },
-                        _ = &mut kicked => break Some(Exit::TakenOver),
-                        _ = shutdown.changed() => break Some(Exit::Shutdown),
-                        _ = sleep_until(deadline), if keep_alive > 0 => break Some(Exit::KeepAlive),
-                        _ = sleep_until(write_deadline) => break Some(Exit::WriteTimeout),
-                    }
+                let events = Events {
+                    kicked: &mut kicked,
+                    shutdown: &mut shutdown,
+                    mailbox: &mailbox,
+                    deadline: (keep_alive > 0).then_some(deadline),
                 };
-                counters::add(&self.broker.metrics.bytes_sent, written);
-                if let Some(exit) = stopped {
-                    self.wbuf.advance(written);
+                if let Some(exit) = self.write_batch(stream, events).await {
                     return exit;
-                }
-                self.wbuf.clear();
-                if self.wbuf.capacity() > 4 * outbound::WRITE_BATCH_BYTES {
-                    self.wbuf = BytesMut::new();
                 }
             }
             if let (Some((code, why)), true) = (self.closing, self.waiting_acks.is_empty()) {
@@ -362,11 +328,13 @@ impl Conn {
                     .persistence
                     .fetch(&self.session.client_id, from, page_size)
             });
-            let can_read = self.waiting_acks.len() < max_waiting && self.closing.is_none();
+            let can_read = self.can_read();
+            let held = !self.flow.blocked.is_empty();
             tokio::select! {
                 biased;
                 _ = &mut kicked => return Exit::TakenOver,
                 _ = shutdown.changed() => return Exit::Shutdown,
+                _ = mailbox.evicted() => return Exit::SlowConsumer,
                 _ = revocation::reloaded(&mut reloads) => {
                     if let Err(why) = self.still_authorized() {
                         return Exit::Protocol(reason::NOT_AUTHORIZED, why);
@@ -385,6 +353,10 @@ impl Conn {
                         Err(e) => self.on_write_refused(e),
                     }
                     // Time spent not reading does not count against the client.
+                    deadline = Instant::now() + grace;
+                }
+                _ = self.flow.blocked.room(), if held => {
+                    self.retry_blocked();
                     deadline = Instant::now() + grace;
                 }
                 _ = std::future::ready(()), if more => {}
@@ -407,6 +379,49 @@ impl Conn {
                 _ = sleep_until(deadline), if keep_alive > 0 => return Exit::KeepAlive,
             }
         }
+    }
+
+    /// Writes the whole write buffer, piece by piece (`write` is cancel
+    /// safe, `write_all` is not): when another event ends the connection
+    /// midway, the bytes already sent are dropped from the buffer, so the
+    /// final flush sends only the rest and the stream stays framed. The
+    /// batch must go within write_timeout: a client that stops reading
+    /// cannot hold its task forever (nor, with keep alive 0, ever be
+    /// noticed otherwise). Returns why the connection ends, if it does.
+    async fn write_batch<S>(&mut self, stream: &mut S, ev: Events<'_>) -> Option<Exit>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        let write_timeout = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
+        let write_deadline = Instant::now() + write_timeout;
+        let keep_alive = ev.deadline.unwrap_or(write_deadline);
+        let mut written = 0;
+        let stopped = loop {
+            if written == self.wbuf.len() {
+                break None;
+            }
+            tokio::select! {
+                r = stream.write(&self.wbuf[written..]) => match r {
+                    Ok(0) | Err(_) => break Some(Exit::Closed),
+                    Ok(n) => written += n,
+                },
+                _ = &mut *ev.kicked => break Some(Exit::TakenOver),
+                _ = ev.shutdown.changed() => break Some(Exit::Shutdown),
+                _ = ev.mailbox.evicted() => break Some(Exit::SlowConsumer),
+                _ = sleep_until(keep_alive), if ev.deadline.is_some() => break Some(Exit::KeepAlive),
+                _ = sleep_until(write_deadline) => break Some(Exit::WriteTimeout),
+            }
+        };
+        counters::add(&self.broker.metrics.bytes_sent, written);
+        if stopped.is_some() {
+            self.wbuf.advance(written);
+            return stopped;
+        }
+        self.wbuf.clear();
+        if self.wbuf.capacity() > 4 * outbound::WRITE_BATCH_BYTES {
+            self.wbuf = BytesMut::new();
+        }
+        None
     }
 
     /// Says goodbye (v5 DISCONNECT for server-side reasons), handles the
@@ -434,6 +449,10 @@ impl Conn {
                     "closing connection: client not reading (write timeout)"
                 );
                 None
+            }
+            Exit::SlowConsumer => {
+                self.count_slow_consumer();
+                Some((reason::QUOTA_EXCEEDED, "slow consumer".into()))
             }
             Exit::TakenOver => Some((reason::SESSION_TAKEN_OVER, "session taken over".into())),
             Exit::Shutdown => Some((reason::SERVER_SHUTTING_DOWN, "server shutting down".into())),
@@ -503,6 +522,15 @@ impl Conn {
         self.broker
             .schedule_will(self.session.client_id.clone(), Arc::new(message), delay);
     }
+}
+
+/// What may interrupt a write batch.
+struct Events<'a> {
+    kicked: &'a mut oneshot::Receiver<()>,
+    shutdown: &'a mut watch::Receiver<bool>,
+    mailbox: &'a crate::session::Mailbox,
+    /// The keep alive deadline, if keep alive is on.
+    deadline: Option<Instant>,
 }
 
 /// Completes when the first waiting acknowledgement may be sent.
