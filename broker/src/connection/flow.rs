@@ -2,6 +2,9 @@
 //! not take yet is held here, with its acknowledgement, until every queue
 //! took it (docs/ARCHITECTURE.md, "a full queue slows the producer").
 //!
+//! The state is boxed and allocated at a connection's first held message
+//! (then kept): connections that never wait pay one pointer.
+//!
 //! While a message is held ([`FlowState::blocked`] not empty):
 //! * its PUBACK/PUBREC waits in `waiting_acks` behind a future that the
 //!   release completes ([`Conn::hold`]), so acknowledgements keep the
@@ -43,12 +46,14 @@ pub(super) struct FlowState {
 impl Conn {
     /// After routing: a message some queue could not take is held, and the
     /// returned durability completes once it is released and stored.
-    pub(super) fn hold(&mut self, durable: Durability) -> Durability {
-        if self.flow.blocked.is_empty() {
+    pub(super) fn hold(&mut self, durable: Durability, blocked: Blocked) -> Durability {
+        if blocked.is_empty() {
             return durable;
         }
         let (tx, rx) = oneshot::channel();
-        self.flow.release = Some((tx, durable));
+        let flow = self.flow.get_or_insert_with(Box::default);
+        flow.blocked = blocked;
+        flow.release = Some((tx, durable));
         Durability::Pending(Box::pin(async move {
             let stored = rx
                 .await
@@ -60,15 +65,27 @@ impl Conn {
     /// Offers the held message again (a queue reported room or its slow
     /// consumer timeout is due); releases it once every queue took it.
     pub(super) fn retry_blocked(&mut self) {
-        let again = self.broker.offer_again(&mut self.flow.blocked);
-        if let Some((tx, durable)) = self.flow.release.take() {
+        let Some(flow) = self.flow.as_deref_mut() else {
+            return;
+        };
+        let again = self.broker.offer_again(&mut flow.blocked);
+        if let Some((tx, durable)) = flow.release.take() {
             let durable = join(durable, again);
-            if self.flow.blocked.is_empty() {
+            if flow.blocked.is_empty() {
                 let _ = tx.send(durable);
             } else {
-                self.flow.release = Some((tx, durable));
+                flow.release = Some((tx, durable));
             }
         }
+    }
+
+    /// True while a message waits for room.
+    pub(super) fn is_held(&self) -> bool {
+        self.flow.as_ref().is_some_and(|f| !f.blocked.is_empty())
+    }
+
+    fn deferred_len(&self) -> usize {
+        self.flow.as_ref().map_or(0, |f| f.deferred.len())
     }
 
     /// True while packets can be taken from the socket: acknowledgements
@@ -76,7 +93,7 @@ impl Conn {
     /// are within their bound.
     pub(super) fn can_read(&self) -> bool {
         let max = usize::from(self.broker.config.limits.max_inflight);
-        self.waiting_acks.len() < max && self.closing.is_none() && self.flow.deferred.len() < max
+        self.waiting_acks.len() < max && self.closing.is_none() && self.deferred_len() < max
     }
 
     /// Decodes and handles every complete packet in the read buffer (and
@@ -90,15 +107,15 @@ impl Conn {
         let mut heard = false;
         let max = usize::from(self.broker.config.limits.max_inflight);
         while self.waiting_acks.len() < max && self.closing.is_none() {
-            let held = !self.flow.blocked.is_empty();
-            let next_deferred = match held {
-                true => None,
-                false => self.flow.deferred.pop_front(),
+            let held = self.is_held();
+            let next_deferred = match (held, self.flow.as_deref_mut()) {
+                (false, Some(flow)) => flow.deferred.pop_front(),
+                _ => None,
             };
             let packet = match next_deferred {
                 Some(p) => p,
                 None => {
-                    if self.flow.deferred.len() >= max {
+                    if self.deferred_len() >= max {
                         break;
                     }
                     match crate::protocol::decode(rbuf, self.version, max_packet) {
@@ -112,7 +129,9 @@ impl Conn {
                 }
             };
             if held && !answers_our_send(&packet) {
-                self.flow.deferred.push_back(packet);
+                if let Some(flow) = self.flow.as_deref_mut() {
+                    flow.deferred.push_back(packet);
+                }
                 continue;
             }
             self.handle(packet)?;
@@ -122,6 +141,15 @@ impl Conn {
             tokio::task::consume_budget().await;
         }
         Ok(heard)
+    }
+}
+
+/// Returns when the held message may be offered again; never while none
+/// is held.
+pub(super) async fn room(blocked: Option<&Blocked>) {
+    match blocked {
+        Some(b) => b.room().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -224,11 +224,10 @@ impl Conn {
             publish.properties,
             Some(self.session.client_id.clone()),
         );
-        let durable = self
-            .broker
-            .publish_offer(Arc::new(message), &mut self.flow.blocked);
+        let mut blocked = crate::broker::Blocked::default();
+        let durable = self.broker.publish_offer(Arc::new(message), &mut blocked);
         // A queue without room: the acknowledgement waits (see `flow`).
-        self.hold(durable)
+        self.hold(durable, blocked)
     }
 
     /// Sends `ack` once `durable` completes, keeping acknowledgements in the

@@ -137,7 +137,7 @@ struct Conn {
     /// the v5 reason code and a description.
     closing: Option<(u8, &'static str)>,
     /// A message waiting for room in full queues, and what waits behind it.
-    flow: flow::FlowState,
+    flow: Option<Box<flow::FlowState>>,
     wbuf: BytesMut,
 }
 
@@ -259,7 +259,7 @@ async fn attach(
         retained: VecDeque::new(),
         waiting_acks: VecDeque::new(),
         closing: None,
-        flow: flow::FlowState::default(),
+        flow: None,
         wbuf: BytesMut::new(),
     };
     (conn, opened.kicked, connack, keep_alive)
@@ -329,7 +329,7 @@ impl Conn {
                     .fetch(&self.session.client_id, from, page_size)
             });
             let can_read = self.can_read();
-            let held = !self.flow.blocked.is_empty();
+            let held = self.is_held();
             tokio::select! {
                 biased;
                 _ = &mut kicked => return Exit::TakenOver,
@@ -355,7 +355,7 @@ impl Conn {
                     // Time spent not reading does not count against the client.
                     deadline = Instant::now() + grace;
                 }
-                _ = self.flow.blocked.room(), if held => {
+                _ = flow::room(self.flow.as_deref().map(|f| &f.blocked)), if held => {
                     self.retry_blocked();
                     deadline = Instant::now() + grace;
                 }
