@@ -11,6 +11,8 @@
 //! * a QoS 0 burst with the default config loses nothing when the
 //!   subscriber keeps up.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod raw_client;
 
 use std::collections::HashSet;
