@@ -23,13 +23,14 @@ mod inbound;
 mod outbound;
 mod refusal;
 mod revocation;
+mod write;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 use tokio::time::{sleep_until, timeout, Instant};
@@ -297,7 +298,7 @@ impl Conn {
             }
             self.pump();
             if !self.wbuf.is_empty() {
-                let events = Events {
+                let events = write::Events {
                     kicked: &mut kicked,
                     shutdown: &mut shutdown,
                     mailbox: &mailbox,
@@ -365,63 +366,38 @@ impl Conn {
                         Some(f) => f.await,
                         None => std::future::pending().await,
                     }
-                }, if spill.is_some() => match page {
-                    Ok(messages) => {
-                        let seq = spill.map_or(0, |(_, seq)| seq);
-                        crate::broker::spill::page_in(&self.session, messages, seq, page_size);
+                }, if spill.is_some() => {
+                    let seq = spill.map_or(0, |(_, seq)| seq);
+                    if let Err(exit) = self.page_in(page, seq, page_size) {
+                        return exit;
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot read the spilled backlog");
-                        return Exit::Protocol(reason::UNSPECIFIED_ERROR, "persistence failure");
-                    }
-                },
+                }
                 _ = mailbox.notified(), if wake_on_mail => {}
                 _ = sleep_until(deadline), if keep_alive > 0 => return Exit::KeepAlive,
             }
         }
     }
 
-    /// Writes the whole write buffer, piece by piece (`write` is cancel
-    /// safe, `write_all` is not): when another event ends the connection
-    /// midway, the bytes already sent are dropped from the buffer, so the
-    /// final flush sends only the rest and the stream stays framed. The
-    /// batch must go within write_timeout: a client that stops reading
-    /// cannot hold its task forever (nor, with keep alive 0, ever be
-    /// noticed otherwise). Returns why the connection ends, if it does.
-    async fn write_batch<S>(&mut self, stream: &mut S, ev: Events<'_>) -> Option<Exit>
-    where
-        S: AsyncWrite + Unpin,
-    {
-        let write_timeout = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
-        let write_deadline = Instant::now() + write_timeout;
-        let keep_alive = ev.deadline.unwrap_or(write_deadline);
-        let mut written = 0;
-        let stopped = loop {
-            if written == self.wbuf.len() {
-                break None;
+    /// Appends a page of the spilled backlog read from the store.
+    fn page_in(
+        &mut self,
+        page: Result<Vec<Message>, PersistError>,
+        seq: u64,
+        page_size: usize,
+    ) -> Result<(), Exit> {
+        match page {
+            Ok(messages) => {
+                crate::broker::spill::page_in(&self.session, messages, seq, page_size);
+                Ok(())
             }
-            tokio::select! {
-                r = stream.write(&self.wbuf[written..]) => match r {
-                    Ok(0) | Err(_) => break Some(Exit::Closed),
-                    Ok(n) => written += n,
-                },
-                _ = &mut *ev.kicked => break Some(Exit::TakenOver),
-                _ = ev.shutdown.changed() => break Some(Exit::Shutdown),
-                _ = ev.mailbox.evicted() => break Some(Exit::SlowConsumer),
-                _ = sleep_until(keep_alive), if ev.deadline.is_some() => break Some(Exit::KeepAlive),
-                _ = sleep_until(write_deadline) => break Some(Exit::WriteTimeout),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the spilled backlog");
+                Err(Exit::Protocol(
+                    reason::UNSPECIFIED_ERROR,
+                    "persistence failure",
+                ))
             }
-        };
-        counters::add(&self.broker.metrics.bytes_sent, written);
-        if stopped.is_some() {
-            self.wbuf.advance(written);
-            return stopped;
         }
-        self.wbuf.clear();
-        if self.wbuf.capacity() > 4 * outbound::WRITE_BATCH_BYTES {
-            self.wbuf = BytesMut::new();
-        }
-        None
     }
 
     /// Says goodbye (v5 DISCONNECT for server-side reasons), handles the
@@ -522,15 +498,6 @@ impl Conn {
         self.broker
             .schedule_will(self.session.client_id.clone(), Arc::new(message), delay);
     }
-}
-
-/// What may interrupt a write batch.
-struct Events<'a> {
-    kicked: &'a mut oneshot::Receiver<()>,
-    shutdown: &'a mut watch::Receiver<bool>,
-    mailbox: &'a crate::session::Mailbox,
-    /// The keep alive deadline, if keep alive is on.
-    deadline: Option<Instant>,
 }
 
 /// Completes when the first waiting acknowledgement may be sent.
