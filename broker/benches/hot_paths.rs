@@ -69,6 +69,8 @@ fn router(c: &mut Criterion) {
         max_queued_messages: 1 << 20,
         spill: false,
         max_queued_bytes: 1 << 30,
+        slow_consumer_timeout: std::time::Duration::ZERO,
+        qos0_wait: false,
     };
     let router = Router::new(1000, 1 << 20);
     for i in 0..1000 {

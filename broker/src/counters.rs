@@ -42,6 +42,13 @@ pub struct Metrics {
     pub dropped_denied: AtomicU64,
     /// Retained messages not stored because of the retained bounds.
     pub dropped_retained_full: AtomicU64,
+    /// Messages a slow consumer owed or would have been given once its
+    /// queue stayed full beyond `slow_consumer_timeout_ms` (QoS 1/2 to a
+    /// clean session that was then disconnected).
+    pub dropped_slow_consumer: AtomicU64,
+    /// Clean sessions disconnected (v5 reason 0x97) because their queue
+    /// stayed full beyond `slow_consumer_timeout_ms`.
+    pub disconnects_slow_consumer: AtomicU64,
     /// Connections closed because the client did not read within
     /// `write_timeout_ms`.
     pub disconnects_write_timeout: AtomicU64,
@@ -70,6 +77,7 @@ impl Metrics {
             DropReason::QueueFull => &self.dropped_queue_full,
             DropReason::SessionQueueFull => &self.dropped_session_queue_full,
             DropReason::Offline => &self.dropped_offline_qos0,
+            DropReason::SlowConsumer => &self.dropped_slow_consumer,
         });
     }
 
@@ -96,6 +104,7 @@ impl Metrics {
             &self.dropped_expired,
             &self.dropped_denied,
             &self.dropped_retained_full,
+            &self.dropped_slow_consumer,
         ]
         .into_iter()
         .map(get)

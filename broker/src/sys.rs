@@ -127,6 +127,14 @@ pub fn sys_values(broker: &Broker) -> Vec<(&'static str, String)> {
             "$SYS/broker/edgemq/disconnects/write_timeout",
             get(&m.disconnects_write_timeout).to_string(),
         ),
+        (
+            "$SYS/broker/edgemq/dropped/slow_consumer",
+            get(&m.dropped_slow_consumer).to_string(),
+        ),
+        (
+            "$SYS/broker/edgemq/disconnects/slow_consumer",
+            get(&m.disconnects_slow_consumer).to_string(),
+        ),
     ];
     for (topics, counters) in [
         (PUBLISH_RECEIVED_BY_QOS, &m.publish_received),

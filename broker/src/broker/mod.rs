@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
+mod blocked;
 mod bridge_lanes;
 pub mod durable;
 pub mod peers;
@@ -27,7 +28,9 @@ use crate::config::Config;
 use crate::counters::{self, Metrics};
 use crate::hooks::{Authenticator, Durability, Persistence};
 use crate::router::{Message, RetainOutcome, Router};
-use crate::session::{Mailbox, MailboxLimits, Session};
+use crate::session::{Mailbox, MailboxLimits, Refusal, Session};
+
+pub use blocked::Blocked;
 
 /// How long a new connection waits for the session of the connection it
 /// takes over.
@@ -146,13 +149,28 @@ impl Broker {
             max_queued_messages: l.max_queued_messages,
             max_queued_bytes: l.max_queued_bytes,
             spill: self.persistence.spills(),
+            slow_consumer_timeout: Duration::from_millis(l.slow_consumer_timeout_ms),
+            qos0_wait: l.qos0_overflow == crate::config::Qos0Overflow::Wait,
         }
     }
 
     /// Routes a message to its subscribers and the retained store. The
     /// returned [`Durability`] completes when every durable copy is stored:
-    /// the publisher's PUBACK/PUBREC waits for it.
+    /// the publisher's PUBACK/PUBREC waits for it. A full queue drops (for
+    /// publishers that cannot wait: wills, bridges, `$SYS`).
     pub fn publish(&self, message: Arc<Message>) -> Durability {
+        self.publish_with(message, None)
+    }
+
+    /// Like [`Broker::publish`], but a full queue of an online subscriber
+    /// hands its delivery back in `blocked` (see `session::mailbox`): the
+    /// caller (a publisher's connection) withholds its acknowledgement and
+    /// offers it again with [`Broker::offer_again`] once there is room.
+    pub fn publish_offer(&self, message: Arc<Message>, blocked: &mut Blocked) -> Durability {
+        self.publish_with(message, Some(blocked))
+    }
+
+    fn publish_with(&self, message: Arc<Message>, mut blocked: Option<&mut Blocked>) -> Durability {
         let mut durable = Durability::Done;
         if message.retain {
             match self.router.retain(message.clone()) {
@@ -172,7 +190,11 @@ impl Broker {
                 delivery.qos = crate::protocol::QoS::AtLeastOnce;
             }
             let qos = delivery.qos;
-            match mailbox.push_reporting(delivery) {
+            let result = match blocked {
+                None => mailbox.push_reporting(delivery).map_err(Refusal::Drop),
+                Some(_) => mailbox.offer(delivery, Instant::now),
+            };
+            match result {
                 Ok(pushed) => {
                     if pushed.persistent && qos != crate::protocol::QoS::AtMostOnce {
                         persistent.push(mailbox.client_id().clone());
@@ -181,7 +203,13 @@ impl Broker {
                         spilled.push(mailbox);
                     }
                 }
-                Err(reason) => self.metrics.count_drop(reason),
+                Err(Refusal::Drop(reason)) => self.metrics.count_drop(reason),
+                Err(Refusal::Closed) => {}
+                Err(Refusal::Full(full)) => {
+                    if let Some(b) = blocked.as_deref_mut() {
+                        b.refused(mailbox, *full, &message);
+                    }
+                }
             }
         }
         if persistent.is_empty() {
@@ -339,6 +367,8 @@ impl Broker {
     /// What a shared-group member still owed goes to another member (see
     /// `shared`), from the store when the session had durable copies.
     fn end_session(self: &Arc<Self>, mut session: Session, owns_id: bool) {
+        // Publishers waiting for room in this queue stop waiting.
+        session.mailbox.close();
         for filter in session.subscriptions.keys() {
             self.router.unsubscribe_mailbox(&session.mailbox, filter);
         }
@@ -406,7 +436,7 @@ impl Broker {
 }
 
 /// Both writes durable.
-fn join(a: Durability, b: Durability) -> Durability {
+pub fn join(a: Durability, b: Durability) -> Durability {
     match (a, b) {
         (Durability::Done, x) | (x, Durability::Done) => x,
         (a, b) => Durability::Pending(Box::pin(async move {

@@ -95,6 +95,23 @@ pub struct Limits {
     pub max_subscriptions_per_client: usize,
     pub max_filters_per_subscribe: usize,
     pub max_user_properties: usize,
+    /// How long a full subscriber queue may hold publishers back (their
+    /// acknowledgements wait, their sockets are not read) before the
+    /// subscriber counts as a slow consumer; 0 never waits (drop at once).
+    pub slow_consumer_timeout_ms: u64,
+    /// What a full queue does with QoS 0 (see [`Qos0Overflow`]).
+    pub qos0_overflow: Qos0Overflow,
+}
+
+/// `[limits] qos0_overflow`: QoS 0 to a full subscriber queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Qos0Overflow {
+    /// The publisher waits, as for QoS 1, up to `slow_consumer_timeout_ms`;
+    /// after that QoS 0 to that subscriber is dropped and counted.
+    Wait,
+    /// Dropped and counted at once.
+    Drop,
 }
 
 impl Limits {
@@ -182,6 +199,8 @@ impl Default for Limits {
             max_subscriptions_per_client: 1000,
             max_filters_per_subscribe: 256,
             max_user_properties: 128,
+            slow_consumer_timeout_ms: 5_000,
+            qos0_overflow: Qos0Overflow::Wait,
         }
     }
 }

@@ -197,3 +197,21 @@ fn wear_keys_are_checked_with_their_line() {
         (250, 1500)
     );
 }
+
+#[test]
+fn flow_control_keys_parse_and_a_bad_policy_names_its_key() {
+    let c = Config::default();
+    assert_eq!(c.limits.slow_consumer_timeout_ms, 5000);
+    assert_eq!(c.limits.qos0_overflow, super::Qos0Overflow::Wait);
+    let text = "[limits]\nslow_consumer_timeout_ms = 0\nqos0_overflow = \"drop\"\n";
+    let c = Config::from_toml(text, "x.toml").unwrap();
+    assert_eq!(c.limits.slow_consumer_timeout_ms, 0);
+    assert_eq!(c.limits.qos0_overflow, super::Qos0Overflow::Drop);
+    let err = Config::from_toml("[limits]\nqos0_overflow = \"maybe\"\n", "edge.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("edge.toml:2: key `limits.qos0_overflow`"),
+        "{err}"
+    );
+}

@@ -213,8 +213,8 @@ impl Conn {
         }
     }
 
-    /// Routes a PUBLISH; the result completes when its durable copies are
-    /// stored.
+    /// Routes a PUBLISH; the result completes when every queue took it and
+    /// its durable copies are stored.
     fn route(&mut self, topic: String, publish: Publish) -> Durability {
         let message = Message::new(
             topic,
@@ -224,7 +224,10 @@ impl Conn {
             publish.properties,
             Some(self.session.client_id.clone()),
         );
-        self.broker.publish(Arc::new(message))
+        let mut blocked = crate::broker::Blocked::default();
+        let durable = self.broker.publish_offer(Arc::new(message), &mut blocked);
+        // A queue without room: the acknowledgement waits (see `flow`).
+        self.hold(durable, blocked)
     }
 
     /// Sends `ack` once `durable` completes, keeping acknowledgements in the

@@ -20,19 +20,21 @@
 //! panics: every malformed packet closes this connection only, with the v5
 //! DISCONNECT reason code from [`DecodeError::reason_code`].
 
+mod flow;
 mod handshake;
 mod inbound;
 mod outbound;
 mod readbuf;
 mod refusal;
 mod revocation;
+mod write;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 use tokio::time::{sleep_until, timeout, Instant};
@@ -105,6 +107,8 @@ enum Exit {
     KeepAlive,
     /// A write batch was not taken by the client within write_timeout_ms.
     WriteTimeout,
+    /// The session's queue stayed full beyond slow_consumer_timeout_ms.
+    SlowConsumer,
     TakenOver,
     Shutdown,
     /// The client broke the protocol; v5 reason code and a description.
@@ -135,6 +139,8 @@ struct Conn {
     /// the acknowledgements queued behind it are sent (see [`refusal`]):
     /// the v5 reason code and a description.
     closing: Option<(u8, &'static str)>,
+    /// A message waiting for room in full queues, and what waits behind it.
+    flow: Option<Box<flow::FlowState>>,
     wbuf: BytesMut,
 }
 
@@ -256,6 +262,7 @@ async fn attach(
         retained: VecDeque::new(),
         waiting_acks: VecDeque::new(),
         closing: None,
+        flow: None,
         wbuf: BytesMut::new(),
     };
     (conn, opened.kicked, connack, keep_alive)
@@ -275,78 +282,33 @@ impl Conn {
         S: AsyncRead + AsyncWrite + ReadReady + Unpin,
     {
         let max_packet = self.broker.config.limits.max_packet_size;
-        let write_timeout = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
         let grace = Duration::from_millis(u64::from(keep_alive) * 1500);
         let mut deadline = Instant::now() + grace;
         let mailbox = self.session.mailbox.clone();
         let mut reloads = self.broker.auth.reloads();
         let mut read_hint = MIN_READ;
         let mut backing = Backing::default();
-        // Stop reading while this many acknowledgements wait for durability:
-        // TCP back-pressure on a publisher that outruns the store.
-        let max_waiting = usize::from(self.broker.config.limits.max_inflight);
         loop {
             // The keep alive deadline moves once per batch of packets (one
-            // clock read, not one per packet).
-            let mut heard_from_client = false;
-            let allocation = backing.size(rbuf);
-            while self.waiting_acks.len() < max_waiting && self.closing.is_none() {
-                match protocol::decode_in_buffer(rbuf, self.version, max_packet, allocation) {
-                    Ok(Some(packet)) => {
-                        heard_from_client = true;
-                        if let Err(exit) = self.handle(packet) {
-                            return exit;
-                        }
-                        // Each packet costs a unit of the task's cooperative
-                        // budget: a flooding publisher yields regularly, so
-                        // the subscribers it feeds get their turn to drain.
-                        tokio::task::consume_budget().await;
-                    }
-                    Ok(None) => break,
-                    Err(e) => return Exit::Decode(e),
-                }
-            }
-            if heard_from_client {
-                deadline = Instant::now() + grace;
+            // clock read, not one per packet). Reading stops while
+            // max_inflight acknowledgements wait (for durability or for
+            // room: TCP back-pressure on a publisher that outruns the store
+            // or a subscriber).
+            match self.handle_input(rbuf, max_packet, backing.size(rbuf)).await {
+                Ok(true) => deadline = Instant::now() + grace,
+                Ok(false) => {}
+                Err(exit) => return exit,
             }
             self.pump();
             if !self.wbuf.is_empty() {
-                // Written piece by piece (`write` is cancel safe, `write_all`
-                // is not): when another event ends the connection midway,
-                // the bytes already sent are dropped from the buffer, so the
-                // final flush sends only the rest and the stream stays framed.
-                // The whole batch must go within write_timeout: a client
-                // that stops reading cannot hold its task forever (nor, with
-                // keep alive 0, ever be noticed otherwise).
-                let write_deadline = Instant::now() + write_timeout;
-                let mut written = 0;
-                let stopped = loop {
-                    if written == self.wbuf.len() {
-                        break None;
-                    }
-                    tokio::select! {
-                        r = stream.write(&self.wbuf[written..]) => match r {
-                            Ok(0) | Err(_) => break Some(Exit::Closed),
-                            Ok(n) => written += n,
-                        },
-                        _ = &mut kicked => break Some(Exit::TakenOver),
-                        _ = shutdown.changed() => break Some(Exit::Shutdown),
-                        _ = sleep_until(deadline), if keep_alive > 0 => break Some(Exit::KeepAlive),
-                        _ = sleep_until(write_deadline) => break Some(Exit::WriteTimeout),
-                    }
+                let events = write::Events {
+                    kicked: &mut kicked,
+                    shutdown: &mut shutdown,
+                    mailbox: &mailbox,
+                    deadline: (keep_alive > 0).then_some(deadline),
                 };
-                counters::add(&self.broker.metrics.bytes_sent, written);
-                if let Some(exit) = stopped {
-                    self.wbuf.advance(written);
+                if let Some(exit) = self.write_batch(stream, events).await {
                     return exit;
-                }
-                self.wbuf.clear();
-                // A busy connection keeps its write buffer between batches
-                // (up to a bound); one with nothing more to send holds none.
-                let idle =
-                    self.pending.is_empty() && self.retained.is_empty() && mailbox.is_empty();
-                if idle || self.wbuf.capacity() > 4 * outbound::WRITE_BATCH_BYTES {
-                    self.wbuf = BytesMut::new();
                 }
             }
             if let (Some((code, why)), true) = (self.closing, self.waiting_acks.is_empty()) {
@@ -368,11 +330,13 @@ impl Conn {
                     .persistence
                     .fetch(&self.session.client_id, from, page_size)
             });
-            let can_read = self.waiting_acks.len() < max_waiting && self.closing.is_none();
+            let can_read = self.can_read();
+            let held = self.is_held();
             tokio::select! {
                 biased;
                 _ = &mut kicked => return Exit::TakenOver,
                 _ = shutdown.changed() => return Exit::Shutdown,
+                _ = mailbox.evicted() => return Exit::SlowConsumer,
                 _ = revocation::reloaded(&mut reloads) => {
                     if let Err(why) = self.still_authorized() {
                         return Exit::Protocol(reason::NOT_AUTHORIZED, why);
@@ -393,24 +357,46 @@ impl Conn {
                     // Time spent not reading does not count against the client.
                     deadline = Instant::now() + grace;
                 }
+                _ = flow::room(self.flow.as_deref().map(|f| &f.blocked)), if held => {
+                    self.retry_blocked();
+                    deadline = Instant::now() + grace;
+                }
                 _ = std::future::ready(()), if more => {}
                 page = async {
                     match fetch {
                         Some(f) => f.await,
                         None => std::future::pending().await,
                     }
-                }, if spill.is_some() => match page {
-                    Ok(messages) => {
-                        let seq = spill.map_or(0, |(_, seq)| seq);
-                        crate::broker::spill::page_in(&self.session, messages, seq, page_size);
+                }, if spill.is_some() => {
+                    let seq = spill.map_or(0, |(_, seq)| seq);
+                    if let Err(exit) = self.page_in(page, seq, page_size) {
+                        return exit;
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot read the spilled backlog");
-                        return Exit::Protocol(reason::UNSPECIFIED_ERROR, "persistence failure");
-                    }
-                },
+                }
                 _ = mailbox.notified(), if wake_on_mail => {}
                 _ = sleep_until(deadline), if keep_alive > 0 => return Exit::KeepAlive,
+            }
+        }
+    }
+
+    /// Appends a page of the spilled backlog read from the store.
+    fn page_in(
+        &mut self,
+        page: Result<Vec<Message>, PersistError>,
+        seq: u64,
+        page_size: usize,
+    ) -> Result<(), Exit> {
+        match page {
+            Ok(messages) => {
+                crate::broker::spill::page_in(&self.session, messages, seq, page_size);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the spilled backlog");
+                Err(Exit::Protocol(
+                    reason::UNSPECIFIED_ERROR,
+                    "persistence failure",
+                ))
             }
         }
     }
@@ -440,6 +426,10 @@ impl Conn {
                     "closing connection: client not reading (write timeout)"
                 );
                 None
+            }
+            Exit::SlowConsumer => {
+                self.count_slow_consumer();
+                Some((reason::QUOTA_EXCEEDED, "slow consumer".into()))
             }
             Exit::TakenOver => Some((reason::SESSION_TAKEN_OVER, "session taken over".into())),
             Exit::Shutdown => Some((reason::SERVER_SHUTTING_DOWN, "server shutting down".into())),

@@ -21,10 +21,26 @@
 //! QoS 1/2 delivery for the session goes to the store only, so order is
 //! kept. The connection pages spilled messages back in with [`Mailbox::refill`]
 //! when the queue runs empty; RAM stays bounded by the limits above.
+//!
+//! Flow control (docs/ARCHITECTURE.md, "a full queue slows the producer"):
+//! a publisher's connection pushes with [`Mailbox::offer`], which does not
+//! drop a delivery an online session has no room for but hands it back
+//! ([`Refusal::Full`]); the publisher keeps it, withholds its PUBACK and
+//! retries when the queue reports room ([`Mailbox::wait_room`], woken by
+//! `drain` only when an offer was refused since the last wake-up). The
+//! queue remembers since when it has been full without progress; once that
+//! exceeds `slow_consumer_timeout`, an offer no longer waits: QoS 0 is
+//! dropped, and QoS 1/2 to a clean session is dropped and the session is
+//! *evicted* ([`Mailbox::evicted`] completes, its connection closes with
+//! v5 reason 0x97). Persistent sessions with a store spill instead and so
+//! never make a publisher wait. Invariants: the queue never exceeds its
+//! bounds; a refused offer is never lost (it is returned); a closed
+//! mailbox (session ended) refuses nothing and keeps nothing.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -42,6 +58,31 @@ pub enum DropReason {
     SessionQueueFull,
     /// QoS 0 for an offline session.
     Offline,
+    /// QoS 1/2 for a clean session that stayed full beyond the slow
+    /// consumer timeout (the session is evicted).
+    SlowConsumer,
+}
+
+/// Why [`Mailbox::offer`] did not queue a delivery.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Not queued; count it.
+    Drop(DropReason),
+    /// No room now: the delivery is handed back to be offered again after
+    /// [`Mailbox::wait_room`]`(seq, retry_at)` returns.
+    Full(Box<Full>),
+    /// The session has ended: the delivery has nobody to go to.
+    Closed,
+}
+
+/// A delivery handed back by a full queue.
+#[derive(Debug)]
+pub struct Full {
+    pub delivery: Delivery,
+    /// When the queue will have been stuck for the slow consumer timeout.
+    pub retry_at: Instant,
+    /// The room counter at the refusal (see [`Mailbox::wait_room`]).
+    pub seq: u64,
 }
 
 /// What `push_reporting` did with a delivery.
@@ -62,6 +103,10 @@ pub struct MailboxLimits {
     /// Spill QoS 1/2 overflow of persistent sessions to the durable store
     /// instead of dropping it.
     pub spill: bool,
+    /// How long a full queue may make offers wait (zero: never).
+    pub slow_consumer_timeout: Duration,
+    /// QoS 0 offers wait too (`qos0_overflow = "wait"`).
+    pub qos0_wait: bool,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +122,16 @@ struct Queue {
     /// Counts spilled deliveries, so a refill knows whether more spilled
     /// while it was reading the store.
     spill_seq: u64,
+    /// Since when offers have found the queue full with no drain since.
+    full_since: Option<Instant>,
+    /// An offer was refused since the last room wake-up.
+    refused: bool,
+    /// Counts room wake-ups (see `wait_room`).
+    room_seq: u64,
+    /// Stayed full too long: a clean session's connection must close.
+    evicted: bool,
+    /// The session ended.
+    closed: bool,
 }
 
 /// A session's bounded delivery queue.
@@ -88,6 +143,13 @@ pub struct Mailbox {
     store_qos0: AtomicBool,
     queue: Mutex<Queue>,
     notify: Notify,
+    /// Wakes publishers waiting for room.
+    room: Notify,
+    /// Wakes the owning connection when the session is evicted.
+    evict: Notify,
+    /// Set once with `Queue::evicted` (read without the lock by the
+    /// owning connection's event loop).
+    evicted: AtomicBool,
     limits: MailboxLimits,
 }
 
@@ -102,6 +164,9 @@ impl Mailbox {
                 ..Queue::default()
             }),
             notify: Notify::new(),
+            room: Notify::new(),
+            evict: Notify::new(),
+            evicted: AtomicBool::new(false),
             limits,
         })
     }
@@ -150,14 +215,46 @@ impl Mailbox {
 
     /// Like `push`, reporting a spill: the caller must submit the message's
     /// append to the store and then call [`Mailbox::spill_submitted`].
+    /// Never waits: a full queue drops (for callers that cannot wait).
     pub fn push_reporting(&self, delivery: Delivery) -> Result<Pushed, DropReason> {
+        match self.queue_or_refuse(delivery, None::<fn() -> Instant>) {
+            Ok(pushed) => Ok(pushed),
+            Err(Refusal::Drop(reason)) => Err(reason),
+            // Unreachable without a clock; a session that ended drops
+            // silently, as if it had unsubscribed first.
+            Err(Refusal::Full(_) | Refusal::Closed) => Ok(Pushed {
+                persistent: false,
+                spilled: false,
+            }),
+        }
+    }
+
+    /// Like `push_reporting`, but an online session's full queue hands the
+    /// delivery back to wait for room, up to the slow consumer timeout
+    /// (module doc). `now` is read only when the queue is full.
+    pub fn offer(
+        &self,
+        delivery: Delivery,
+        now: impl FnOnce() -> Instant,
+    ) -> Result<Pushed, Refusal> {
+        self.queue_or_refuse(delivery, Some(now))
+    }
+
+    fn queue_or_refuse<F: FnOnce() -> Instant>(
+        &self,
+        delivery: Delivery,
+        clock: Option<F>,
+    ) -> Result<Pushed, Refusal> {
         let online = self.is_online();
         let weight = delivery.message.weight();
         let mut q = self.lock();
+        if q.closed && clock.is_some() {
+            return Err(Refusal::Closed);
+        }
         let l = &self.limits;
         let qos0 = delivery.qos == QoS::AtMostOnce;
         let limit = match (online, qos0, q.persistent) {
-            (false, true, _) => return Err(DropReason::Offline),
+            (false, true, _) => return Err(Refusal::Drop(DropReason::Offline)),
             (true, true, _) | (true, false, false) => l.outbound_capacity,
             (true, false, true) => l.outbound_capacity + l.max_queued_messages,
             (false, false, _) => l.max_queued_messages,
@@ -174,12 +271,13 @@ impl Mailbox {
                 spilled: true,
             });
         }
+        if q.evicted && !qos0 {
+            return Err(Refusal::Drop(DropReason::SlowConsumer));
+        }
         if full {
-            return Err(match (qos0, q.persistent) {
-                (true, _) => DropReason::QueueFullQos0,
-                (false, true) => DropReason::SessionQueueFull,
-                (false, false) => DropReason::QueueFull,
-            });
+            let may_wait = online && (!qos0 || l.qos0_wait) && !l.slow_consumer_timeout.is_zero();
+            let clock = clock.filter(|_| may_wait);
+            return Err(self.refuse(&mut q, delivery, clock));
         }
         q.bytes += weight;
         q.items.push_back(delivery);
@@ -190,6 +288,87 @@ impl Mailbox {
             persistent,
             spilled: false,
         })
+    }
+
+    /// A full queue's answer: wait while it has been stuck for less than
+    /// the slow consumer timeout, else drop (and evict a clean session
+    /// owed QoS 1/2). Without a clock (the caller cannot wait): drop.
+    fn refuse<F: FnOnce() -> Instant>(
+        &self,
+        q: &mut Queue,
+        delivery: Delivery,
+        clock: Option<F>,
+    ) -> Refusal {
+        let qos0 = delivery.qos == QoS::AtMostOnce;
+        let reason = match (qos0, q.persistent) {
+            (true, _) => DropReason::QueueFullQos0,
+            (false, true) => DropReason::SessionQueueFull,
+            (false, false) => DropReason::QueueFull,
+        };
+        let Some(clock) = clock else {
+            return Refusal::Drop(reason);
+        };
+        let now = clock();
+        let since = *q.full_since.get_or_insert(now);
+        let retry_at = since
+            .checked_add(self.limits.slow_consumer_timeout)
+            .unwrap_or(now);
+        if now < retry_at {
+            q.refused = true;
+            return Refusal::Full(Box::new(Full {
+                delivery,
+                retry_at,
+                seq: q.room_seq,
+            }));
+        }
+        if qos0 || q.persistent {
+            return Refusal::Drop(reason);
+        }
+        if !q.evicted {
+            q.evicted = true;
+            self.evicted.store(true, Ordering::Release);
+            self.evict.notify_one();
+        }
+        Refusal::Drop(DropReason::SlowConsumer)
+    }
+
+    /// Returns once the queue may have room for a delivery refused at room
+    /// counter `seq` (a drain since, or the session ended), or at
+    /// `retry_at`, when the next offer decides about a slow consumer.
+    pub async fn wait_room(&self, seq: u64, retry_at: Instant) {
+        let room = self.room.notified();
+        tokio::pin!(room);
+        room.as_mut().enable();
+        if self.lock().room_seq != seq {
+            return;
+        }
+        tokio::select! {
+            _ = room => {}
+            _ = tokio::time::sleep_until(retry_at.into()) => {}
+        }
+    }
+
+    /// Completes once the session was evicted as a slow consumer.
+    pub async fn evicted(&self) {
+        if self.is_evicted() {
+            return;
+        }
+        self.evict.notified().await
+    }
+
+    /// True once the session was evicted as a slow consumer.
+    pub fn is_evicted(&self) -> bool {
+        self.evicted.load(Ordering::Acquire)
+    }
+
+    /// The session ended: offers from now on are refused as `Closed`, and
+    /// waiting publishers wake up to find that out.
+    pub fn close(&self) {
+        let mut q = self.lock();
+        q.closed = true;
+        q.room_seq += 1;
+        drop(q);
+        self.room.notify_waiters();
     }
 
     /// A spilled delivery's append has been submitted to the store: a page
@@ -212,6 +391,16 @@ impl Mailbox {
             out.push(d);
         }
         q.bytes -= freed;
+        if n == 0 {
+            return;
+        }
+        // Progress: the queue is no longer stuck.
+        q.full_since = None;
+        if std::mem::take(&mut q.refused) {
+            q.room_seq += 1;
+            drop(q);
+            self.room.notify_waiters();
+        }
     }
 
     /// Puts deliveries taken by a connection that closed before sending

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use incoming::{first_copy, Incoming, Qos2Arrival, WriteOutcome};
-pub use mailbox::{DropReason, Mailbox, MailboxLimits, Pushed};
+pub use mailbox::{DropReason, Full, Mailbox, MailboxLimits, Pushed, Refusal};
 pub use outgoing::{Inflight, Outgoing, PubRecOutcome, Stage, UnknownPacketId};
 
 use crate::message::SubscriptionOptions;
@@ -97,3 +97,6 @@ pub struct SessionRecord {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests_flow;

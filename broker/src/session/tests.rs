@@ -15,6 +15,8 @@ const LIMITS: MailboxLimits = MailboxLimits {
     max_queued_messages: 3,
     spill: false,
     max_queued_bytes: 1 << 20,
+    slow_consumer_timeout: std::time::Duration::ZERO,
+    qos0_wait: false,
 };
 
 fn delivery(qos: QoS) -> Delivery {
