@@ -197,3 +197,18 @@ fn wear_keys_are_checked_with_their_line() {
         (250, 1500)
     );
 }
+
+/// `spill_after_ms` (write-behind) is validated with file, line and key.
+#[test]
+fn spill_after_is_checked_with_its_line() {
+    let e = Config::from_toml("[storage]\n\nspill_after_ms = 60000\n", "edge.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("edge.toml:3: key `storage.spill_after_ms`:"),
+        "{e}"
+    );
+    let ok = Config::from_toml("[storage]\nspill_after_ms = 0\n", "edge.toml").unwrap();
+    assert_eq!(ok.storage.spill_after_ms, 0);
+    assert_eq!(Config::default().storage.spill_after_ms, 100);
+}

@@ -269,3 +269,46 @@ fn erase_counts_of_free_segments_persist_across_restarts() {
         );
     }
 }
+
+/// The commit window spaces syncs `commit_delay_us` apart at steady rates:
+/// a first append after a quiet spell is synced at once, one right after a
+/// sync waits for the window, and a page of waiting writes ends it early.
+#[test]
+fn the_commit_window_counts_from_the_last_sync_and_ends_at_a_full_page() {
+    let config = StorageConfig {
+        commit_delay_us: 400_000,
+        spill_after_ms: 0,
+        ..StorageConfig::default()
+    };
+    let handle = StoreHandle::spawn(store(), &config);
+    std::thread::sleep(Duration::from_millis(500));
+    runtime().block_on(async {
+        let t0 = std::time::Instant::now();
+        handle.append(msg(10), vec!["d".into()]).await.unwrap();
+        assert!(
+            t0.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t0.elapsed()
+        );
+        let t1 = std::time::Instant::now();
+        handle.append(msg(10), vec!["d".into()]).await.unwrap();
+        assert!(
+            t1.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t1.elapsed()
+        );
+        // A page of writes (4 x 1100 B) does not wait for the window.
+        let t2 = std::time::Instant::now();
+        let replies: Vec<_> = (0..4)
+            .map(|_| handle.submit_append(msg(1100), vec!["d".into()]))
+            .collect();
+        for r in replies {
+            r.await.unwrap().unwrap();
+        }
+        assert!(
+            t2.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t2.elapsed()
+        );
+    });
+}
