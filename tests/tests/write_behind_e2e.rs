@@ -180,6 +180,10 @@ fn subscriber_acking_after_the_deadline_finds_it_after_kill_9() {
     let mut broker = Broker::start_with(Some(&config(500, "")));
     let (mut sub, mut sbuf) = client(broker.port, "wb-late", false);
     subscribe(&mut sub, &mut sbuf, "late/#");
+    // A second subscriber that owes nothing on flash, for the kill before
+    // a deadline (the first one's later messages are written at once).
+    let (mut other, mut obuf) = client(broker.port, "wb-other", false);
+    subscribe(&mut other, &mut obuf, "other/#");
     let (mut publ, mut pbuf) = client(broker.port, "wb-pub", true);
     let t0 = Instant::now();
     publish(&mut publ, 1, "late/t", "spilled");
@@ -190,14 +194,14 @@ fn subscriber_acking_after_the_deadline_finds_it_after_kill_9() {
     assert!(got[0].1 >= spill, "PUBACK before the deadline: {got:?}");
     // Killed before its deadline: no PUBACK was sent for this one.
     let t1 = Instant::now();
-    publish(&mut publ, 2, "late/t", "unacked");
-    assert!(next_publish(&mut sub, &mut sbuf, Duration::from_secs(10)).is_some());
+    publish(&mut publ, 2, "other/t", "unacked");
+    assert!(next_publish(&mut other, &mut obuf, Duration::from_secs(10)).is_some());
     let early = pubacks(&mut publ, &mut pbuf, &[2], t1, spill / 4);
     broker.kill9();
     assert!(early.is_empty(), "PUBACK before the deadline: {early:?}");
     assert!(t1.elapsed() < spill, "too slow to kill before the deadline");
     // The subscriber never acknowledged: the spilled message is still owed.
-    drop(sub);
+    drop((sub, other));
     broker.restart();
     let (mut sub, mut sbuf) = client(broker.port, "wb-late", false);
     let mut seen = Vec::new();

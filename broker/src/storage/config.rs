@@ -54,8 +54,10 @@ pub struct StorageConfig {
     /// clear waits for a sync when no durable commit comes to cover it
     /// (they never sync on their own; a lost ack is only a duplicate).
     pub ack_sync_interval_ms: u64,
-    /// `sync` mode: how long a commit that a promise waits for gathers more
-    /// requests before its sync (like PostgreSQL's `commit_delay`); 0: none.
+    /// `sync` mode commit window (like PostgreSQL's `commit_delay`): a
+    /// commit that a promise waits for gathers more requests until this
+    /// long after the previous sync, or until a page (4 KiB) of writes
+    /// waits; 0: sync at once.
     pub commit_delay_us: u64,
     /// `sync` mode write-behind: how long a QoS 1/2 message waits in RAM for
     /// its destinations' acknowledgements before it is written and synced
@@ -81,7 +83,7 @@ impl Default for StorageConfig {
             durability: Durability::Sync,
             sync_interval_ms: 100,
             ack_sync_interval_ms: 1000,
-            commit_delay_us: 0,
+            commit_delay_us: 50_000,
             spill_after_ms: 100,
             overflow: Overflow::Reject,
             queue_capacity: 4096,

@@ -63,6 +63,8 @@ enum Request {
     Sessions(Reply<Vec<StoredSession>>),
     Destinations(Reply<Vec<String>>),
     Flush(Reply<()>),
+    /// A sync of what is written, leaving held messages held.
+    Sync(Reply<()>),
     ClearDestination(String),
     Qos2(String, u16, bool),
     Qos2Pending(Reply<std::collections::HashMap<String, Vec<u16>>>),
@@ -209,6 +211,7 @@ impl StoreHandle {
             started: Instant::now(),
             wear_path,
             saved_erases: 0,
+            last_promises: 2,
             behind: behind::Behind::new(
                 Duration::from_millis(config.spill_after_ms),
                 config.queue_capacity,
@@ -274,6 +277,10 @@ struct Worker<F: Durable> {
     wear_path: Option<std::path::PathBuf>,
     /// `store.erases()` when the counts were last written.
     saved_erases: u64,
+    /// Promises the previous commit answered: the commit window gathers
+    /// only after one that covered two or more (concurrent publishers), so
+    /// a lone publisher waiting for each PUBACK is never held back.
+    last_promises: usize,
     /// Write-behind: messages held until acked or their deadline.
     behind: behind::Behind<Reply<u64>>,
     /// Held messages never written / written at their deadline.
@@ -345,7 +352,7 @@ impl<F: Durable> Worker<F> {
                 !pending.is_empty() || last_sync.elapsed() >= self.interval
             } else {
                 let promise = pending.iter().any(|p| !matches!(p, Pending::Lazy(_)));
-                if promise && !self.commit_delay.is_zero() {
+                if promise && !self.commit_delay.is_zero() && self.last_promises >= 2 {
                     self.gather(&mut pending, last_sync);
                 }
                 promise || lazy_since.is_some_and(|t| t.elapsed() >= self.ack_sync)
@@ -373,6 +380,13 @@ impl<F: Durable> Worker<F> {
                     None => self.store.commit(),
                 };
                 last_sync = Instant::now();
+                let promises = pending
+                    .iter()
+                    .filter(|p| matches!(p, Pending::Id(..) | Pending::Unit(_)))
+                    .count();
+                if promises > 0 {
+                    self.last_promises = promises;
+                }
                 if let Err(e) = &result {
                     self.fail(e);
                 }
@@ -475,6 +489,14 @@ impl<F: Durable> Worker<F> {
                 self.lazy(failure, tx, pending, |s| s.remove_session(&id))
             }
             Request::Flush(tx) => match failure {
+                Some(f) => drop(tx.send(Err(f))),
+                None => {
+                    // Everything sent before: held messages too.
+                    self.spill_all(pending);
+                    pending.push(Pending::Flush(tx));
+                }
+            },
+            Request::Sync(tx) => match failure {
                 Some(f) => drop(tx.send(Err(f))),
                 None => pending.push(Pending::Flush(tx)),
             },

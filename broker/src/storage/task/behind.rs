@@ -14,8 +14,10 @@
 //! Invariants:
 //! - A destination never has held messages and messages on flash at the same
 //!   time: when one held message spills, every held message sharing a
-//!   destination with it spills too (transitively), in id order, and while a
-//!   destination owes anything on flash new messages for it are not held.
+//!   destination with it spills too (transitively), in id order; while a
+//!   destination owes anything on flash new messages for it are not held;
+//!   and a message written at once (the table is full) first takes the held
+//!   messages of its destinations to flash (`sharing`).
 //!   So the flash order of a destination is its id order and a page read
 //!   sees one source only.
 //! - An entry's reply is answered exactly once: by `ack`/`clear` (no write),
@@ -256,7 +258,23 @@ impl<R> Behind<R> {
         if take.is_empty() {
             return Vec::new();
         }
-        let mut taken: HashSet<u64> = take.iter().copied().collect();
+        self.take_closure(take, spilling)
+    }
+
+    /// Takes every held message sharing a destination with `dests`
+    /// (transitively), in id order: `dests` are about to get a message
+    /// written at once, and their older held ones must be on flash first.
+    pub fn sharing(&mut self, dests: &[String]) -> Vec<Held<R>> {
+        if self.held.is_empty() {
+            return Vec::new();
+        }
+        self.take_closure(Vec::new(), dests.iter().cloned().collect())
+    }
+
+    /// `take` plus every held message owing one of `spilling`, closed over
+    /// the destinations of what is taken; removed and returned in id order.
+    fn take_closure(&mut self, take: Vec<u64>, mut spilling: HashSet<String>) -> Vec<Held<R>> {
+        let mut taken: HashSet<u64> = take.into_iter().collect();
         loop {
             let more: Vec<u64> = self
                 .held

@@ -126,3 +126,15 @@ fn clear_and_read_and_bounds() {
     let off: Behind<u8> = Behind::new(Duration::ZERO, 16);
     assert!(!off.has_room());
 }
+
+#[test]
+fn a_message_written_at_once_takes_the_held_ones_of_its_destinations_first() {
+    let t0 = Instant::now();
+    let mut b: Behind<u8> = Behind::new(SPILL, 16);
+    b.hold(msg(1), d(&["lane", "s"]), 1, t0);
+    b.hold(msg(2), d(&["s"]), 2, t0);
+    b.hold(msg(3), d(&["x"]), 3, t0);
+    assert_eq!(ids(&b.sharing(&d(&["lane"]))), vec![1, 2]);
+    assert!(b.sharing(&d(&["nobody"])).is_empty());
+    assert_eq!(b.len(), 1);
+}

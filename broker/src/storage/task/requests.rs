@@ -174,8 +174,16 @@ impl StoreHandle {
         self.call(Request::Destinations).await
     }
 
-    /// Resolves when everything sent before it is durable.
+    /// Resolves when everything sent before it is durable, messages held
+    /// by write-behind included (they are written now).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.call(Request::Flush).await
+    }
+
+    /// Resolves after a sync covering everything written before it;
+    /// messages held by write-behind stay held (their publishers wait for
+    /// them on their own).
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.call(Request::Sync).await
     }
 }

@@ -44,6 +44,9 @@ impl<F: Durable> Worker<F> {
             }
             return;
         }
+        // Older held messages of these destinations go first (order).
+        let older = self.behind.sharing(&dests);
+        self.spill(older, pending);
         let id = msg.id;
         match self.store.append(msg, &dests) {
             Ok(id) => pending.push(Pending::Id(tx, id)),
