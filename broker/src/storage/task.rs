@@ -13,7 +13,10 @@
 //! next such commit, or by the `ack_sync_interval_ms` timer when none comes;
 //! session saves are answered after that sync. Losing them in a crash costs
 //! a duplicate or an older session state, never an acknowledged message.
-//! `commit_delay_us` lets a promised commit gather more requests first.
+//! `commit_delay_us` lets a promised commit gather more requests first
+//! (`task/wear.rs`). Write-behind (`spill_after_ms`, `task/behind.rs` and
+//! `task/write_behind.rs`) holds an append in RAM until its destinations
+//! acknowledge it (never written) or its deadline (written, then synced).
 //!
 //! Invariants:
 //! - A reply that promises durability is sent only after a sync that
