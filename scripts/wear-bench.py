@@ -13,8 +13,9 @@ for --seconds per scenario. Scenarios:
 Reports, per message: bytes the broker process caused to be written
 (/proc/<pid>/io write_bytes: page-cache writeback, the page granularity
 included), write syscalls (syscw) and, for edgemq, the store's own counters
-from /metrics (wear_bytes = programs + erases, syncs), plus the publishers'
-PUBACK latency p50/p99.
+from /metrics (wear_bytes = programs + erases, syncs, and the share of
+messages write-behind never wrote: `spared`, all destinations acknowledged
+within `spill_after_ms`), plus the publishers' PUBACK latency p50/p99.
 
 Usage: python3 scripts/wear-bench.py [--seconds 20] [--only offline,cloud-up]
        [--edgemq target/debug/edgemq] [--set storage.commit_delay_us=2000]
@@ -202,6 +203,7 @@ def scenario(name, args):
             md = lambda k: m1.get(k, 0) - m0.get(k, 0)
             row["store wear bytes/msg"] = md("edgemq_store_wear_bytes") / max(n, 1)
             row["store syncs/msg"] = md("edgemq_store_syncs") / max(n, 1)
+            row["never written %"] = 100 * md("edgemq_store_spared") / max(n, 1)
         lat.sort()
         if lat:
             row["PUBACK p50 ms"] = 1000 * statistics.median(lat)
@@ -218,7 +220,7 @@ def main():
     ap.add_argument("--set", action="append", default=[], help="storage.KEY=VALUE (TOML value)")
     args = ap.parse_args()
     cols = ["scenario", "messages", "write_bytes/msg", "syscw/msg", "store wear bytes/msg",
-            "store syncs/msg", "PUBACK p50 ms", "PUBACK p99 ms"]
+            "store syncs/msg", "never written %", "PUBACK p50 ms", "PUBACK p99 ms"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for name in args.only.split(","):

@@ -136,10 +136,12 @@ impl Persistence for DurableStore {
         }
         // The PUBREC of a pending id (queued once its message is durable)
         // and the PUBCOMP of a release wait for a sync covering the record:
-        // a flush queued after it is answered only after the next sync.
+        // a sync queued after it is answered only after the next sync (the
+        // message itself has its own `Durability` from `enqueue`, so held
+        // messages stay held).
         let handle = self.handle.clone();
         Durability::Pending(Box::pin(async move {
-            handle.flush().await.map_err(persist_error)
+            handle.sync().await.map_err(persist_error)
         }))
     }
 }

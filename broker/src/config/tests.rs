@@ -215,3 +215,18 @@ fn flow_control_keys_parse_and_a_bad_policy_names_its_key() {
         "{err}"
     );
 }
+
+/// `spill_after_ms` (write-behind) is validated with file, line and key.
+#[test]
+fn spill_after_is_checked_with_its_line() {
+    let e = Config::from_toml("[storage]\n\nspill_after_ms = 60000\n", "edge.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("edge.toml:3: key `storage.spill_after_ms`:"),
+        "{e}"
+    );
+    let ok = Config::from_toml("[storage]\nspill_after_ms = 0\n", "edge.toml").unwrap();
+    assert_eq!(ok.storage.spill_after_ms, 0);
+    assert_eq!(Config::default().storage.spill_after_ms, 100);
+}

@@ -54,9 +54,17 @@ pub struct StorageConfig {
     /// clear waits for a sync when no durable commit comes to cover it
     /// (they never sync on their own; a lost ack is only a duplicate).
     pub ack_sync_interval_ms: u64,
-    /// `sync` mode: how long a commit that a promise waits for gathers more
-    /// requests before its sync (like PostgreSQL's `commit_delay`); 0: none.
+    /// `sync` mode commit window (like PostgreSQL's `commit_delay`): a
+    /// commit that a promise waits for gathers more requests until this
+    /// long after the previous sync, or until a page (4 KiB) of writes
+    /// waits; 0: sync at once.
     pub commit_delay_us: u64,
+    /// `sync` mode write-behind: how long a QoS 1/2 message waits in RAM for
+    /// its destinations' acknowledgements before it is written and synced
+    /// (a message every destination acknowledges in time is never
+    /// written); the publisher's PUBACK waits for one or the other. 0:
+    /// write at once.
+    pub spill_after_ms: u64,
     pub overflow: Overflow,
     /// Requests queued to the store task before publishers wait.
     pub queue_capacity: usize,
@@ -75,7 +83,8 @@ impl Default for StorageConfig {
             durability: Durability::Sync,
             sync_interval_ms: 100,
             ack_sync_interval_ms: 1000,
-            commit_delay_us: 0,
+            commit_delay_us: 50_000,
+            spill_after_ms: 100,
             overflow: Overflow::Reject,
             queue_capacity: 4096,
             max_stored_messages_per_session: 200_000,
@@ -116,6 +125,9 @@ impl StorageConfig {
         }
         if self.commit_delay_us > 100_000 {
             return Err(("commit_delay_us", "must be at most 100000 (0.1 s)".into()));
+        }
+        if self.spill_after_ms > 10_000 {
+            return Err(("spill_after_ms", "must be at most 10000 (10 s)".into()));
         }
         if self.max_stored_messages_per_session == 0 {
             return Err((

@@ -30,6 +30,8 @@ pub mod wear_file;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_behind;
+#[cfg(test)]
 mod tests_budget;
 #[cfg(test)]
 mod tests_crash;
@@ -97,6 +99,11 @@ pub struct StoreStats {
     pub live_bytes: u64,
     pub queued_messages: u64,
     pub appended: u64,
+    /// Messages held by write-behind (`spill_after_ms`) that every
+    /// destination acknowledged in time: never written.
+    pub spared: u64,
+    /// Held messages written at their deadline (or with a spilling one).
+    pub spilled: u64,
     /// Payload bytes appended (the denominator of write amplification).
     pub payload_bytes: u64,
     /// Bytes programmed into flash (headers, records, copies).
@@ -140,6 +147,8 @@ impl StoreStats {
             ("live_bytes", self.live_bytes.to_string()),
             ("queued_messages", self.queued_messages.to_string()),
             ("appended", self.appended.to_string()),
+            ("spared", self.spared.to_string()),
+            ("spilled", self.spilled.to_string()),
             ("bytes_written", self.bytes_written.to_string()),
             ("syncs", self.syncs.to_string()),
             ("erases", self.erases.to_string()),
@@ -183,9 +192,12 @@ impl StoreStats {
         self.bytes_written.saturating_add(self.erased_bytes)
     }
 
-    /// Wear bytes per message appended (0 before the first).
+    /// Wear bytes per message taken (appended, or spared by write-behind;
+    /// 0 before the first).
     pub fn bytes_per_message(&self) -> u64 {
-        self.wear_bytes().checked_div(self.appended).unwrap_or(0)
+        self.wear_bytes()
+            .checked_div(self.appended.saturating_add(self.spared))
+            .unwrap_or(0)
     }
 
     /// Wear bytes a day at the rate seen since the store thread started.

@@ -13,7 +13,10 @@
 //! next such commit, or by the `ack_sync_interval_ms` timer when none comes;
 //! session saves are answered after that sync. Losing them in a crash costs
 //! a duplicate or an older session state, never an acknowledged message.
-//! `commit_delay_us` lets a promised commit gather more requests first.
+//! `commit_delay_us` lets a promised commit gather more requests first
+//! (`task/wear.rs`). Write-behind (`spill_after_ms`, `task/behind.rs` and
+//! `task/write_behind.rs`) holds an append in RAM until its destinations
+//! acknowledge it (never written) or its deadline (written, then synced).
 //!
 //! Invariants:
 //! - A reply that promises durability is sent only after a sync that
@@ -44,7 +47,10 @@ use super::{
     StoredSession,
 };
 
+mod behind;
+mod requests;
 mod wear;
+mod write_behind;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -60,6 +66,8 @@ enum Request {
     Sessions(Reply<Vec<StoredSession>>),
     Destinations(Reply<Vec<String>>),
     Flush(Reply<()>),
+    /// A sync of what is written, leaving held messages held.
+    Sync(Reply<()>),
     ClearDestination(String),
     Qos2(String, u16, bool),
     Qos2Pending(Reply<std::collections::HashMap<String, Vec<u16>>>),
@@ -117,6 +125,9 @@ enum Pending {
     /// No promise waits (a session save or removal): answered after the
     /// next sync, which it never causes on its own.
     Lazy(Reply<()>),
+    /// Answered Ok at the end of the batch, sync or not (write-behind: a
+    /// held message every destination acknowledged, never written).
+    Now(Reply<u64>, u64),
     /// Already answered.
     Done,
 }
@@ -124,6 +135,7 @@ enum Pending {
 fn answer(p: Pending, result: Result<(), StoreError>) {
     match p {
         Pending::Id(tx, id) => drop(tx.send(result.map(|()| id))),
+        Pending::Now(tx, id) => drop(tx.send(Ok(id))),
         Pending::Unit(tx) | Pending::Flush(tx) | Pending::Lazy(tx) => drop(tx.send(result)),
         Pending::Done => {}
     }
@@ -202,6 +214,13 @@ impl StoreHandle {
             started: Instant::now(),
             wear_path,
             saved_erases: 0,
+            last_promises: 2,
+            behind: behind::Behind::new(
+                Duration::from_millis(config.spill_after_ms),
+                config.queue_capacity,
+            ),
+            spared: 0,
+            spilled: 0,
         };
         let spawned = thread::Builder::new()
             .name("edgemq-store".into())
@@ -243,172 +262,6 @@ impl StoreHandle {
             None => StoreState::Ok,
         }
     }
-
-    /// Gives `destination` its own store quota (`None`: back to the
-    /// `[storage]` default). Not persisted: set it again after a restart,
-    /// before traffic (the bridge does so when it starts its lanes).
-    pub fn set_destination_quota(&self, destination: String, quota: Option<super::Quota>) {
-        let _ = self.tx.send(Request::SetQuota(destination, quota));
-    }
-
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send_async(make(reply))
-            .await
-            .map_err(|_| StoreError::Stopped)?;
-        rx.await.map_err(|_| StoreError::Stopped)?
-    }
-
-    /// Queues a request from synchronous code, in program order. When the
-    /// queue is full this blocks the calling thread until the store thread
-    /// catches up: back-pressure on publishers, never an unbounded queue.
-    /// The store thread needs no runtime, so this cannot deadlock.
-    fn submit<T>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Request,
-    ) -> oneshot::Receiver<Result<T, StoreError>> {
-        let (reply, rx) = oneshot::channel();
-        // A send error drops the request and its reply: the receiver then
-        // reports `Stopped`.
-        let _ = self.tx.send(make(reply));
-        rx
-    }
-
-    /// Synchronous-submit variant of [`StoreHandle::append`]: queued at once,
-    /// in order with other submissions; await the receiver for durability.
-    pub fn submit_append(
-        &self,
-        msg: StoredMessage,
-        destinations: Vec<String>,
-    ) -> oneshot::Receiver<Result<u64, StoreError>> {
-        self.submit(|r| Request::Append(msg, destinations, r))
-    }
-
-    /// Queues an ack (see [`StoreHandle::ack`]).
-    pub fn submit_ack(&self, id: u64, destination: String) {
-        let _ = self.tx.send(Request::Ack(id, destination));
-    }
-
-    /// Queues a retained set (`Some`) or clear (`None`).
-    pub fn submit_retained(
-        &self,
-        topic: String,
-        msg: Option<StoredMessage>,
-    ) -> oneshot::Receiver<Result<(), StoreError>> {
-        match msg {
-            Some(m) => self.submit(|r| Request::SetRetained(m, r)),
-            None => self.submit(|r| Request::ClearRetained(topic, r)),
-        }
-    }
-
-    /// Queues an incoming QoS 2 state change (fire and forget).
-    pub fn submit_qos2(&self, client_id: String, pkid: u16, pending: bool) {
-        let _ = self.tx.send(Request::Qos2(client_id, pkid, pending));
-    }
-
-    /// Pending incoming QoS 2 packet ids by client (for restore).
-    pub async fn qos2_pending(
-        &self,
-    ) -> Result<std::collections::HashMap<String, Vec<u16>>, StoreError> {
-        self.call(Request::Qos2Pending).await
-    }
-
-    /// Queues a session save.
-    pub fn submit_session(
-        &self,
-        session: StoredSession,
-    ) -> oneshot::Receiver<Result<(), StoreError>> {
-        self.submit(|r| Request::SaveSession(session, r))
-    }
-
-    /// Queues the end of a session: its state and every message owed to
-    /// `destination`.
-    pub fn submit_session_end(&self, client_id: String, destination: String) {
-        let _ = self.tx.send(Request::ClearDestination(destination));
-        drop(self.submit(|r| Request::RemoveSession(client_id, r)));
-    }
-
-    /// Queues the removal of a session's state only (its queue stays).
-    pub fn submit_session_remove(&self, client_id: String) {
-        drop(self.submit(|r| Request::RemoveSession(client_id, r)));
-    }
-
-    /// Queues an outgoing packet id record (fire and forget; see
-    /// `store::inflight`).
-    pub fn submit_inflight(&self, destination: String, id: u64, pkid: u16, stage: u8) {
-        let _ = self
-            .tx
-            .send(Request::Inflight(destination, id, pkid, stage));
-    }
-
-    /// (message id, packet id, stage) of `destination`'s in-flight messages.
-    pub async fn inflight_of(&self, destination: &str) -> Result<Vec<(u64, u16, u8)>, StoreError> {
-        let d = destination.to_string();
-        self.call(|r| Request::InflightOf(d, r)).await
-    }
-
-    /// Appends a message for `destinations`; resolves once it is durable
-    /// (in `sync` mode) with the message id.
-    pub async fn append(
-        &self,
-        msg: StoredMessage,
-        destinations: Vec<String>,
-    ) -> Result<u64, StoreError> {
-        self.call(|r| Request::Append(msg, destinations, r)).await
-    }
-
-    /// Acknowledges a (message, destination); fire and forget: a lost ack
-    /// means a duplicate after a crash, never a loss.
-    pub async fn ack(&self, id: u64, destination: String) -> Result<(), StoreError> {
-        self.tx
-            .send_async(Request::Ack(id, destination))
-            .await
-            .map_err(|_| StoreError::Stopped)
-    }
-
-    pub async fn read(
-        &self,
-        destination: &str,
-        after: Option<u64>,
-        max: usize,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        let d = destination.to_string();
-        self.call(|r| Request::Read(d, after, max, r)).await
-    }
-
-    pub async fn set_retained(&self, msg: StoredMessage) -> Result<(), StoreError> {
-        self.call(|r| Request::SetRetained(msg, r)).await
-    }
-
-    pub async fn clear_retained(&self, topic: String) -> Result<(), StoreError> {
-        self.call(|r| Request::ClearRetained(topic, r)).await
-    }
-
-    pub async fn save_session(&self, session: StoredSession) -> Result<(), StoreError> {
-        self.call(|r| Request::SaveSession(session, r)).await
-    }
-
-    pub async fn remove_session(&self, client_id: String) -> Result<(), StoreError> {
-        self.call(|r| Request::RemoveSession(client_id, r)).await
-    }
-
-    pub async fn retained(&self) -> Result<Vec<StoredMessage>, StoreError> {
-        self.call(Request::Retained).await
-    }
-
-    pub async fn sessions(&self) -> Result<Vec<StoredSession>, StoreError> {
-        self.call(Request::Sessions).await
-    }
-
-    pub async fn destinations(&self) -> Result<Vec<String>, StoreError> {
-        self.call(Request::Destinations).await
-    }
-
-    /// Resolves when everything sent before it is durable.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.call(Request::Flush).await
-    }
 }
 
 struct Worker<F: Durable> {
@@ -427,6 +280,15 @@ struct Worker<F: Durable> {
     wear_path: Option<std::path::PathBuf>,
     /// `store.erases()` when the counts were last written.
     saved_erases: u64,
+    /// Promises the previous commit answered: the commit window gathers
+    /// only after one that covered two or more (concurrent publishers), so
+    /// a lone publisher waiting for each PUBACK is never held back.
+    last_promises: usize,
+    /// Write-behind: messages held until acked or their deadline.
+    behind: behind::Behind<Reply<u64>>,
+    /// Held messages never written / written at their deadline.
+    spared: u64,
+    spilled: u64,
 }
 
 /// Most requests handled per sync: bounds PUBACK latency under a flood.
@@ -442,6 +304,14 @@ impl<F: Durable> Worker<F> {
             let wait = match self.durability {
                 Durability::Interval => Some(self.interval),
                 _ => lazy_since.map(|t| self.ack_sync.saturating_sub(t.elapsed())),
+            };
+            let held = self
+                .behind
+                .next_deadline()
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            let wait = match (wait, held) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
             let first = match wait {
                 Some(wait) => match self.rx.recv_timeout(wait) {
@@ -464,6 +334,11 @@ impl<F: Durable> Worker<F> {
                     }
                 }
             }
+            self.spill_due(&mut pending);
+            // Held messages acknowledged by everyone need no sync.
+            let (now, mut pending): (Vec<Pending>, Vec<Pending>) = pending
+                .into_iter()
+                .partition(|p| matches!(p, Pending::Now(..)));
             let interval = self.durability == Durability::Interval;
             if interval {
                 // Interval mode answers before the sync (the documented
@@ -480,8 +355,8 @@ impl<F: Durable> Worker<F> {
                 !pending.is_empty() || last_sync.elapsed() >= self.interval
             } else {
                 let promise = pending.iter().any(|p| !matches!(p, Pending::Lazy(_)));
-                if promise && !self.commit_delay.is_zero() {
-                    self.gather(&mut pending);
+                if promise && !self.commit_delay.is_zero() && self.last_promises >= 2 {
+                    self.gather(&mut pending, last_sync);
                 }
                 promise || lazy_since.is_some_and(|t| t.elapsed() >= self.ack_sync)
             };
@@ -508,6 +383,13 @@ impl<F: Durable> Worker<F> {
                     None => self.store.commit(),
                 };
                 last_sync = Instant::now();
+                let promises = pending
+                    .iter()
+                    .filter(|p| matches!(p, Pending::Id(..) | Pending::Unit(_)))
+                    .count();
+                if promises > 0 {
+                    self.last_promises = promises;
+                }
                 if let Err(e) = &result {
                     self.fail(e);
                 }
@@ -520,7 +402,11 @@ impl<F: Durable> Worker<F> {
             } else {
                 self.publish_stats();
             }
+            for p in now {
+                answer(p, Ok(()));
+            }
         }
+        self.spill_all(&mut deferred);
         let result = match self.store.failure() {
             Some(f) => Err(StoreError::Failed(f.to_string())),
             None => self.store.commit(),
@@ -538,6 +424,8 @@ impl<F: Durable> Worker<F> {
     fn publish_stats(&self) {
         let mut stats = self.store.stats();
         stats.uptime_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        stats.spared = self.spared;
+        stats.spilled = self.spilled;
         stats.failure = self.failed.lock().ok().and_then(|f| f.clone());
         if let Ok(mut s) = self.stats.lock() {
             *s = stats;
@@ -584,16 +472,11 @@ impl<F: Durable> Worker<F> {
         match req {
             Request::Append(msg, dests, tx) => match failure {
                 Some(f) => drop(tx.send(Err(f))),
-                None => match self.store.append(msg, &dests) {
-                    Ok(id) => pending.push(Pending::Id(tx, id)),
-                    Err(e) => self.write_error(e, tx),
-                },
+                None => self.append_or_hold(msg, dests, tx, pending),
             },
             Request::Ack(id, dest) => {
                 if failure.is_none() {
-                    if let Err(e) = self.store.ack(id, &dest) {
-                        self.background_error("ack", &e);
-                    }
+                    self.ack(id, &dest, pending);
                 }
             }
             Request::SetRetained(msg, tx) => {
@@ -610,6 +493,14 @@ impl<F: Durable> Worker<F> {
             }
             Request::Flush(tx) => match failure {
                 Some(f) => drop(tx.send(Err(f))),
+                None => {
+                    // Everything sent before: held messages too.
+                    self.spill_all(pending);
+                    pending.push(Pending::Flush(tx));
+                }
+            },
+            Request::Sync(tx) => match failure {
+                Some(f) => drop(tx.send(Err(f))),
                 None => pending.push(Pending::Flush(tx)),
             },
             Request::Qos2(client, pkid, pending) => {
@@ -622,26 +513,20 @@ impl<F: Durable> Worker<F> {
             Request::Qos2Pending(tx) => drop(tx.send(Ok(self.store.qos2_pending()))),
             Request::SetQuota(dest, quota) => self.store.set_destination_quota(&dest, quota),
             Request::Inflight(dest, id, pkid, stage) => {
-                // Best effort: without the record a crash costs a resend
-                // under a new packet id, so a full store is no failure.
                 if failure.is_none() {
-                    match self.store.set_inflight(&dest, id, pkid, stage) {
-                        Ok(_) | Err(StoreError::Full) => {}
-                        Err(e) => self.fail(&e),
-                    }
+                    self.inflight(&dest, id, pkid, stage);
                 }
             }
             Request::InflightOf(dest, tx) => drop(tx.send(Ok(self.store.inflight_of(&dest)))),
             Request::ClearDestination(dest) => {
+                self.clear_held(&dest, pending);
                 if failure.is_none() {
                     if let Err(e) = self.store.clear_destination(&dest) {
                         self.background_error("clear destination", &e);
                     }
                 }
             }
-            Request::Read(dest, after, max, tx) => {
-                drop(tx.send(self.store.read(&dest, after, max)))
-            }
+            Request::Read(dest, after, max, tx) => drop(tx.send(self.read(&dest, after, max))),
             Request::Retained(tx) => drop(tx.send(self.store.retained())),
             Request::Sessions(tx) => drop(tx.send(self.store.sessions())),
             Request::Destinations(tx) => drop(tx.send(Ok(self.store.destinations()))),

@@ -269,3 +269,67 @@ fn erase_counts_of_free_segments_persist_across_restarts() {
         );
     }
 }
+
+/// The commit window spaces syncs `commit_delay_us` apart at steady rates
+/// with concurrent publishers: after a commit that covered two appends, the
+/// next one waits for the window; after one that covered a single append
+/// (a lone publisher waiting for each PUBACK), and after a quiet spell, an
+/// append is synced at once.
+#[test]
+fn the_commit_window_counts_from_the_last_sync_and_spares_a_lone_publisher() {
+    let config = StorageConfig {
+        commit_delay_us: 400_000,
+        spill_after_ms: 0,
+        ..StorageConfig::default()
+    };
+    let (go, gate) = std::sync::mpsc::channel();
+    let handle = StoreHandle::spawn_gated(store(), &config, Some(gate));
+    let a1 = handle.submit_append(msg(10), vec!["d".into()]);
+    let a2 = handle.submit_append(msg(10), vec!["d".into()]);
+    go.send(()).unwrap();
+    runtime().block_on(async {
+        a1.await.unwrap().unwrap();
+        a2.await.unwrap().unwrap();
+        let t1 = std::time::Instant::now();
+        handle.append(msg(10), vec!["d".into()]).await.unwrap();
+        assert!(
+            t1.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t1.elapsed()
+        );
+        let t2 = std::time::Instant::now();
+        handle.append(msg(10), vec!["d".into()]).await.unwrap();
+        assert!(
+            t2.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t2.elapsed()
+        );
+    });
+}
+
+/// A page of waiting writes ends the commit window early.
+#[test]
+fn the_commit_window_ends_at_a_full_page() {
+    let config = StorageConfig {
+        commit_delay_us: 2_000_000,
+        spill_after_ms: 0,
+        ..StorageConfig::default()
+    };
+    let (go, gate) = std::sync::mpsc::channel();
+    let handle = StoreHandle::spawn_gated(store(), &config, Some(gate));
+    let replies: Vec<_> = (0..4)
+        .map(|_| handle.submit_append(msg(1100), vec!["d".into()]))
+        .collect();
+    let t0 = std::time::Instant::now();
+    go.send(()).unwrap();
+    runtime().block_on(async {
+        for r in replies {
+            r.await.unwrap().unwrap();
+        }
+    });
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+}

@@ -28,6 +28,11 @@ impl<F: Durable> Store<F> {
         self.dirty
     }
 
+    /// Bytes programmed since the last sync.
+    pub fn unsynced_bytes(&self) -> u64 {
+        self.unsynced_bytes
+    }
+
     /// The reason the store failed, if it has.
     pub fn failure(&self) -> Option<&str> {
         self.failed.as_deref()
@@ -37,6 +42,7 @@ impl<F: Durable> Store<F> {
     pub(super) fn program(&mut self, off: u32, bytes: &[u8]) -> Result<(), StoreError> {
         self.check_failed()?;
         self.dirty = true;
+        self.unsynced_bytes = self.unsynced_bytes.saturating_add(bytes.len() as u64);
         match self.flash.write(off, bytes) {
             Ok(()) => Ok(()),
             Err(e) => Err(self.mark_failed(StoreError::flash(e))),
@@ -68,6 +74,7 @@ impl<F: Durable> Store<F> {
             }
             self.stats.sync_latency.record(started.elapsed());
             self.dirty = false;
+            self.unsynced_bytes = 0;
             self.stats.syncs += 1;
         }
         Ok(())

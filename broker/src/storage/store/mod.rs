@@ -125,6 +125,9 @@ pub struct Store<F: Durable> {
     inflight: HashMap<(u32, u64), inflight::InflightEntry>,
     overflow: Overflow,
     dirty: bool,
+    /// Bytes programmed since the last sync (the commit window stops
+    /// gathering once a page's worth waits).
+    unsynced_bytes: u64,
     /// Set by the first failed program, erase or sync; never cleared.
     failed: Option<String>,
     /// Frame bytes owed to each destination (quotas).
@@ -180,6 +183,7 @@ impl<F: Durable> Store<F> {
             inflight: HashMap::new(),
             overflow,
             dirty: false,
+            unsynced_bytes: 0,
             failed: None,
             dest_bytes: HashMap::new(),
             default_quota: Quota::UNLIMITED,

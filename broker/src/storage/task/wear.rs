@@ -4,19 +4,27 @@
 //!
 //! Invariants: a lazy answer is sent only after a sync that covered its
 //! write (or with the error that stopped it); the commit window never
-//! holds more than `MAX_BATCH` requests or longer than `commit_delay_us`.
+//! holds more than `MAX_BATCH` requests, more than a page of unsynced
+//! writes, or past `commit_delay_us` after the previous sync.
 
 use std::time::Instant;
 
 use super::super::flash::Durable;
 use super::{Pending, Worker, MAX_BATCH};
 
+/// A page of the page cache (and a typical flash write unit): bytes a sync
+/// writes at least.
+const PAGE: u64 = 4096;
+
 impl<F: Durable> Worker<F> {
-    /// The commit window: takes more requests for up to `commit_delay`
-    /// before a promised commit, so its sync covers them too.
-    pub(super) fn gather(&mut self, pending: &mut Vec<Pending>) {
-        let deadline = Instant::now() + self.commit_delay;
-        while pending.len() < MAX_BATCH {
+    /// The commit window: before a promised commit, takes more requests
+    /// until `commit_delay` after the previous sync (`last_sync`), so its
+    /// sync covers them too, or until a page of writes waits (a fuller page
+    /// saves nothing more). A first message after a quiet spell is synced
+    /// at once; at steady rates syncs are at least `commit_delay` apart.
+    pub(super) fn gather(&mut self, pending: &mut Vec<Pending>, last_sync: Instant) {
+        let deadline = last_sync + self.commit_delay;
+        while pending.len() < MAX_BATCH && self.store.unsynced_bytes() < PAGE {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
