@@ -236,6 +236,7 @@ fn to_stored_session(r: &SessionRecord) -> StoredSession {
             })
             .collect(),
         inbound_qos2: Vec::new(),
+        owner: r.owner.clone(),
     }
 }
 
@@ -286,6 +287,7 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
         let offline_secs = u32::try_from(offline_secs).unwrap_or(u32::MAX);
         let client_id: Arc<str> = Arc::from(stored.client_id.as_str());
         let mut session = Session::new(client_id.clone(), stored.expiry_interval_secs, limits);
+        session.owner = stored.owner.as_deref().map(Arc::from);
         for sub in &stored.subscriptions {
             broker.subscribe(&mut session, &sub.filter, options(sub));
         }
