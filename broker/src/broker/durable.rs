@@ -314,6 +314,7 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
             )
             .await?;
         for m in owed {
+            crate::message_age::seed(m.id, m.received_at_ms);
             let message = Arc::new(from_stored(m));
             let mut delivery = delivery_for(&session, message);
             let sent = inflight

@@ -51,6 +51,8 @@ struct Slot {
     /// The user who owns the session, online or parked (recorded only with
     /// `[auth] client_id_binding`; see [`Broker::session_owner`]).
     user: Option<Arc<str>>,
+    /// The session's count of unacknowledged outgoing messages.
+    inflight: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 /// A delayed will: (generation, message).
@@ -281,6 +283,7 @@ impl Broker {
         if let Some(slot) = lock(&self.sessions).get_mut(&client_id) {
             slot.mailbox = Some(session.mailbox.clone());
             slot.user = session.owner.clone();
+            slot.inflight = Some(session.outgoing.gauge());
         }
         if session.is_persistent() {
             self.persistence.save_session(&session.record());

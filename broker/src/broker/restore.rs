@@ -35,6 +35,7 @@ impl Broker {
             slot.generation = generation;
             slot.mailbox = Some(session.mailbox.clone());
             slot.user = session.owner.clone();
+            slot.inflight = Some(session.outgoing.gauge());
             slot.parked = Some(session);
         }
         if expiry != NEVER_EXPIRES {
