@@ -28,7 +28,7 @@ LAYERS = {
         # foundations: the codec, the envelope format, the flash store, streams
         ["protocol", "envelope", "storage", "transport"],
         # values every layer passes around; configuration types
-        ["message", "config"],
+        ["message", "message_age", "config"],
         # per-client state: sessions and mailboxes
         ["session"],
         # core services on sessions: fan-out, plug-in seams, counters

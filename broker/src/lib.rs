@@ -38,6 +38,7 @@ pub mod hooks;
 pub mod http;
 pub mod import;
 pub mod message;
+pub mod message_age;
 pub mod metrics;
 pub mod policy;
 pub mod protocol;

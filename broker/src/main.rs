@@ -191,12 +191,14 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
         true => level.to_string(),
         false => format!("{level},rustls=error"),
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+    let filter: tracing_subscriber::filter::Targets = directives
+        .parse()
         .with_context(|| format!("invalid log level {level:?}"))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry().with(fmt).with(filter).init();
     Ok(())
 }

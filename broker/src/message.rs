@@ -25,6 +25,11 @@ pub fn ensure_next_message_id(next: u64) {
     NEXT_MESSAGE_ID.fetch_max(next, Ordering::Relaxed);
 }
 
+/// The id the next message will get (for [`crate::message_age`]).
+pub fn next_message_id() -> u64 {
+    NEXT_MESSAGE_ID.load(Ordering::Relaxed)
+}
+
 /// An application message as the broker routes it.
 #[derive(Debug)]
 pub struct Message {

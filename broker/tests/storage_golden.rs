@@ -56,6 +56,7 @@ fn records() -> Vec<Record> {
                 subscription_identifier: Some(7),
             }],
             inbound_qos2: vec![9],
+            owner: None,
         }),
         Record::SessionRemove {
             client_id: "dev-1".into(),
@@ -130,4 +131,69 @@ fn golden_records_decode_back() {
         assert_eq!(edgemq::storage::record::decode_body(body), Some(want));
         off += edgemq::storage::record::frame_len(len, 4);
     }
+}
+
+/// A session with an owner (`[auth] client_id_binding`) is saved as the
+/// newer `SessionSaveOwned` variant (its encoding pinned here); a session
+/// without one keeps the old `SessionSave` encoding, and an old image's
+/// `SessionSave` still restores (with no owner).
+#[test]
+fn owned_sessions_use_a_new_variant_and_old_session_records_still_restore() {
+    use edgemq::storage::flash::{RamFlash, BLOCK};
+    use edgemq::storage::{Overflow, Store};
+    let owned = StoredSession {
+        client_id: "plant-2".into(),
+        expiry_interval_secs: 600,
+        owner: Some("plant".into()),
+        ..StoredSession::default()
+    };
+    let body = encode_body(&Record::session_save(owned.clone())).expect("encodable");
+    // Variant 9, the owner, then the session exactly as `SessionSave` has it.
+    let mut want = vec![9, 5];
+    want.extend_from_slice(b"plant");
+    want.extend(
+        encode_body(&Record::SessionSave(StoredSession {
+            owner: None,
+            ..owned.clone()
+        }))
+        .expect("encodable")
+        .into_iter()
+        .skip(1),
+    );
+    assert_eq!(body, want);
+    let decoded = edgemq::storage::record::decode_body(&body).expect("decodes");
+    assert_eq!(decoded.into_session(), Some(owned.clone()));
+
+    // Through a store and a reopen: the owned one keeps its owner, an
+    // ownerless one is still written (and read) as `SessionSave`.
+    let (mut store, _) =
+        Store::open(RamFlash::new(16 * BLOCK), 2 * BLOCK, Overflow::Reject).expect("opens");
+    let plain = StoredSession {
+        client_id: "anon-1".into(),
+        ..StoredSession::default()
+    };
+    store.save_session(owned.clone()).expect("saved");
+    store.save_session(plain.clone()).expect("saved");
+    store.commit().expect("committed");
+    let (mut store, _) =
+        Store::open(store.into_flash(), 2 * BLOCK, Overflow::Reject).expect("reopens");
+    let mut sessions = store.sessions().expect("sessions");
+    sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+    assert_eq!(sessions, vec![plain, owned]);
+
+    // The v1 golden image's `SessionSave` (written before owners existed).
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/records-v1.bin");
+    let golden = std::fs::read(path).expect("golden file");
+    let mut off = edgemq::storage::segment::HEADER_LEN_V1;
+    let mut restored = Vec::new();
+    while off + 8 <= golden.len() {
+        let len = u32::from_le_bytes(golden[off..off + 4].try_into().expect("4 bytes")) as usize;
+        let body = &golden[off + 8..off + 8 + len];
+        let record = edgemq::storage::record::decode_body(body).expect("decodes");
+        restored.extend(record.into_session());
+        off += edgemq::storage::record::frame_len(len, 4);
+    }
+    assert_eq!(restored.len(), 1);
+    assert_eq!(restored[0].client_id, "dev-1");
+    assert_eq!(restored[0].owner, None);
 }

@@ -129,12 +129,14 @@ fn the_status_page_shows_what_the_api_says() {
                 c["client_id"].as_str().unwrap().to_string(),
                 c["address"].as_str().unwrap().to_string(),
                 c["protocol"].as_str().unwrap().to_string(),
+                c["queued"].to_string(),
+                c["inflight"].to_string(),
             ]
         })
         .collect();
     let mut on_page: Vec<Vec<String>> = rows(&dom, "clients")
         .into_iter()
-        .map(|r| r.into_iter().take(3).collect())
+        .map(|r| r.into_iter().take(5).collect())
         .collect();
     from_api.sort();
     on_page.sort();
@@ -154,6 +156,11 @@ fn the_status_page_shows_what_the_api_says() {
     assert_eq!(page_bridges[0][1], b["address"].as_str().unwrap());
     assert_eq!(page_bridges[0][2], "up");
     assert_eq!(page_bridges[0][3], b["backlog"].to_string());
+    let oldest = match b["oldest_message_age_secs"].as_u64() {
+        Some(age) => format!("{age} s"),
+        None => "-".to_string(),
+    };
+    assert_eq!(page_bridges[0][5], oldest);
 
     // Store: state and capacity (fixed), erase counts.
     let store = api(http, "store");

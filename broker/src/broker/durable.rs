@@ -238,6 +238,7 @@ fn to_stored_session(r: &SessionRecord) -> StoredSession {
             })
             .collect(),
         inbound_qos2: Vec::new(),
+        owner: r.owner.clone(),
     }
 }
 
@@ -288,6 +289,7 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
         let offline_secs = u32::try_from(offline_secs).unwrap_or(u32::MAX);
         let client_id: Arc<str> = Arc::from(stored.client_id.as_str());
         let mut session = Session::new(client_id.clone(), stored.expiry_interval_secs, limits);
+        session.owner = stored.owner.as_deref().map(Arc::from);
         for sub in &stored.subscriptions {
             broker.subscribe(&mut session, &sub.filter, options(sub));
         }
@@ -314,6 +316,7 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
             )
             .await?;
         for m in owed {
+            crate::message_age::seed(m.id, m.received_at_ms);
             let message = Arc::new(from_stored(m));
             let mut delivery = delivery_for(&session, message);
             let sent = inflight

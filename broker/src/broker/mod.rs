@@ -51,6 +51,11 @@ struct Slot {
     mailbox: Option<Arc<Mailbox>>,
     /// Bumped each time a session is parked, so stale expiry timers no-op.
     generation: u64,
+    /// The user who owns the session, online or parked (recorded only with
+    /// `[auth] client_id_binding`; see [`Broker::session_owner`]).
+    user: Option<Arc<str>>,
+    /// The session's count of unacknowledged outgoing messages.
+    inflight: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 /// A delayed will: (generation, message).
@@ -234,6 +239,25 @@ impl Broker {
         expiry_interval: u32,
         conn_id: u64,
     ) -> Opened {
+        self.open_session_for(client_id, None, clean_start, expiry_interval, conn_id)
+            .await
+    }
+
+    /// [`Broker::open_session`] for a client that logged in as `user`: with
+    /// `[auth] client_id_binding` the session records `user` as its owner
+    /// (stored with it, so it survives restarts).
+    pub async fn open_session_for(
+        self: &Arc<Self>,
+        client_id: Arc<str>,
+        user: Option<&str>,
+        clean_start: bool,
+        expiry_interval: u32,
+        conn_id: u64,
+    ) -> Opened {
+        let binding = self.config.auth.client_id_binding;
+        let owner: Option<Arc<str>> = user
+            .filter(|_| binding != crate::config::auth::ClientIdBinding::None)
+            .map(Arc::from);
         lock(&self.wills).remove(&client_id);
         let (kick_tx, kicked) = oneshot::channel();
         let (previous, handoff) = {
@@ -283,8 +307,11 @@ impl Broker {
         };
         session.set_expiry(expiry_interval);
         session.mailbox.set_online(true);
+        session.owner = owner;
         if let Some(slot) = lock(&self.sessions).get_mut(&client_id) {
             slot.mailbox = Some(session.mailbox.clone());
+            slot.user = session.owner.clone();
+            slot.inflight = Some(session.outgoing.gauge());
         }
         if session.is_persistent() {
             self.persistence.save_session(&session.record());
@@ -294,6 +321,13 @@ impl Broker {
             session_present,
             kicked,
         }
+    }
+
+    /// The user who owns the session of `client_id` (online or parked,
+    /// restored ones included), if it has one: with `[auth]
+    /// client_id_binding` nobody else may open it.
+    pub fn session_owner(&self, client_id: &str) -> Option<Arc<str>> {
+        lock(&self.sessions).get(client_id)?.user.clone()
     }
 
     /// Detaches connection `conn_id` from its session: parks a persistent

@@ -91,6 +91,10 @@ pub struct SessionEntry {
     pub online: bool,
     /// Messages waiting in its queue.
     pub queued: usize,
+    /// Messages sent and not yet acknowledged.
+    pub inflight: usize,
+    /// The lowest message id waiting in its queue (or spilled to the store).
+    pub oldest_id: Option<u64>,
 }
 
 impl Broker {
@@ -102,6 +106,11 @@ impl Broker {
                 client_id: id.to_string(),
                 online: slot.owner.is_some(),
                 queued: slot.mailbox.as_ref().map(|m| m.len()).unwrap_or(0),
+                inflight: slot
+                    .inflight
+                    .as_ref()
+                    .map_or(0, |g| g.load(std::sync::atomic::Ordering::Relaxed)),
+                oldest_id: slot.mailbox.as_ref().and_then(|m| m.oldest_id()),
             })
             .collect();
         out.sort_by(|a, b| a.client_id.cmp(&b.client_id));

@@ -34,6 +34,8 @@ impl Broker {
             let slot = sessions.entry(client_id.clone()).or_default();
             slot.generation = generation;
             slot.mailbox = Some(session.mailbox.clone());
+            slot.user = session.owner.clone();
+            slot.inflight = Some(session.outgoing.gauge());
             slot.parked = Some(session);
         }
         if expiry != NEVER_EXPIRES {

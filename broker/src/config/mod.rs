@@ -403,7 +403,12 @@ impl Config {
                 return Err(("acl", key, format!("invalid topic filter {bad:?}")));
             }
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        if self
+            .log
+            .level
+            .parse::<tracing_subscriber::filter::Targets>()
+            .is_err()
+        {
             return Err((
                 "log",
                 "level",

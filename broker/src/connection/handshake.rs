@@ -293,7 +293,12 @@ pub async fn accept(
             Some(user) => binding.allows(user, &client_id),
             None => broker.auth.id_owner(&client_id).is_none(),
         };
-        if !bound {
+        // The session's owner too: kept across restarts, it also covers ids
+        // that two user names' prefixes share and certificate identities.
+        let owned_by_other = broker
+            .session_owner(&client_id)
+            .is_some_and(|owner| username.as_deref() != Some(&*owner));
+        if !bound || owned_by_other {
             tracing::info!(user = ?username, client_id = ?client_id, "client id bound to another user");
             return Err(reason::CLIENT_IDENTIFIER_NOT_VALID);
         }

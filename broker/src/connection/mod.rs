@@ -206,7 +206,13 @@ async fn attach(
     let client_id: Arc<str> = Arc::from(accepted.client_id.as_str());
     let conn_id = broker.next_id();
     let opened = broker
-        .open_session(client_id.clone(), c.clean_start, expiry, conn_id)
+        .open_session_for(
+            client_id.clone(),
+            accepted.username.as_deref(),
+            c.clean_start,
+            expiry,
+            conn_id,
+        )
         .await;
     let mut props = ConnAckProperties::default();
     let mut keep_alive = c.keep_alive;

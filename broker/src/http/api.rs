@@ -102,11 +102,11 @@ fn protocol_name(p: ProtocolVersion) -> &'static str {
 }
 
 fn clients(state: &HttpState, page: Page) -> Value {
-    let queued: BTreeMap<String, usize> = state
+    let counts: BTreeMap<String, (usize, usize)> = state
         .broker
         .session_snapshot()
         .into_iter()
-        .map(|s| (s.client_id, s.queued))
+        .map(|s| (s.client_id, (s.queued, s.inflight)))
         .collect();
     let peers = state.broker.peers.snapshot();
     let total = peers.len();
@@ -118,7 +118,8 @@ fn clients(state: &HttpState, page: Page) -> Value {
                 "address": p.address.to_string(),
                 "protocol": protocol_name(p.protocol),
                 "connected_since": p.connected_since,
-                "queued": queued.get(&p.client_id).copied().unwrap_or(0),
+                "queued": counts.get(&p.client_id).map_or(0, |c| c.0),
+                "inflight": counts.get(&p.client_id).map_or(0, |c| c.1),
             })
         })
         .collect();
@@ -188,8 +189,24 @@ fn number_or_string(value: String) -> Value {
     }
 }
 
+/// Seconds since the oldest message waiting in the lanes of bridge `name`
+/// arrived (`None`: nothing waits). Messages the link has taken for sending
+/// (at most its in-flight window, held by the lane machine until acked) are
+/// not counted.
+fn oldest_age_secs(sessions: &[crate::broker::peers::SessionEntry], name: &str) -> Option<u64> {
+    let prefix = format!("{}{name}/", crate::bridge::CLIENT_ID_PREFIX);
+    let oldest = sessions
+        .iter()
+        .filter(|s| s.client_id.starts_with(&prefix))
+        .filter_map(|s| s.oldest_id)
+        .min()?;
+    let now = crate::broker::durable::epoch_ms();
+    crate::message_age::age_ms(oldest, now).map(|ms| ms / 1000)
+}
+
 fn bridges(state: &HttpState) -> Value {
     let values = (state.bridges)();
+    let sessions = state.broker.session_snapshot();
     let items: Vec<Value> = state
         .broker
         .config
@@ -210,6 +227,7 @@ fn bridges(state: &HttpState) -> Value {
                 "address": b.address,
                 "link": if up { "up" } else { "down" },
                 "backlog": figures.get("lanes/depth").cloned().unwrap_or(json!(0)),
+                "oldest_message_age_secs": oldest_age_secs(&sessions, &b.name),
                 "figures": figures,
             })
         })

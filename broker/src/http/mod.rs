@@ -66,6 +66,7 @@ pub fn serve(
         (Some(cert), Some(key)) => Some(auth::tls_acceptor(cert, key)?),
         _ => None,
     };
+    sample_message_ages(state.broker.shutdown_signal());
     let mut shutdown = state.broker.shutdown_signal();
     let permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     let timeout = Duration::from_secs(config.request_timeout_secs);
@@ -104,6 +105,22 @@ pub fn serve(
         }
     });
     Ok(())
+}
+
+/// Samples the message id clock once a second for the API's message ages
+/// (see `message_age`), until the broker shuts down.
+fn sample_message_ages(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let now = crate::broker::durable::epoch_ms();
+            crate::message_age::sample(crate::message::next_message_id(), now);
+        }
+    });
 }
 
 async fn serve_connection<I>(io: I, state: Arc<HttpState>)

@@ -372,12 +372,11 @@ async fn upgrade(
     let max_packet = broker.config.limits.max_packet_size;
     let peer = info.peer;
     let span = tracing::debug_span!("handshake", peer = %peer);
+    let deadline = tokio::time::Instant::now() + limit;
     let handshake = async {
         let stream: Box<dyn Transport> = match tls {
             Some(cell) => {
-                let stream = cell
-                    .current()
-                    .accept(stream)
+                let stream = tls::accept(cell.current(), stream, deadline)
                     .await
                     .map_err(|e| format!("TLS handshake failed: {e}"))?;
                 if cell.listener().use_identity_as_username {

@@ -10,14 +10,26 @@
 //! on SIGHUP) re-reads the files and swaps the acceptor. Handshakes already
 //! done, and so every open connection, are unaffected; a reload that fails
 //! keeps the previous certificate and says why.
+//!
+//! Handshakes run off the broker's worker threads ([`accept`]): the
+//! signature of a handshake is CPU work (about 1 ms for RSA 2048 on a Pi 4),
+//! and 50 of them at once would stall every client served by the single
+//! default worker. One dedicated thread (`edgemq-tls`, a current-thread
+//! runtime) does all handshakes; each is bounded by the connect-timeout
+//! deadline there too, so a stalled ClientHello holds only its socket until
+//! then (handshakes in progress are bounded by `max_connections`). The
+//! finished stream goes back to the worker, which does the record layer.
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ListenerConfig;
@@ -69,6 +81,48 @@ impl TlsAcceptorCell {
     /// The listener this acceptor serves.
     pub fn listener(&self) -> &ListenerConfig {
         &self.config
+    }
+}
+
+/// The handshake thread's runtime (`None` if it could not be started: then
+/// handshakes run where they are awaited, as before).
+fn handshake_runtime() -> Option<Handle> {
+    static RUNTIME: OnceLock<Option<Handle>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name("edgemq-tls".into())
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))
+                .ok()?;
+            Some(handle)
+        })
+        .clone()
+}
+
+/// Runs the server side of a TLS handshake on the handshake thread, within
+/// `deadline`; the socket stays registered with the caller's runtime.
+pub async fn accept(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    deadline: tokio::time::Instant,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out");
+    let handshake = async move {
+        tokio::time::timeout_at(deadline, acceptor.accept(stream))
+            .await
+            .map_err(|_| timed_out())?
+    };
+    match handshake_runtime() {
+        Some(runtime) => runtime
+            .spawn(handshake)
+            .await
+            .map_err(std::io::Error::other)?,
+        None => handshake.await,
     }
 }
 

@@ -453,6 +453,16 @@ impl Mailbox {
         self.notify.notify_one();
     }
 
+    /// The lowest message id waiting here, queued or spilled to the store.
+    pub fn oldest_id(&self) -> Option<u64> {
+        let q = self.lock();
+        let front = q.items.iter().map(|d| d.message.id).next();
+        match (front, q.spilled_from) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Number of queued deliveries.
     pub fn len(&self) -> usize {
         self.lock().items.len()

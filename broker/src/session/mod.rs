@@ -39,6 +39,9 @@ pub struct Session {
     pub expiry_interval: u32,
     pub outgoing: Outgoing,
     pub incoming: Incoming,
+    /// The user who opened the session (`None`: anonymous, or a bridge
+    /// lane); kept across restarts for `[auth] client_id_binding`.
+    pub owner: Option<Arc<str>>,
 }
 
 impl Session {
@@ -52,6 +55,7 @@ impl Session {
             expiry_interval,
             outgoing: Outgoing::default(),
             incoming: Incoming::default(),
+            owner: None,
         }
     }
 
@@ -79,6 +83,7 @@ impl Session {
             expiry_interval: self.expiry_interval,
             subscriptions,
             disconnected_at_ms: None,
+            owner: self.owner.as_deref().map(str::to_string),
         }
     }
 }
@@ -92,6 +97,8 @@ pub struct SessionRecord {
     /// When the client disconnected (ms since the Unix epoch), for a parked
     /// session: its expiry counts from then, across restarts.
     pub disconnected_at_ms: Option<u64>,
+    /// The user who owns the session (see [`Session::owner`]).
+    pub owner: Option<String>,
 }
 
 #[cfg(test)]

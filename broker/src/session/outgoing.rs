@@ -11,6 +11,8 @@
 //!   already at the second stage.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::message::Delivery;
 use crate::protocol::QoS;
@@ -54,9 +56,21 @@ pub enum PubRecOutcome {
 pub struct Outgoing {
     inflight: VecDeque<Inflight>,
     last_pkid: u16,
+    /// `inflight.len()`, readable by others (the HTTP API) without the
+    /// session: updated after every change.
+    gauge: Arc<AtomicUsize>,
 }
 
 impl Outgoing {
+    /// The shared count of unacknowledged messages.
+    pub fn gauge(&self) -> Arc<AtomicUsize> {
+        self.gauge.clone()
+    }
+
+    fn update_gauge(&self) {
+        self.gauge.store(self.inflight.len(), Ordering::Relaxed);
+    }
+
     /// Number of unacknowledged messages.
     pub fn len(&self) -> usize {
         self.inflight.len()
@@ -87,6 +101,7 @@ impl Outgoing {
             delivery,
             stage,
         });
+        self.update_gauge();
         Some(pkid)
     }
 
@@ -103,6 +118,7 @@ impl Outgoing {
             stage,
         });
         self.last_pkid = pkid;
+        self.update_gauge();
         true
     }
 
@@ -123,6 +139,7 @@ impl Outgoing {
             Stage::AwaitAck => Err(UnknownPacketId(pkid)),
             _ if reason_code >= 0x80 => {
                 let done = self.inflight.remove(idx).ok_or(UnknownPacketId(pkid))?;
+                self.update_gauge();
                 Ok(PubRecOutcome::Refused(done.delivery))
             }
             // A repeated PUBREC (after our PUBREL was lost) gets PUBREL again.
@@ -145,7 +162,9 @@ impl Outgoing {
 
     /// Forgets everything (clean start); returns the dropped deliveries.
     pub fn clear(&mut self) -> Vec<Delivery> {
-        self.inflight.drain(..).map(|i| i.delivery).collect()
+        let out = self.inflight.drain(..).map(|i| i.delivery).collect();
+        self.update_gauge();
+        out
     }
 
     fn complete(&mut self, pkid: u16, expected: Stage) -> Result<Delivery, UnknownPacketId> {
@@ -154,10 +173,9 @@ impl Outgoing {
             .iter()
             .position(|i| i.pkid == pkid && i.stage == expected)
             .ok_or(UnknownPacketId(pkid))?;
-        self.inflight
-            .remove(idx)
-            .map(|i| i.delivery)
-            .ok_or(UnknownPacketId(pkid))
+        let done = self.inflight.remove(idx).map(|i| i.delivery);
+        self.update_gauge();
+        done.ok_or(UnknownPacketId(pkid))
     }
 
     fn position(&self, pkid: u16) -> Option<usize> {

@@ -61,6 +61,39 @@ pub enum Record {
         pkid: u16,
         stage: u8,
     },
+    /// A persistent session's state with the user who owns it (replaces any
+    /// earlier `SessionSave`/`SessionSaveOwned`). Written instead of
+    /// `SessionSave` when the session has an owner, so images without
+    /// owners stay byte-identical to older versions' (which read only
+    /// `SessionSave`).
+    SessionSaveOwned {
+        owner: String,
+        session: StoredSession,
+    },
+}
+
+impl Record {
+    /// The record that saves `session`: `SessionSaveOwned` when it has an
+    /// owner, else the older `SessionSave`.
+    pub fn session_save(mut session: StoredSession) -> Record {
+        match session.owner.take() {
+            Some(owner) => Record::SessionSaveOwned { owner, session },
+            None => Record::SessionSave(session),
+        }
+    }
+
+    /// The session a `SessionSave`/`SessionSaveOwned` record saves, with its
+    /// owner; `None` for any other record.
+    pub fn into_session(self) -> Option<StoredSession> {
+        match self {
+            Record::SessionSave(session) => Some(session),
+            Record::SessionSaveOwned { owner, mut session } => {
+                session.owner = Some(owner);
+                Some(session)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A message as stored: what is needed to deliver it again after a restart.
@@ -97,6 +130,11 @@ pub struct StoredSession {
     pub subscriptions: Vec<StoredSubscription>,
     /// Incoming QoS 2 packet ids received but not yet released (PUBREL).
     pub inbound_qos2: Vec<u16>,
+    /// The user who owns the session (`[auth] client_id_binding`). Not part
+    /// of this struct's encoding (older images have no such field): it is
+    /// stored by `Record::SessionSaveOwned` beside the struct.
+    #[serde(skip)]
+    pub owner: Option<String>,
 }
 
 /// One subscription of a stored session, with its v5 options.

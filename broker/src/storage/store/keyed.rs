@@ -44,7 +44,7 @@ impl<F: Durable> Store<F> {
     /// Saves (or replaces) a persistent session's state.
     pub fn save_session(&mut self, session: StoredSession) -> Result<(), StoreError> {
         let replaces = self.sessions.get(&session.client_id).copied();
-        let rec = Record::SessionSave(session);
+        let rec = Record::session_save(session);
         self.ensure_room_for_keyed(&rec, replaces)?;
         let loc = self.write_record(&rec)?;
         self.apply(rec, loc);
@@ -103,7 +103,7 @@ impl<F: Durable> Store<F> {
         let locs: Vec<Loc> = self.sessions.values().copied().collect();
         let mut out = Vec::with_capacity(locs.len());
         for loc in locs {
-            if let Record::SessionSave(s) = self.read_record(loc)? {
+            if let Some(s) = self.read_record(loc)?.into_session() {
                 out.push(s);
             }
         }

@@ -259,7 +259,7 @@ impl<F: Durable> Store<F> {
                     self.unlive(old);
                 }
             }
-            Record::SessionSave(s) => {
+            Record::SessionSave(s) | Record::SessionSaveOwned { session: s, .. } => {
                 self.segs[loc.seg as usize].live_bytes += loc.len;
                 if let Some(old) = self.sessions.insert(s.client_id, loc) {
                     self.unlive(old);
