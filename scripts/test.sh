@@ -10,6 +10,18 @@ bash scripts/install-deps.sh
 # Module layers: no import cycles, no upward imports (docs/ARCHITECTURE.md).
 python3 scripts/check-layers.py --self-test
 python3 scripts/check-layers.py
+# No production function over ~80 lines unless allow-listed with a reason.
+python3 scripts/check-fn-length.py --self-test
+python3 scripts/check-fn-length.py
+# Licences, duplicate major versions, sources (deny.toml), offline.
+cargo deny --offline check licenses bans sources
+# The client and firmware-sim compile the codec only, not the broker's
+# TLS, WebSocket, HTTP and password-hashing stacks (edgemq's `broker` feature).
+if cargo tree --locked -e normal -p edgemq-client -p firmware-sim \
+    | grep -E ' (argon2|x509-parser|tungstenite|tokio-tungstenite|hyper|prometheus-client) v'; then
+  echo "edgemq-client or firmware-sim depends on a broker-only crate (above)" >&2
+  exit 1
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests run the real binaries: build them first.
