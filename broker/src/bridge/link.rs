@@ -26,8 +26,8 @@ use crate::config::bridge::{BatchMode, BridgeConfig, BridgeProtocol};
 use crate::envelope::Format;
 use crate::framed::{self, FramedError};
 use crate::protocol::{
-    self, ConnAck, Connect, ConnectProperties, Packet, ProtocolVersion, PubAck, QoS, Subscribe,
-    SubscribeFilter,
+    self, reason, ConnAck, Connect, ConnectProperties, Packet, ProtocolVersion, PubAck, QoS,
+    Subscribe, SubscribeFilter,
 };
 use crate::router::Delivery;
 
@@ -51,6 +51,7 @@ type Stream = Box<dyn crate::transport::Transport>;
 enum LinkError {
     #[error("cannot resolve or connect to {0}: {1}")]
     Connect(String, std::io::Error),
+    // A 3.1.1 CONNACK return code or a v5 reason code: shown as the byte.
     #[error("cloud refused the connection with reason code {0:#04x}")]
     Refused(u8),
     #[error("cloud connection lost: {0}")]
@@ -65,7 +66,7 @@ enum LinkError {
     Shutdown,
     #[error("TLS: {0}")]
     Tls(String),
-    #[error("cloud answered {0:#04x} (transient): retrying after a backoff")]
+    #[error("cloud answered {} (transient): retrying after a backoff", reason::describe(*.0))]
     Transient(u8),
 }
 
@@ -429,7 +430,7 @@ impl Bridge {
         match connack {
             Packet::ConnAck(a) if a.reason_code == 0 => Ok(a),
             Packet::ConnAck(a) => Err(LinkError::Refused(a.reason_code)),
-            _ => Err(LinkError::Refused(protocol::reason::PROTOCOL_ERROR)),
+            _ => Err(LinkError::Refused(reason::PROTOCOL_ERROR)),
         }
     }
 
@@ -502,7 +503,7 @@ fn closed_by_cloud(e: &LinkError) -> bool {
                 | ErrorKind::ConnectionAborted
                 | ErrorKind::BrokenPipe
         ),
-        LinkError::Refused(code) => *code != protocol::reason::SERVER_SHUTTING_DOWN,
+        LinkError::Refused(code) => *code != reason::SERVER_SHUTTING_DOWN,
         LinkError::Decode(_) => true,
         _ => false,
     }

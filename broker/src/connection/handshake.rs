@@ -118,7 +118,7 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Ok(a)) => Some(a),
         Ok(Err(code)) => {
             counters::inc(&broker.metrics.connections_refused);
-            tracing::info!(reason = code, "CONNECT refused");
+            tracing::info!(reason = %reason::describe(code), "CONNECT refused");
             refuse(stream, version, code).await;
             None
         }
