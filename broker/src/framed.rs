@@ -15,6 +15,8 @@
 //! `protocol` itself stays IO-free; this module is the only place that
 //! joins it to `AsyncRead` (and, for blocking test clients, `std::io::Read`).
 
+#![warn(missing_docs, unreachable_pub)]
+
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
