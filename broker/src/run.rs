@@ -105,7 +105,17 @@ pub async fn run(config: Arc<Config>, shutdown: impl Future<Output = ()>) -> Res
         .into_iter()
         .map(server::ReservedListener::listen)
         .collect::<Result<Vec<_>, _>>()?;
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "edgemq started");
+    // The addresses actually bound, in configuration order: a listener on
+    // port 0 reports its port here (the test harness reads this line).
+    let addresses: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap_or(l.config.address).to_string())
+        .collect();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listeners = %addresses.join(","),
+        "edgemq started"
+    );
     server::Server::run(broker, listeners, shutdown).await;
     // Acks, the session saves of the connections just closed and the wills
     // just published are queued to the store thread: make them durable

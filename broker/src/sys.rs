@@ -31,9 +31,27 @@ const PUBLISH_SENT_BY_QOS: [&str; 3] = [
 /// The `$SYS` topics and their current values.
 pub fn sys_values(broker: &Broker) -> Vec<(&'static str, String)> {
     let m = &broker.metrics;
-    let (retained, _) = broker.router.retained_stats();
+    let mut values = client_values(broker);
+    values.extend(traffic_values(broker));
+    values.extend(drop_values(m));
+    for (topics, counters) in [
+        (PUBLISH_RECEIVED_BY_QOS, &m.publish_received),
+        (PUBLISH_SENT_BY_QOS, &m.publish_sent),
+    ] {
+        values.extend(
+            topics
+                .into_iter()
+                .zip(counters.iter().map(|c| get(c).to_string())),
+        );
+    }
+    values
+}
+
+/// The broker's identity and its clients.
+fn client_values(broker: &Broker) -> Vec<(&'static str, String)> {
+    let m = &broker.metrics;
     let sessions = broker.session_count();
-    let mut values = vec![
+    vec![
         (
             "$SYS/broker/version",
             format!("edgemq {}", env!("CARGO_PKG_VERSION")),
@@ -57,6 +75,14 @@ pub fn sys_values(broker: &Broker) -> Vec<(&'static str, String)> {
                 .saturating_sub(get(&m.clients_connected) as usize)
                 .to_string(),
         ),
+    ]
+}
+
+/// Messages, bytes, queues, subscriptions and retained messages.
+fn traffic_values(broker: &Broker) -> Vec<(&'static str, String)> {
+    let m = &broker.metrics;
+    let (retained, _) = broker.router.retained_stats();
+    vec![
         (
             "$SYS/broker/messages/received",
             get(&m.messages_received).to_string(),
@@ -91,6 +117,12 @@ pub fn sys_values(broker: &Broker) -> Vec<(&'static str, String)> {
             broker.router.subscription_count().to_string(),
         ),
         ("$SYS/broker/retained messages/count", retained.to_string()),
+    ]
+}
+
+/// edgemq's drop and forced-disconnect counters.
+fn drop_values(m: &Metrics) -> Vec<(&'static str, String)> {
+    vec![
         (
             "$SYS/broker/edgemq/dropped/qos0_queue_full",
             get(&m.dropped_qos0_queue_full).to_string(),
@@ -135,18 +167,7 @@ pub fn sys_values(broker: &Broker) -> Vec<(&'static str, String)> {
             "$SYS/broker/edgemq/disconnects/slow_consumer",
             get(&m.disconnects_slow_consumer).to_string(),
         ),
-    ];
-    for (topics, counters) in [
-        (PUBLISH_RECEIVED_BY_QOS, &m.publish_received),
-        (PUBLISH_SENT_BY_QOS, &m.publish_sent),
-    ] {
-        values.extend(
-            topics
-                .into_iter()
-                .zip(counters.iter().map(|c| get(c).to_string())),
-        );
-    }
-    values
+    ]
 }
 
 /// `$SYS` topics contributed by other parts (the store, the bridges).

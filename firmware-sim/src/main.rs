@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::device::DeviceConfig;
 use crate::faults::FaultPlan;
-use crate::report::{Counters, Progress, Report};
+use crate::report::{Counters, Progress, Report, Verification};
 use crate::scenario::Scenario;
 use crate::verify::{AckLog, Verifier};
 
@@ -137,25 +137,12 @@ async fn run(args: Args, scenario: Scenario) -> ExitCode {
     let addr = format!("{}:{}", args.host, args.port);
     let counters = Arc::new(Counters::default());
     let acks = args.verify.then(|| Arc::new(AckLog::default()));
-    let verifier = if args.verify {
-        let vaddr = format!(
-            "{}:{}",
-            args.verify_host.as_deref().unwrap_or(&args.host),
-            args.verify_port.unwrap_or(args.port)
-        );
-        let filter = args
-            .verify_filter
-            .clone()
-            .unwrap_or(format!("{}/#", scenario.topic_prefix));
-        match Verifier::start(vaddr, filter, scenario.mqtt5).await {
-            Ok(v) => Some(v),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return ExitCode::from(3);
-            }
+    let verifier = match start_verifier(&args, &scenario).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(3);
         }
-    } else {
-        None
     };
 
     let started = Instant::now();
@@ -199,17 +186,7 @@ async fn run(args: Args, scenario: Scenario) -> ExitCode {
             }
         }
     }
-    let verification = match (&verifier, &acks) {
-        (Some(v), Some(log)) => {
-            // Deliveries can trail the last PUBACK; wait for them with a deadline.
-            let deadline = Instant::now() + Duration::from_secs(args.drain_secs);
-            while v.missing(log) > 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Some(v.result(log))
-        }
-        _ => None,
-    };
+    let verification = verify(verifier.as_ref(), acks.as_deref(), args.drain_secs).await;
     progress.finish();
     let elapsed = started.elapsed();
     let cpu = match (cpu_start, report::cpu_time()) {
@@ -223,14 +200,7 @@ async fn run(args: Args, scenario: Scenario) -> ExitCode {
         cpu,
         verification,
     );
-    if args.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(json) => println!("{json}"),
-            Err(e) => eprintln!("error: {e}"),
-        }
-    } else {
-        print!("{}", report.text());
-    }
+    print_report(&report, args.json);
     match &report.verify {
         Some(v) if v.lost > 0 => ExitCode::from(1),
         _ if report.connects == 0 => {
@@ -238,6 +208,51 @@ async fn run(args: Args, scenario: Scenario) -> ExitCode {
             ExitCode::from(3)
         }
         _ => ExitCode::SUCCESS,
+    }
+}
+
+/// With `--verify`, connects the verifier (to `--verify-host/--verify-port`
+/// or the devices' broker) and subscribes it before any device starts.
+async fn start_verifier(args: &Args, scenario: &Scenario) -> anyhow::Result<Option<Verifier>> {
+    if !args.verify {
+        return Ok(None);
+    }
+    let vaddr = format!(
+        "{}:{}",
+        args.verify_host.as_deref().unwrap_or(&args.host),
+        args.verify_port.unwrap_or(args.port)
+    );
+    let filter = args
+        .verify_filter
+        .clone()
+        .unwrap_or(format!("{}/#", scenario.topic_prefix));
+    Ok(Some(Verifier::start(vaddr, filter, scenario.mqtt5).await?))
+}
+
+/// The verifier's result once every acknowledged reading arrived or
+/// `drain_secs` passed (deliveries can trail the last PUBACK).
+async fn verify(
+    verifier: Option<&Verifier>,
+    acks: Option<&AckLog>,
+    drain_secs: u64,
+) -> Option<Verification> {
+    let (v, log) = verifier.zip(acks)?;
+    let deadline = Instant::now() + Duration::from_secs(drain_secs);
+    while v.missing(log) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some(v.result(log))
+}
+
+/// Prints the report as text, or as JSON with `--json`.
+fn print_report(report: &Report, json: bool) {
+    if json {
+        match serde_json::to_string_pretty(report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => eprintln!("error: {e}"),
+        }
+    } else {
+        print!("{}", report.text());
     }
 }
 

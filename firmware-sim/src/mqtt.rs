@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::BytesMut;
+use edgemq::framed::{self, FramedError};
 use edgemq::protocol::{self, Connect, Packet, ProtocolVersion};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -70,14 +71,9 @@ impl Conn {
 
     /// Reads the next packet. Cancel-safe: bytes already read stay buffered.
     pub async fn next(&mut self) -> anyhow::Result<Packet> {
-        loop {
-            if let Some(packet) = protocol::decode(&mut self.buf, self.version, MAX_PACKET)? {
-                return Ok(packet);
-            }
-            self.buf.reserve(4096);
-            if self.reader.read_buf(&mut self.buf).await? == 0 {
-                bail!("broker closed the connection");
-            }
+        match framed::read_packet(&mut self.reader, &mut self.buf, self.version, MAX_PACKET).await {
+            Err(FramedError::Closed) => bail!("broker closed the connection"),
+            r => Ok(r?),
         }
     }
 }

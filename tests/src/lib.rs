@@ -39,6 +39,16 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Blocks until something accepts TCP connections on 127.0.0.1:`port`;
+/// panics after 10 s.
+pub fn wait_listening(port: u16) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(
+        wait_until(Duration::from_secs(10), || TcpStream::connect(addr).is_ok()),
+        "nothing listening on {port}"
+    );
+}
+
 /// Waits until every thread of process `pid` is traced (strace -f -p
 /// attaches to them one after another); panics with what to fix when it
 /// cannot attach (ptrace needs root, CAP_SYS_PTRACE or
@@ -147,7 +157,9 @@ impl Broker {
     pub fn start_with(config: Option<&str>) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut b = Broker {
-            port: free_port(),
+            // Port 0: the broker binds a port of its own and reports it
+            // (see `spawn`), so tests never race each other for a free port.
+            port: 0,
             child: None,
             dir,
             config: config.map(str::to_string),
@@ -199,20 +211,26 @@ impl Broker {
             .stdout(Stdio::null())
             .stderr(log);
         self.child = Some(cmd.spawn().expect("cannot start edgemq"));
-        let addr = self.addr();
         // Ready when *this* process says it started (it listens only after
-        // recovering its store) and the port answers: a port that answers
-        // while our process failed (another test took the port meanwhile)
-        // must not pass for our broker.
+        // recovering its store), naming the addresses it bound, and our
+        // listener (the last one: `--listen`, or the one added above)
+        // answers. A restart asks for the port the first start got.
         let log_path = self.log_path();
         let child = self.child.as_mut().expect("child");
+        let mut bound = None;
         let up = wait_until(Duration::from_secs(30), || {
+            bound = std::fs::read_to_string(&log_path)
+                .ok()
+                .and_then(|log| started_listeners(&log).pop());
             matches!(child.try_wait(), Ok(None))
-                && std::fs::read_to_string(&log_path)
-                    .is_ok_and(|log| log.contains("edgemq started"))
-                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && bound.is_some_and(|addr| {
+                    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                })
         });
         assert!(up, "edgemq did not start listening; log:\n{}", self.log());
+        if let Some(addr) = bound {
+            self.port = addr.port();
+        }
     }
 
     /// The broker's log of its latest run.
@@ -245,6 +263,12 @@ impl Broker {
 
     /// SIGTERM and wait for exit; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
+        self.terminate_status().and_then(|s| s.code())
+    }
+
+    /// SIGTERM and wait (at most 10 s) for exit; returns the exit status,
+    /// `None` when it did not exit (it is then killed).
+    pub fn terminate_status(&mut self) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -253,7 +277,7 @@ impl Broker {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = c.try_wait() {
-                return status.code();
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -269,6 +293,21 @@ impl Drop for Broker {
     }
 }
 
+/// The listener addresses a broker's log reports on its `edgemq started`
+/// line, in configuration order (empty until that line is written).
+pub fn started_listeners(log: &str) -> Vec<SocketAddr> {
+    log.lines()
+        .filter(|l| l.contains("edgemq started"))
+        .filter_map(|l| l.split_once("listeners=").map(|(_, rest)| rest))
+        .flat_map(|rest| {
+            let list = rest.split_whitespace().next().unwrap_or_default();
+            list.split(',')
+                .filter_map(|a| a.parse().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// A real Mosquitto on 127.0.0.1 (the stand-in cloud broker).
 pub struct Mosquitto {
     pub port: u16,
@@ -278,26 +317,69 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
+    /// Starts on a free port. Mosquitto cannot bind port 0 and report it,
+    /// so a port another process took meanwhile is retried with a new one.
     pub fn start(extra_conf: &str) -> Mosquitto {
-        let mut m = Mosquitto {
-            port: free_port(),
-            child: None,
-            dir: tempfile::tempdir().expect("tempdir"),
-            extra: extra_conf.to_string(),
-        };
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let mut m = Mosquitto::new(free_port(), extra_conf);
+            match m.try_spawn() {
+                Ok(()) => return m,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("mosquitto did not start on five free ports; last log:\n{last_log}");
+    }
+
+    /// Starts on `port` (a restart on the port a test already uses).
+    pub fn start_on(port: u16, extra_conf: &str) -> Mosquitto {
+        let mut m = Mosquitto::new(port, extra_conf);
         m.spawn();
         m
     }
 
+    /// Starts on `port`, or returns Mosquitto's log when it cannot.
+    pub fn try_start_on(port: u16, extra_conf: &str) -> Result<Mosquitto, String> {
+        let mut m = Mosquitto::new(port, extra_conf);
+        m.try_spawn().map(|()| m)
+    }
+
+    fn new(port: u16, extra_conf: &str) -> Mosquitto {
+        Mosquitto {
+            port,
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            extra: extra_conf.to_string(),
+        }
+    }
+
+    /// The directory of its configuration and persistence (for files the
+    /// extra configuration names).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("mosquitto did not start on port {}:\n{log}", self.port);
+        }
+    }
+
+    /// Starts the process and waits until it listens; `Err(its log)` when
+    /// it exits first (its port was taken) or does not listen in 10 s.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let conf = self.dir.path().join("mosquitto.conf");
         let mut f = std::fs::File::create(&conf).expect("mosquitto.conf");
         writeln!(
             f,
             // `user root`: started as root (CI), Mosquitto would otherwise
             // switch to its own user and lose access to our temp files.
-            "listener {} 127.0.0.1\nallow_anonymous true\nuser root\npersistence_location {}/\n{}",
+            "listener {} 127.0.0.1\n{}user root\npersistence_location {}/\n{}",
             self.port,
+            match self.extra.contains("allow_anonymous") {
+                true => "",
+                false => "allow_anonymous true\n",
+            },
             self.dir.path().display(),
             self.extra
         )
@@ -306,20 +388,32 @@ impl Mosquitto {
             .into_iter()
             .find(|p| Path::new(p).exists())
             .expect("mosquitto is not installed: run scripts/install-deps.sh");
-        self.child = Some(
+        let log_path = self.dir.path().join("mosquitto.log");
+        let log = std::fs::File::create(&log_path).expect("mosquitto.log");
+        let child = self.child.insert(
             Command::new(bin)
                 .arg("-c")
                 .arg(&conf)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(log)
                 .spawn()
                 .expect("cannot start mosquitto"),
         );
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        assert!(
-            wait_until(Duration::from_secs(10), || TcpStream::connect(addr).is_ok()),
-            "mosquitto did not start"
-        );
+        // Ready when it says so: a port that answers may be another
+        // process's, which our Mosquitto failed to bind.
+        let mut exited = false;
+        let up = wait_until(Duration::from_secs(10), || {
+            exited = !matches!(child.try_wait(), Ok(None));
+            exited
+                || (std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains(" running"))
+                    && TcpStream::connect(addr).is_ok())
+        });
+        if up && !exited {
+            return Ok(());
+        }
+        self.stop();
+        Err(std::fs::read_to_string(&log_path).unwrap_or_default())
     }
 
     pub fn stop(&mut self) {
@@ -722,17 +816,5 @@ pub fn read_packet(
     buf: &mut bytes::BytesMut,
     version: edgemq::protocol::ProtocolVersion,
 ) -> Option<edgemq::protocol::Packet> {
-    use std::io::Read;
-    loop {
-        match edgemq::protocol::decode(buf, version, 1 << 24) {
-            Ok(Some(p)) => return Some(p),
-            Ok(None) => {}
-            Err(_) => return None,
-        }
-        let mut chunk = [0u8; 4096];
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
+    edgemq::framed::read_packet_blocking(s, buf, version, 1 << 24).ok()
 }

@@ -62,70 +62,19 @@ impl LaneMachine {
         wall_ms: u64,
         actions: &mut Vec<Action>,
     ) -> bool {
-        let max = self.cfg.max_messages.max(1);
-        {
-            let Some(l) = self.lanes.get(lane) else {
-                return false;
-            };
-            let lingering = l.pending.len() < max
-                && !l.flush
-                && l.since.is_some_and(|s| now < s + self.cfg.linger);
-            if l.pending.is_empty() || lingering {
-                return false;
-            }
+        if !self.batch_ready(lane, now) {
+            return false;
         }
-        let mut batch = Vec::new();
-        let mut bytes = 0usize;
-        while batch.len() < max {
-            let Some(d) = self.take_sendable(lane, now, actions) else {
-                break;
-            };
-            let size = self
-                .envelope_message(&d, lane, wall_ms)
-                .size_hint(self.cfg.format.encoding);
-            if !batch.is_empty() && bytes.saturating_add(size) > self.cfg.max_bytes {
-                self.push_front(lane, vec![d]);
-                break;
-            }
-            bytes = bytes.saturating_add(size);
-            batch.push(d);
-        }
+        let mut batch = self.take_batch(lane, now, wall_ms, actions);
         if batch.is_empty() {
             return false;
         }
         loop {
-            let messages: Vec<envelope::Message> = batch
-                .iter()
-                .map(|d| self.envelope_message(d, lane, wall_ms))
-                .collect();
-            let raw: usize = messages
-                .iter()
-                .map(|m| m.size_hint(self.cfg.format.encoding))
-                .sum();
-            let body = match envelope::encode(&messages, self.cfg.format) {
-                Ok(b) => b,
-                Err(e) => {
-                    // Cannot happen for valid messages; never lose them.
-                    tracing::error!(error = %e, "cannot encode an envelope");
-                    self.push_front(lane, batch);
-                    return false;
-                }
-            };
-            let mut publish = Publish {
-                dup: false,
-                qos: QoS::AtLeastOnce.min(limits.maximum_qos),
-                retain: false,
-                topic: self.cfg.envelope_topic.clone(),
-                pkid: 1,
-                properties: protocol::PublishProperties {
-                    content_type: self
-                        .cfg
-                        .version
-                        .is_v5()
-                        .then(|| self.cfg.format.content_type()),
-                    ..Default::default()
-                },
-                payload: Bytes::from(body),
+            let Some((mut publish, raw)) = self.envelope_publish(&batch, lane, wall_ms, limits)
+            else {
+                // Cannot happen for valid messages; never lose them.
+                self.push_front(lane, batch);
+                return false;
             };
             match self.too_large(&publish, limits) {
                 None => return self.start(lane, &mut publish, batch, raw, actions),
@@ -145,6 +94,89 @@ impl LaneMachine {
                 }
             }
         }
+    }
+
+    /// True when the lane has messages and is not lingering for more.
+    fn batch_ready(&self, lane: usize, now: Instant) -> bool {
+        let max = self.cfg.max_messages.max(1);
+        let Some(l) = self.lanes.get(lane) else {
+            return false;
+        };
+        let lingering =
+            l.pending.len() < max && !l.flush && l.since.is_some_and(|s| now < s + self.cfg.linger);
+        !(l.pending.is_empty() || lingering)
+    }
+
+    /// Takes up to `max_messages` sendable deliveries of at most
+    /// `max_bytes` together (at least one).
+    fn take_batch(
+        &mut self,
+        lane: usize,
+        now: Instant,
+        wall_ms: u64,
+        actions: &mut Vec<Action>,
+    ) -> Vec<Delivery> {
+        let max = self.cfg.max_messages.max(1);
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        while batch.len() < max {
+            let Some(d) = self.take_sendable(lane, now, actions) else {
+                break;
+            };
+            let size = self
+                .envelope_message(&d, lane, wall_ms)
+                .size_hint(self.cfg.format.encoding);
+            if !batch.is_empty() && bytes.saturating_add(size) > self.cfg.max_bytes {
+                self.push_front(lane, vec![d]);
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            batch.push(d);
+        }
+        batch
+    }
+
+    /// The envelope PUBLISH of `batch` and the messages' raw size; `None`
+    /// (logged) when the envelope cannot be encoded.
+    fn envelope_publish(
+        &self,
+        batch: &[Delivery],
+        lane: usize,
+        wall_ms: u64,
+        limits: CloudLimits,
+    ) -> Option<(Publish, usize)> {
+        let messages: Vec<envelope::Message> = batch
+            .iter()
+            .map(|d| self.envelope_message(d, lane, wall_ms))
+            .collect();
+        let raw: usize = messages
+            .iter()
+            .map(|m| m.size_hint(self.cfg.format.encoding))
+            .sum();
+        let body = match envelope::encode(&messages, self.cfg.format) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode an envelope");
+                return None;
+            }
+        };
+        let publish = Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce.min(limits.maximum_qos),
+            retain: false,
+            topic: self.cfg.envelope_topic.clone(),
+            pkid: 1,
+            properties: protocol::PublishProperties {
+                content_type: self
+                    .cfg
+                    .version
+                    .is_v5()
+                    .then(|| self.cfg.format.content_type()),
+                ..Default::default()
+            },
+            payload: Bytes::from(body),
+        };
+        Some((publish, raw))
     }
 
     /// Registers `publish` (QoS 1/2: a packet id from [`Outgoing`]) and

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::lane_machine::{AckKind, Action, Backoff, CloudLimits, LaneMachine, MachineConfig};
@@ -24,9 +24,10 @@ use super::{Lane, CLIENT_ID_PREFIX};
 use crate::broker::Broker;
 use crate::config::bridge::{BatchMode, BridgeConfig, BridgeProtocol};
 use crate::envelope::Format;
+use crate::framed::{self, FramedError};
 use crate::protocol::{
-    self, ConnAck, Connect, ConnectProperties, Packet, ProtocolVersion, PubAck, QoS, Subscribe,
-    SubscribeFilter,
+    self, reason, ConnAck, Connect, ConnectProperties, Packet, ProtocolVersion, PubAck, QoS,
+    Subscribe, SubscribeFilter,
 };
 use crate::router::Delivery;
 
@@ -50,6 +51,7 @@ type Stream = Box<dyn crate::transport::Transport>;
 enum LinkError {
     #[error("cannot resolve or connect to {0}: {1}")]
     Connect(String, std::io::Error),
+    // A 3.1.1 CONNACK return code or a v5 reason code: shown as the byte.
     #[error("cloud refused the connection with reason code {0:#04x}")]
     Refused(u8),
     #[error("cloud connection lost: {0}")]
@@ -64,8 +66,22 @@ enum LinkError {
     Shutdown,
     #[error("TLS: {0}")]
     Tls(String),
-    #[error("cloud answered {0:#04x} (transient): retrying after a backoff")]
+    #[error("cloud answered {} (transient): retrying after a backoff", reason::describe(*.0))]
     Transient(u8),
+}
+
+impl From<FramedError> for LinkError {
+    fn from(e: FramedError) -> Self {
+        match e {
+            FramedError::Closed => LinkError::Io(std::io::ErrorKind::UnexpectedEof.into()),
+            FramedError::Io(e) => LinkError::Io(e),
+            FramedError::Decode(e) => LinkError::Decode(e),
+            FramedError::UnexpectedFirstByte(b) => LinkError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("unexpected first byte 0x{b:02x}"),
+            )),
+        }
+    }
 }
 
 pub struct Bridge {
@@ -189,7 +205,7 @@ impl Bridge {
         let mut wbuf = BytesMut::new();
         // Packets that arrived with the CONNACK (SUBACK, a first downlink
         // message): handled now, not when the next bytes happen to arrive.
-        while let Some(packet) = protocol::decode(&mut rbuf, version, MAX_PACKET)? {
+        while let Some(packet) = framed::next_buffered(&mut rbuf, version, MAX_PACKET)? {
             self.on_packet(packet, version, &mut wbuf).await?;
         }
         loop {
@@ -210,11 +226,9 @@ impl Bridge {
             let room = self.machine.inflight() < usize::from(self.machine.window());
             let wake = self.machine.next_wakeup();
             tokio::select! {
-                r = stream.read_buf(&mut rbuf) => {
-                    if r? == 0 {
-                        return Err(LinkError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-                    }
-                    while let Some(packet) = protocol::decode(&mut rbuf, version, MAX_PACKET)? {
+                r = framed::read_packet(&mut stream, &mut rbuf, version, MAX_PACKET) => {
+                    self.on_packet(r?, version, &mut wbuf).await?;
+                    while let Some(packet) = framed::next_buffered(&mut rbuf, version, MAX_PACKET)? {
                         self.on_packet(packet, version, &mut wbuf).await?;
                     }
                 }
@@ -409,22 +423,14 @@ impl Bridge {
             )?;
         }
         stream.write_all(&out).await?;
-        let connack = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                if let Some(p) = protocol::decode(rbuf, version, MAX_PACKET)? {
-                    return Ok::<_, LinkError>(p);
-                }
-                if stream.read_buf(rbuf).await? == 0 {
-                    return Err(LinkError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-                }
-            }
-        })
-        .await
-        .map_err(|_| LinkError::Timeout)??;
+        let read = framed::read_packet(stream, rbuf, version, MAX_PACKET);
+        let connack = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .map_err(|_| LinkError::Timeout)??;
         match connack {
             Packet::ConnAck(a) if a.reason_code == 0 => Ok(a),
             Packet::ConnAck(a) => Err(LinkError::Refused(a.reason_code)),
-            _ => Err(LinkError::Refused(protocol::reason::PROTOCOL_ERROR)),
+            _ => Err(LinkError::Refused(reason::PROTOCOL_ERROR)),
         }
     }
 
@@ -497,7 +503,7 @@ fn closed_by_cloud(e: &LinkError) -> bool {
                 | ErrorKind::ConnectionAborted
                 | ErrorKind::BrokenPipe
         ),
-        LinkError::Refused(code) => *code != protocol::reason::SERVER_SHUTTING_DOWN,
+        LinkError::Refused(code) => *code != reason::SERVER_SHUTTING_DOWN,
         LinkError::Decode(_) => true,
         _ => false,
     }

@@ -32,6 +32,9 @@ use serde::Deserialize;
 
 use crate::storage::StorageConfig;
 
+/// A validation failure: section, key and what is wrong.
+type Fault = (&'static str, &'static str, String);
+
 /// The embedded default configuration, fully commented.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
 
@@ -303,7 +306,14 @@ impl Config {
         Ok(())
     }
 
-    fn validate_core(&self) -> Result<(), (&'static str, &'static str, String)> {
+    fn validate_core(&self) -> Result<(), Fault> {
+        self.validate_positive()?;
+        self.validate_limit_ranges()?;
+        self.validate_listeners_acl_log()
+    }
+
+    /// Counts and sizes that must not be 0.
+    fn validate_positive(&self) -> Result<(), Fault> {
         let l = &self.limits;
         let positive: [(&'static str, &'static str, u64); 14] = [
             (
@@ -350,6 +360,12 @@ impl Config {
                 return Err((section, key, "must be greater than 0".to_string()));
             }
         }
+        Ok(())
+    }
+
+    /// Limits with a floor or a range of their own.
+    fn validate_limit_ranges(&self) -> Result<(), Fault> {
+        let l = &self.limits;
         if l.max_qos2_pending == 0 {
             return Err((
                 "limits",
@@ -381,6 +397,11 @@ impl Config {
                 "must be at least 64 bytes".to_string(),
             ));
         }
+        Ok(())
+    }
+
+    /// Listeners, ACL filters and the log level.
+    fn validate_listeners_acl_log(&self) -> Result<(), Fault> {
         if self.listeners.is_empty() {
             return Err((
                 "listener",

@@ -121,7 +121,12 @@ impl Conn {
                     if self.deferred_len() >= max {
                         break;
                     }
-                    match crate::protocol::decode_in_buffer(rbuf, self.version, max_packet, allocation) {
+                    match crate::protocol::decode_in_buffer(
+                        rbuf,
+                        self.version,
+                        max_packet,
+                        allocation,
+                    ) {
                         Ok(Some(packet)) => {
                             heard = true;
                             packet

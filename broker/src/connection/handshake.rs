@@ -17,6 +17,7 @@ use tokio::time::{timeout_at, Instant};
 use crate::auth::ClientIdBinding;
 use crate::broker::Broker;
 use crate::counters;
+use crate::framed::{self, FramedError};
 use crate::hooks::{AuthDecision, AuthRequest, ClientIdentity};
 use crate::policy::{self, Publisher};
 use crate::protocol::{
@@ -117,7 +118,7 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Ok(a)) => Some(a),
         Ok(Err(code)) => {
             counters::inc(&broker.metrics.connections_refused);
-            tracing::info!(reason = code, "CONNECT refused");
+            tracing::info!(reason = %reason::describe(code), "CONNECT refused");
             refuse(stream, version, code).await;
             None
         }
@@ -138,20 +139,21 @@ pub async fn read_connect<S: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     max_size: u32,
 ) -> Result<Connect, HandshakeError> {
-    loop {
-        if buf.first().is_some_and(|&b| b >> 4 != 1) {
-            return Err(HandshakeError::NotConnectByte);
-        }
-        match protocol::decode(buf, ProtocolVersion::V311, max_size)? {
-            Some(Packet::Connect(c)) => return Ok(*c),
-            Some(other) => return Err(HandshakeError::NotConnect(other.packet_type())),
-            None => {
-                buf.reserve(256);
-                if stream.read_buf(buf).await? == 0 {
-                    return Err(HandshakeError::Closed);
-                }
-            }
-        }
+    let first_is_connect = |b: u8| b >> 4 == 1;
+    let read = framed::read_packet_where(
+        stream,
+        buf,
+        ProtocolVersion::V311,
+        max_size,
+        first_is_connect,
+    );
+    match read.await {
+        Ok(Packet::Connect(c)) => Ok(*c),
+        Ok(other) => Err(HandshakeError::NotConnect(other.packet_type())),
+        Err(FramedError::Closed) => Err(HandshakeError::Closed),
+        Err(FramedError::Io(e)) => Err(HandshakeError::Io(e)),
+        Err(FramedError::Decode(e)) => Err(HandshakeError::Decode(e)),
+        Err(FramedError::UnexpectedFirstByte(_)) => Err(HandshakeError::NotConnectByte),
     }
 }
 
@@ -215,6 +217,31 @@ pub async fn accept(
 ) -> Result<Accepted, u8> {
     // CONNECT user properties are not used: free them before any wait.
     connect.properties.user_properties = Vec::new();
+    let (client_id, assigned_id) = validate(broker, &connect)?;
+    let certificate = matches!(info.certificate_user, CertificateUser::Name(_));
+    let username = authenticate(broker, info, &connect, &client_id).await?;
+    let client_id = bind_client_id(broker, &connect, username.as_deref(), client_id)?;
+    if let Some(will) = &connect.will {
+        let identity = ClientIdentity {
+            client_id: Arc::from(client_id.as_str()),
+            username: username.clone(),
+            certificate,
+        };
+        // The same policy as PUBLISH: `$SYS`, deny lists, ACL.
+        policy::may_publish(broker, Publisher::Client(&identity), &will.topic)?;
+    }
+    Ok(Accepted {
+        connect,
+        client_id,
+        assigned_id,
+        username,
+        certificate,
+    })
+}
+
+/// Checks what the CONNECT asks for against the limits; returns the client
+/// id (assigned when empty) and whether it was assigned for the client.
+fn validate(broker: &Broker, connect: &Connect) -> Result<(String, bool), u8> {
     let limits = &broker.config.limits;
     let v5 = connect.protocol.is_v5();
     let mut client_id = connect.client_id.clone();
@@ -255,41 +282,61 @@ pub async fn accept(
         // Enhanced (AUTH packet) authentication is not offered.
         return Err(reason::BAD_AUTHENTICATION_METHOD);
     }
-    let certificate = matches!(info.certificate_user, CertificateUser::Name(_));
-    let username = match &info.certificate_user {
+    Ok((client_id, assigned_id))
+}
+
+/// The user name the client logs in as: its verified certificate's, or
+/// the authenticator's answer to the CONNECT's credentials.
+async fn authenticate(
+    broker: &Broker,
+    info: &ConnectionInfo,
+    connect: &Connect,
+    client_id: &str,
+) -> Result<Option<String>, u8> {
+    match &info.certificate_user {
         // The certificate was verified in the TLS handshake: it is the
         // credential, and CONNECT's user name and password are ignored.
-        CertificateUser::Name(name) => Some(name.to_string()),
+        CertificateUser::Name(name) => Ok(Some(name.to_string())),
         CertificateUser::Missing => {
             tracing::warn!(peer = %info.peer, "login refused: no client certificate name");
-            return Err(reason::NOT_AUTHORIZED);
+            Err(reason::NOT_AUTHORIZED)
         }
         CertificateUser::NotUsed => {
             let request = AuthRequest {
                 peer: info.peer,
                 anonymous_allowed: info.anonymous_allowed,
-                client_id: &client_id,
+                client_id,
                 username: connect.username.as_deref(),
                 password: connect.password.as_deref(),
             };
             match broker.auth.authenticate(request).await {
-                AuthDecision::Allow { username } => username,
-                AuthDecision::Deny(code) => return Err(code),
+                AuthDecision::Allow { username } => Ok(username),
+                AuthDecision::Deny(code) => Err(code),
             }
         }
-    };
+    }
+}
+
+/// Applies `[auth] client_id_binding`: an assigned id follows the user
+/// name, and a client id bound to another user is refused.
+fn bind_client_id(
+    broker: &Broker,
+    connect: &Connect,
+    username: Option<&str>,
+    mut client_id: String,
+) -> Result<String, u8> {
     let binding = broker.config.auth.client_id_binding;
     if let (true, ClientIdBinding::Username | ClientIdBinding::UsernamePrefix, Some(user)) =
-        (connect.client_id.is_empty(), binding, &username)
+        (connect.client_id.is_empty(), binding, username)
     {
         // An assigned id follows the binding too.
         client_id = match binding {
-            ClientIdBinding::Username => user.clone(),
+            ClientIdBinding::Username => user.to_string(),
             _ => format!("{user}-{:016x}", broker.next_id() ^ rand_seed()),
         };
     }
     if binding != ClientIdBinding::None {
-        let bound = match &username {
+        let bound = match username {
             Some(user) => binding.allows(user, &client_id),
             None => broker.auth.id_owner(&client_id).is_none(),
         };
@@ -297,28 +344,13 @@ pub async fn accept(
         // that two user names' prefixes share and certificate identities.
         let owned_by_other = broker
             .session_owner(&client_id)
-            .is_some_and(|owner| username.as_deref() != Some(&*owner));
+            .is_some_and(|owner| username != Some(&*owner));
         if !bound || owned_by_other {
             tracing::info!(user = ?username, client_id = ?client_id, "client id bound to another user");
             return Err(reason::CLIENT_IDENTIFIER_NOT_VALID);
         }
     }
-    if let Some(will) = &connect.will {
-        let identity = ClientIdentity {
-            client_id: Arc::from(client_id.as_str()),
-            username: username.clone(),
-            certificate,
-        };
-        // The same policy as PUBLISH: `$SYS`, deny lists, ACL.
-        policy::may_publish(broker, Publisher::Client(&identity), &will.topic)?;
-    }
-    Ok(Accepted {
-        connect,
-        client_id,
-        assigned_id,
-        username,
-        certificate,
-    })
+    Ok(client_id)
 }
 
 /// Sends a refusing CONNACK (best effort) in the client's version.

@@ -214,24 +214,12 @@ async fn attach(
             conn_id,
         )
         .await;
-    let mut props = ConnAckProperties::default();
-    let mut keep_alive = c.keep_alive;
-    if v5 {
-        if keep_alive > limits.max_keepalive || (keep_alive == 0 && limits.max_keepalive < u16::MAX)
-        {
-            keep_alive = limits.max_keepalive;
-            props.server_keep_alive = Some(keep_alive);
-        }
-        if expiry != requested_expiry {
-            props.session_expiry_interval = Some(expiry);
-        }
-        props.receive_maximum = Some(limits.max_inflight);
-        props.maximum_packet_size = Some(limits.max_packet_size);
-        props.topic_alias_maximum = Some(limits.max_topic_aliases);
-        if accepted.assigned_id {
-            props.assigned_client_identifier = Some(accepted.client_id.clone());
-        }
-    }
+    let (props, keep_alive) = connack_properties(
+        limits,
+        &c,
+        (expiry != requested_expiry).then_some(expiry),
+        accepted.assigned_id.then(|| accepted.client_id.clone()),
+    );
     tracing::info!(
         version = ?c.protocol,
         clean_start = c.clean_start,
@@ -274,6 +262,31 @@ async fn attach(
     (conn, opened.kicked, connack, keep_alive)
 }
 
+/// The v5 CONNACK properties edgemq answers with (and the keep alive it
+/// grants): its own limits, and what it changed of the client's request.
+fn connack_properties(
+    limits: &crate::config::Limits,
+    c: &crate::protocol::Connect,
+    changed_expiry: Option<u32>,
+    assigned_id: Option<String>,
+) -> (ConnAckProperties, u16) {
+    let mut props = ConnAckProperties::default();
+    let mut keep_alive = c.keep_alive;
+    if c.protocol.is_v5() {
+        if keep_alive > limits.max_keepalive || (keep_alive == 0 && limits.max_keepalive < u16::MAX)
+        {
+            keep_alive = limits.max_keepalive;
+            props.server_keep_alive = Some(keep_alive);
+        }
+        props.session_expiry_interval = changed_expiry;
+        props.receive_maximum = Some(limits.max_inflight);
+        props.maximum_packet_size = Some(limits.max_packet_size);
+        props.topic_alias_maximum = Some(limits.max_topic_aliases);
+        props.assigned_client_identifier = assigned_id;
+    }
+    (props, keep_alive)
+}
+
 impl Conn {
     /// The event loop; returns why the connection ends.
     async fn run<S>(
@@ -300,7 +313,10 @@ impl Conn {
             // max_inflight acknowledgements wait (for durability or for
             // room: TCP back-pressure on a publisher that outruns the store
             // or a subscriber).
-            match self.handle_input(rbuf, max_packet, backing.size(rbuf)).await {
+            match self
+                .handle_input(rbuf, max_packet, backing.size(rbuf))
+                .await
+            {
                 Ok(true) => deadline = Instant::now() + grace,
                 Ok(false) => {}
                 Err(exit) => return exit,

@@ -34,13 +34,10 @@ async fn send(client: &mut DuplexStream, packet: Packet) {
 }
 
 async fn recv(client: &mut DuplexStream, buf: &mut BytesMut) -> Option<Packet> {
-    loop {
-        if let Some(p) = protocol::decode(buf, V5, 1 << 24).unwrap() {
-            return Some(p);
-        }
-        if client.read_buf(buf).await.unwrap() == 0 {
-            return None;
-        }
+    match crate::framed::read_packet(client, buf, V5, 1 << 24).await {
+        Ok(p) => Some(p),
+        Err(crate::framed::FramedError::Closed) => None,
+        Err(e) => panic!("reading a packet: {e}"),
     }
 }
 

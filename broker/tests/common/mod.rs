@@ -4,12 +4,13 @@
 
 #![allow(dead_code, clippy::expect_used)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use edgemq::framed::{self, FramedError};
 use edgemq::protocol::{self, Connect, ConnectProperties, Packet, ProtocolVersion};
 
 /// A running `edgemq` process, killed on drop.
@@ -153,19 +154,17 @@ impl Raw {
 
     /// The next packet, or `None` when the broker closed the connection.
     pub fn recv(&mut self) -> Option<Packet> {
-        loop {
-            match protocol::decode(&mut self.buf, self.version, u32::MAX >> 4) {
-                Ok(Some(p)) => return Some(p),
-                Ok(None) => {}
-                Err(e) => panic!("broker sent a malformed packet: {e}"),
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("read failed (timeout?): {e}"),
-            }
+        match framed::read_packet_blocking(
+            &mut self.stream,
+            &mut self.buf,
+            self.version,
+            u32::MAX >> 4,
+        ) {
+            Ok(p) => Some(p),
+            Err(FramedError::Closed) => None,
+            Err(FramedError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+            Err(FramedError::Io(e)) => panic!("read failed (timeout?): {e}"),
+            Err(e) => panic!("broker sent a malformed packet: {e}"),
         }
     }
 

@@ -1,11 +1,12 @@
-//! Test support for the client and firmware-sim end-to-end tests: a real
-//! Mosquitto on a free loopback port, a pausable TCP proxy to cut and hold
-//! links, and the paths of the workspace's binaries.
+//! Test support for the client and firmware-sim end-to-end tests, on top
+//! of the one harness (`edgemq_tests`: free ports, the Mosquitto fixture,
+//! the edgemq broker process): a pausable TCP proxy to cut and hold links,
+//! an async wait, and the paths of the workspace's binaries.
 #![allow(clippy::expect_used, dead_code, clippy::unwrap_used)]
 
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,11 +15,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-/// A free port on 127.0.0.1 (bound, read, released).
-pub fn free_port() -> u16 {
-    let l = StdListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
-}
+// The old names keep working: every test file includes this module.
+#[allow(unused_imports)]
+pub use edgemq_tests::{free_port, wait_listening};
 
 /// Polls `cond` every 10 ms until it holds; panics with `what` after `secs`.
 pub async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
@@ -29,18 +28,13 @@ pub async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Blocks until something accepts TCP connections on `port`.
-pub fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while StdStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listening on {port}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+/// Mosquitto as these tests want it: nothing persisted, no queue limits.
+const NO_PERSISTENCE: &str = "persistence false\nmax_queued_messages 0\nmax_inflight_messages 0\n";
 
-/// A real Mosquitto without persistence, killed (SIGKILL) on drop.
+/// A real Mosquitto without persistence (the harness's fixture), killed
+/// (SIGKILL) on drop.
 pub struct Mosquitto {
-    child: Child,
+    inner: edgemq_tests::Mosquitto,
     pub port: u16,
     _dir: tempfile::TempDir,
 }
@@ -50,37 +44,21 @@ impl Mosquitto {
         Mosquitto::start_with(port, "allow_anonymous true\n", tempfile::tempdir().unwrap())
     }
 
+    /// On a free port, retried on another when one is taken meanwhile.
+    pub fn start_any_port() -> Mosquitto {
+        let inner = edgemq_tests::Mosquitto::start(NO_PERSISTENCE);
+        Mosquitto {
+            port: inner.port,
+            inner,
+            _dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
     /// Starts with extra configuration lines; `dir` holds files they name.
     pub fn start_with(port: u16, extra: &str, dir: tempfile::TempDir) -> Mosquitto {
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\npersistence false\n\
-                 max_queued_messages 0\nmax_inflight_messages 0\n{extra}"
-            ),
-        )
-        .unwrap();
-        let log_path = dir.path().join("mosquitto.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new("/usr/sbin/mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start /usr/sbin/mosquitto");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while StdStream::connect(("127.0.0.1", port)).is_err() {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto not listening on {port}:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let inner = edgemq_tests::Mosquitto::start_on(port, &format!("{NO_PERSISTENCE}{extra}"));
         Mosquitto {
-            child,
+            inner,
             port,
             _dir: dir,
         }
@@ -88,15 +66,7 @@ impl Mosquitto {
 
     /// kill -9, as a crash or power cut: no persistence, no goodbye.
     pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.inner.stop();
     }
 }
 
@@ -224,7 +194,7 @@ impl TestBroker {
 
     /// A real Mosquitto on a free port, without persistence.
     pub fn mosquitto() -> TestBroker {
-        TestBroker::Mosquitto(Mosquitto::start(free_port()))
+        TestBroker::Mosquitto(Mosquitto::start_any_port())
     }
 
     pub fn port(&self) -> u16 {

@@ -5,11 +5,12 @@
 //! hanging it.
 #![allow(clippy::expect_used, dead_code, clippy::unwrap_used)]
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use edgemq::framed::{self, FramedError};
 use edgemq::protocol::{
     self, Connect, ConnectProperties, Packet, ProtocolVersion, PubAck, Publish, QoS, Subscribe,
     SubscribeFilter,
@@ -95,21 +96,14 @@ impl Raw {
 
     /// The next packet, or why there is none.
     pub fn next(&mut self) -> Event {
-        loop {
-            match protocol::decode(&mut self.buf, self.v, 1 << 24) {
-                Ok(Some(p)) => return Event::Packet(p),
-                Ok(None) => {}
-                Err(_) => return Event::Closed,
+        match framed::read_packet_blocking(&mut self.s, &mut self.buf, self.v, 1 << 24) {
+            Ok(p) => Event::Packet(p),
+            Err(FramedError::Io(e))
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
+                Event::Timeout
             }
-            let mut chunk = [0u8; 4096];
-            match self.s.read(&mut chunk) {
-                Ok(0) => return Event::Closed,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Event::Timeout
-                }
-                Err(_) => return Event::Closed,
-            }
+            Err(_) => Event::Closed,
         }
     }
 

@@ -224,25 +224,7 @@ impl<F: Durable> Store<F> {
     /// Applies one record to the index (recovery and live writes share this).
     fn apply(&mut self, rec: Record, loc: Loc) {
         match rec {
-            Record::Message(m) => {
-                let dests: Vec<u32> = m.destinations.iter().map(|d| self.intern(d)).collect();
-                if let Some(old) = self.messages.remove(&m.id) {
-                    self.unlive(old.loc);
-                    for d in old.dests {
-                        self.queue_remove(d, m.id);
-                        self.dest_bytes_sub(d, old.loc.len);
-                    }
-                }
-                for &d in &dests {
-                    self.queues.entry(d).or_default().insert(m.id);
-                    *self.dest_bytes.entry(d).or_default() += u64::from(loc.len);
-                }
-                self.segs[loc.seg as usize].ids.push(m.id);
-                if !dests.is_empty() {
-                    self.segs[loc.seg as usize].live_bytes += loc.len;
-                    self.messages.insert(m.id, MsgEntry { loc, dests });
-                }
-            }
+            Record::Message(m) => self.apply_message(&m, loc),
             Record::Ack { id, destination } => {
                 if let Some(&d) = self.dest_ids.get(&destination) {
                     self.drop_destination(id, d);
@@ -265,22 +247,7 @@ impl<F: Durable> Store<F> {
                     self.unlive(old);
                 }
             }
-            Record::SessionRemove { client_id } => {
-                if let Some(old) = self.sessions.remove(&client_id) {
-                    self.unlive(old);
-                }
-                let gone: Vec<(String, u16)> = self
-                    .qos2
-                    .keys()
-                    .filter(|(c, _)| *c == client_id)
-                    .cloned()
-                    .collect();
-                for key in gone {
-                    if let Some(old) = self.qos2.remove(&key) {
-                        self.unlive(old);
-                    }
-                }
-            }
+            Record::SessionRemove { client_id } => self.apply_session_remove(&client_id),
             Record::Qos2Incoming {
                 client_id,
                 pkid,
@@ -314,6 +281,46 @@ impl<F: Durable> Store<F> {
                         self.drop_destination(id, d);
                     }
                 }
+            }
+        }
+    }
+
+    /// A message record: (re)indexes it under each destination it names; a
+    /// message with no destination left is only counted in its segment.
+    fn apply_message(&mut self, m: &StoredMessage, loc: Loc) {
+        let dests: Vec<u32> = m.destinations.iter().map(|d| self.intern(d)).collect();
+        if let Some(old) = self.messages.remove(&m.id) {
+            self.unlive(old.loc);
+            for d in old.dests {
+                self.queue_remove(d, m.id);
+                self.dest_bytes_sub(d, old.loc.len);
+            }
+        }
+        for &d in &dests {
+            self.queues.entry(d).or_default().insert(m.id);
+            *self.dest_bytes.entry(d).or_default() += u64::from(loc.len);
+        }
+        self.segs[loc.seg as usize].ids.push(m.id);
+        if !dests.is_empty() {
+            self.segs[loc.seg as usize].live_bytes += loc.len;
+            self.messages.insert(m.id, MsgEntry { loc, dests });
+        }
+    }
+
+    /// A session removal: forgets its saved state and its QoS 2 receipts.
+    fn apply_session_remove(&mut self, client_id: &str) {
+        if let Some(old) = self.sessions.remove(client_id) {
+            self.unlive(old);
+        }
+        let gone: Vec<(String, u16)> = self
+            .qos2
+            .keys()
+            .filter(|(c, _)| c == client_id)
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(old) = self.qos2.remove(&key) {
+                self.unlive(old);
             }
         }
     }

@@ -5,10 +5,41 @@
 use super::super::segment::{self, Decoded};
 use super::*;
 
+/// How the newest segment ends after replay.
+#[derive(Clone, Copy)]
+struct NewestEnd {
+    /// No torn or damaged data, and erased space after the last record.
+    clean: bool,
+    /// Where its used space ends (past any torn data).
+    used: u32,
+}
+
 impl<F: Durable> Store<F> {
     pub(super) fn recover(&mut self) -> Result<RecoveryReport, StoreError> {
         let started = Instant::now();
         let mut report = RecoveryReport::default();
+        let order = self.scan_headers(&mut report)?;
+        let newest_end = self.replay_in_order(&order, &mut report)?;
+        report.segments = order.len();
+        self.stats.damaged += report.damaged as u64;
+        self.recount_live();
+        let newest = order.last().map(|&(_, i)| i);
+        self.reopen_head(newest, newest_end)?;
+        report.messages = self.messages.len();
+        report.retained = self.retained.len();
+        report.sessions = self.sessions.len();
+        report.millis = started.elapsed().as_millis() as u64;
+        self.stats.recovery_millis = report.millis;
+        Ok(report)
+    }
+
+    /// Reads every segment header: records each segment's sequence number
+    /// and erase count, refuses another geometry or a newer format, and
+    /// returns the written segments as `(seq, index)` in sequence order.
+    fn scan_headers(
+        &mut self,
+        report: &mut RecoveryReport,
+    ) -> Result<Vec<(u64, usize)>, StoreError> {
         let mut order = Vec::new();
         let capacity = self.capacity_u32()?;
         for i in 0..self.segs.len() {
@@ -56,6 +87,16 @@ impl<F: Durable> Store<F> {
             }
         }
         order.sort_unstable();
+        Ok(order)
+    }
+
+    /// Replays the records of the segments in sequence order into the RAM
+    /// index; counts damage in sealed segments and a torn newest segment.
+    fn replay_in_order(
+        &mut self,
+        order: &[(u64, usize)],
+        report: &mut RecoveryReport,
+    ) -> Result<NewestEnd, StoreError> {
         let mut buf = vec![0u8; self.seg_size as usize];
         let mut newest_clean = false;
         // Where the newest segment's used space ends (past any torn data).
@@ -92,9 +133,15 @@ impl<F: Durable> Store<F> {
             }
             self.next_seq = self.next_seq.max(seq + 1);
         }
-        report.segments = order.len();
-        self.stats.damaged += report.damaged as u64;
-        // Recount live bytes from the index now that every record is applied.
+        Ok(NewestEnd {
+            clean: newest_clean,
+            used: newest_used,
+        })
+    }
+
+    /// Recounts the live bytes of every segment and the next message id
+    /// from the index, now that every record is applied.
+    fn recount_live(&mut self) {
         self.purge_stale_inflight();
         for seg in &mut self.segs {
             seg.live_bytes = 0;
@@ -117,8 +164,13 @@ impl<F: Durable> Store<F> {
             .max()
             .map_or(self.next_id, |m| (m + 1).max(self.next_id));
         self.stats.recovered_next_id = self.next_id;
+    }
+
+    /// Picks the head to append to after recovery and restores two free
+    /// segments (invariants 1 and 4).
+    fn reopen_head(&mut self, newest: Option<usize>, end: NewestEnd) -> Result<(), StoreError> {
+        let (newest_clean, newest_used) = (end.clean, end.used);
         // Erase superseded segments first (a lost erase brings one back).
-        let newest = order.last().map(|&(_, i)| i);
         self.head = usize::MAX;
         self.erase_dead_tails()?;
         // Keep appending to the newest segment only if it ends cleanly: never
@@ -148,12 +200,7 @@ impl<F: Durable> Store<F> {
             self.reclaim_oldest()?;
             reclaims += 1;
         }
-        report.messages = self.messages.len();
-        report.retained = self.retained.len();
-        report.sessions = self.sessions.len();
-        report.millis = started.elapsed().as_millis() as u64;
-        self.stats.recovery_millis = report.millis;
-        Ok(report)
+        Ok(())
     }
 
     /// Refuses an image written with another geometry (D4): reading it with

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::BytesMut;
+use edgemq::framed::{self, FramedError};
 use edgemq::protocol::{
     self, ConnAck, Connect, ConnectProperties, Packet, ProtocolVersion, QoS, Subscribe,
     SubscribeFilter, SubscribeProperties,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -26,18 +27,22 @@ pub struct PacketReader {
 impl PacketReader {
     /// The next packet already buffered, without reading the socket.
     pub fn try_next(&mut self) -> anyhow::Result<Option<Packet>> {
-        Ok(protocol::decode(&mut self.buf, self.version, MAX_PACKET)?)
+        Ok(framed::next_buffered(
+            &mut self.buf,
+            self.version,
+            MAX_PACKET,
+        )?)
     }
 
     pub async fn next(&mut self) -> anyhow::Result<Packet> {
-        loop {
-            if let Some(packet) = protocol::decode(&mut self.buf, self.version, MAX_PACKET)? {
-                return Ok(packet);
-            }
-            self.buf.reserve(64 * 1024);
-            if self.half.read_buf(&mut self.buf).await? == 0 {
-                bail!("broker closed the connection");
-            }
+        if let Some(packet) = self.try_next()? {
+            return Ok(packet);
+        }
+        // Large reads: a subscriber here drains bursts of many packets.
+        self.buf.reserve(64 * 1024);
+        match framed::read_packet(&mut self.half, &mut self.buf, self.version, MAX_PACKET).await {
+            Err(FramedError::Closed) => bail!("broker closed the connection"),
+            r => Ok(r?),
         }
     }
 }
