@@ -94,7 +94,7 @@ impl Broker {
     ) -> Arc<Broker> {
         let router = Router::new(
             config.limits.max_retained_messages,
-            config.limits.max_retained_bytes,
+            config.retained_bytes_bound(),
         );
         Arc::new(Broker {
             config,
@@ -326,6 +326,15 @@ impl Broker {
     /// The user who owns the session of `client_id` (online or parked,
     /// restored ones included), if it has one: with `[auth]
     /// client_id_binding` nobody else may open it.
+    /// Whether a CONNECT for `client_id` may get a session: it has one
+    /// already, or the broker holds fewer than `[limits] max_sessions`
+    /// (connected or parked). Checked before the session opens, so
+    /// concurrent handshakes can overshoot by the pending ones.
+    pub fn has_room_for_session(&self, client_id: &str) -> bool {
+        let sessions = lock(&self.sessions);
+        sessions.contains_key(client_id) || sessions.len() < self.config.limits.max_sessions
+    }
+
     pub fn session_owner(&self, client_id: &str) -> Option<Arc<str>> {
         lock(&self.sessions).get(client_id)?.user.clone()
     }

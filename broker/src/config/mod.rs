@@ -96,6 +96,8 @@ pub struct Limits {
     pub write_timeout_ms: u64,
     pub max_connect_size: u32,
     pub max_subscriptions_per_client: usize,
+    /// Sessions held at once, connected or parked (review M3).
+    pub max_sessions: usize,
     pub max_filters_per_subscribe: usize,
     pub max_user_properties: usize,
     /// How long a full subscriber queue may hold publishers back (their
@@ -200,10 +202,28 @@ impl Default for Limits {
             write_timeout_ms: 30_000,
             max_connect_size: 65_536,
             max_subscriptions_per_client: 1000,
+            max_sessions: 10_000,
             max_filters_per_subscribe: 256,
             max_user_properties: 128,
             slow_consumer_timeout_ms: 5_000,
             qos0_overflow: Qos0Overflow::Wait,
+        }
+    }
+}
+
+impl Config {
+    /// Retained payload bytes the broker keeps: `max_retained_bytes`, and
+    /// with a store at most a quarter of its capacity, so retained messages
+    /// (which survive restarts) can never fill the store that persistent
+    /// sessions and bridge lanes depend on (review M3).
+    pub fn retained_bytes_bound(&self) -> usize {
+        let limit = self.limits.max_retained_bytes;
+        match self.storage.durability {
+            crate::storage::SyncMode::Memory => limit,
+            _ => {
+                let quarter = usize::try_from(self.storage.capacity / 4).unwrap_or(usize::MAX);
+                limit.min(quarter)
+            }
         }
     }
 }
@@ -315,7 +335,8 @@ impl Config {
     /// Counts and sizes that must not be 0.
     fn validate_positive(&self) -> Result<(), Fault> {
         let l = &self.limits;
-        let positive: [(&'static str, &'static str, u64); 14] = [
+        let positive: [(&'static str, &'static str, u64); 15] = [
+            ("limits", "max_sessions", l.max_sessions as u64),
             (
                 "server",
                 "max_pending_per_address",

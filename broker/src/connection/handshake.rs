@@ -221,6 +221,10 @@ pub async fn accept(
     let certificate = matches!(info.certificate_user, CertificateUser::Name(_));
     let username = authenticate(broker, info, &connect, &client_id).await?;
     let client_id = bind_client_id(broker, &connect, username.as_deref(), client_id)?;
+    if !broker.has_room_for_session(&client_id) {
+        tracing::warn!(client_id = ?client_id, max = broker.config.limits.max_sessions, "session limit reached: CONNECT refused");
+        return Err(reason::QUOTA_EXCEEDED);
+    }
     if let Some(will) = &connect.will {
         let identity = ClientIdentity {
             client_id: Arc::from(client_id.as_str()),
