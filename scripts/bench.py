@@ -220,7 +220,9 @@ def main():
     ap.add_argument("--drain", type=float, default=10.0, help="longest drain after the publishers stop (s)")
     ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     ap.add_argument("--json", default=None, help="also write every raw result here")
-    ap.add_argument("--only", default=None, help="comma-separated substrings of the scenario names to run")
+    ap.add_argument("--merge", default=None,
+                    help="a --json file of an earlier run: its scenarios not rerun here stay in the table")
+    ap.add_argument("--only", default=None, help="comma-separated beginnings of the scenario names to run")
     ap.add_argument("--edgemq", action="append", help="NAME=PATH of an edgemq build (repeatable)")
     ap.add_argument("--big-queues", action="append", help="NAME of an --edgemq build to also run with big queues")
     ap.add_argument("--peers", default="mosquitto,rumqttd,flashmq")
@@ -235,7 +237,7 @@ def main():
     started = time.gmtime()
     results = {}
     for title, args in SCENARIOS:
-        if opts.only and not any(o in title for o in opts.only.split(",")):
+        if opts.only and not any(title.startswith(o) for o in opts.only.split(",")):
             continue
         for rnd in range(opts.rounds):
             for name, starter in brokers:  # A B C ...: each round runs every broker once
@@ -244,6 +246,11 @@ def main():
                 r = run_one(opts.bench, starter, args, opts)
                 results.setdefault(title, {}).setdefault(name, []).append(r)
                 print(f"[{rnd + 1}/{opts.rounds}] {title:40} {name:22} {json.dumps(r)[:200]}", file=sys.stderr)
+    if opts.merge:
+        with open(opts.merge) as f:
+            merged = json.load(f)
+        merged.update(results)  # rerun scenarios replace the earlier run's, in the earlier order
+        results = merged
     if opts.json:
         with open(opts.json, "w") as f:
             json.dump(results, f, indent=1)

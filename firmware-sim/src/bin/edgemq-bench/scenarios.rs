@@ -184,9 +184,14 @@ async fn flood(args: &Args, publishers: usize, fixed_rate: bool) -> anyhow::Resu
         conn.subscribe("bench/#", qos).await?;
         traffic.add_subscriber(conn, publishers);
     }
+    // Every publisher is connected before any starts: a broker busy with the
+    // first ones' flood may otherwise not accept the last ones for minutes.
+    let mut conns = Vec::with_capacity(publishers);
     for i in 0..publishers {
-        let conn = connect(&addr(args), &format!("bench-pub-{i}"), args.v5).await?;
-        let rate = fixed_rate.then(|| args.rate / publishers as u64);
+        conns.push(connect(&addr(args), &format!("bench-pub-{i}"), args.v5).await?);
+    }
+    let rate = fixed_rate.then(|| args.rate / publishers.max(1) as u64);
+    for conn in conns {
         traffic.add_publisher(conn, args, rate);
     }
     let shared = traffic.shared.clone();
