@@ -1,19 +1,33 @@
 #!/usr/bin/env python3
-"""Side-by-side broker benchmark: edgemq vs Mosquitto (and rumqttd if installed).
+"""Side-by-side broker benchmark: edgemq builds vs Mosquitto, rumqttd and FlashMQ.
 
 Starts each broker on its own loopback port, runs identical scenarios with the
-raw-socket generator `edgemq-bench`, alternating brokers A B A B over several
-rounds, and writes BENCHMARKS.md with medians and the edgemq/peer ratios.
+raw-socket generator `edgemq-bench`, alternating brokers A B C ... per round,
+and writes the medians (with their spread over rounds) and ratios into the
+generated section of BENCHMARKS.md (between the `bench.py:begin/end` markers;
+the rest of the file is left alone). Every flood scenario reports delivered,
+accepted (PUBACKed at QoS 1, written at QoS 0) and lost messages side by side.
 
-Usage: python3 scripts/bench.py [--rounds 3] [--duration 5] [--out BENCHMARKS.md]
-Needs: a release build (`cargo build --release -p edgemq -p firmware-sim`),
-/usr/sbin/mosquitto, optionally `rumqttd` on PATH (cargo install rumqttd).
+Usage:
+  python3 scripts/bench.py [--rounds 3] [--duration 5] [--only fan-in,idle]
+      [--edgemq NAME=PATH ...] [--big-queues NAME ...] [--ratio A/B ...]
+Needs: `cargo build --release -p edgemq -p firmware-sim`; /usr/sbin/mosquitto;
+rumqttd and flashmq on PATH or in $EDGEMQ_PEERS_DIR/bin (default
+~/.cache/edgemq-peers/bin, built by scripts/build-peers.sh). A missing peer is
+skipped with the reason printed.
+
+edgemq columns: each `--edgemq NAME=PATH` runs with edgemq's default config
+(only the listener and the data dir set); `--big-queues NAME` adds a column
+"NAME big queues" with `max_queued_messages` and `outbound_capacity` at
+1,000,000 (and `max_queued_bytes` at 4 GiB). Without `--edgemq` the build in
+$CARGO_TARGET_DIR/release is "edgemq", with big queues.
 """
 
 import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import statistics
@@ -24,25 +38,27 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-EDGEMQ = os.path.join(TARGET, "release", "edgemq")
-BENCH = os.path.join(TARGET, "release", "edgemq-bench")
+PEERS_DIR = os.environ.get("EDGEMQ_PEERS_DIR", os.path.expanduser("~/.cache/edgemq-peers"))
+BEGIN, END = "<!-- bench.py:begin -->", "<!-- bench.py:end -->"
 
 SCENARIOS = [
-    ("fan-in QoS 0, 20 to 1", ["--scenario", "fan-in", "--publishers", "20", "--subscribers", "1", "--qos", "0"]),
     ("fan-in QoS 1, 20 to 1", ["--scenario", "fan-in", "--publishers", "20", "--subscribers", "1", "--qos", "1"]),
+    ("fan-in QoS 0, 20 to 1", ["--scenario", "fan-in", "--publishers", "20", "--subscribers", "1", "--qos", "0"]),
     ("fan-out QoS 0, 1 to 50", ["--scenario", "fan-out", "--subscribers", "50", "--qos", "0"]),
-    ("QoS 1 at 5,000 msg/s", ["--scenario", "latency", "--subscribers", "1", "--qos", "1", "--rate", "5000"]),
+    ("QoS 1 at 5,000 msg/s, 20 publishers",
+     ["--scenario", "latency", "--publishers", "20", "--subscribers", "1", "--qos", "1", "--rate", "5000"]),
     ("1 KiB payloads, fan-in QoS 0, 20 to 1",
      ["--scenario", "fan-in", "--publishers", "20", "--subscribers", "1", "--qos", "0", "--payload", "1024"]),
     ("5,000 idle connections", ["--scenario", "idle", "--connections", "5000"]),
-    ("durable QoS 1 into an offline session, 8 publishers (PUBACKs/s)",
+    ("durable QoS 1 into an offline session, 8 publishers",
      ["--scenario", "durable", "--publishers", "8", "--qos", "1", "--window", "64"]),
 ]
 
 # Scenarios whose brokers persist: edgemq with durability = "sync", Mosquitto
-# with its only loss-free setting (autosave_on_changes); rumqttd has no
-# persistence and is left out.
+# with its only loss-free setting (autosave_on_changes). rumqttd has no
+# persistence; FlashMQ saves sessions only periodically (save_state_interval).
 DURABLE = "durable"
+NOT_DURABLE = {"rumqttd": "no persistence", "flashmq": "no per-message persistence (periodic state save only)"}
 
 
 def free_port():
@@ -64,18 +80,20 @@ def wait_port(port, proc, timeout=20.0):
     raise RuntimeError(f"broker did not listen on {port}")
 
 
-def start_edgemq(port, workdir, durable=False):
-    cfg = os.path.join(workdir, "edgemq.toml")
-    with open(cfg, "w") as f:
-        if durable:
-            # Default queue bounds: the backlog of the offline session spills to the store.
-            f.write("[storage]\ndurability = \"sync\"\ncapacity = 268435456\n")
-        else:
-            f.write("[limits]\nmax_queued_messages = 10000000\nmax_queued_bytes = 4294967295\n")
-            f.write("[storage]\ndurability = \"memory\"\n")
-    return subprocess.Popen([EDGEMQ, "--config", cfg, "--listen", f"127.0.0.1:{port}", "--data-dir",
-                             os.path.join(workdir, "data"), "--log-level", "warn"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def edgemq_starter(path, big_queues):
+    def start(port, workdir, durable=False):
+        cfg = os.path.join(workdir, "edgemq.toml")
+        with open(cfg, "w") as f:
+            if big_queues:
+                f.write("[limits]\nmax_queued_messages = 1000000\noutbound_capacity = 1000000\n"
+                        "max_queued_bytes = 4294967295\n")
+            if durable:
+                # The backlog of the offline session spills to a 256 MiB store.
+                f.write("[storage]\ndurability = \"sync\"\ncapacity = 268435456\n")
+        return subprocess.Popen([path, "--config", cfg, "--listen", f"127.0.0.1:{port}", "--data-dir",
+                                 os.path.join(workdir, "data"), "--log-level", "warn"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return start
 
 
 def start_mosquitto(port, workdir, durable=False):
@@ -113,103 +131,133 @@ max_payload_size = 20480
 max_inflight_count = 100
 dynamic_filters = true
 """)
-    return subprocess.Popen([shutil.which("rumqttd"), "--config", cfg, "-q"], stdout=subprocess.DEVNULL,
+    return subprocess.Popen([find_peer("rumqttd"), "--config", cfg, "-q"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
 
-def run_one(name, starter, args, duration):
+def start_flashmq(port, workdir, durable=False):
+    # A config that does not drop: queues up to 65535 messages / 1 GiB per client.
+    cfg = os.path.join(workdir, "flashmq.conf")
+    with open(cfg, "w") as f:
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        f.write(f"""thread_count 2
+rlimit_nofile {nofile}
+allow_anonymous true
+max_qos_msg_pending_per_client 65535
+max_qos_bytes_pending_per_client 1073741824
+log_file {workdir}/flashmq.log
+log_level error
+listen {{
+  protocol mqtt
+  inet_protocol ip4
+  inet4_bind_address 127.0.0.1
+  port {port}
+}}
+""")
+    return subprocess.Popen([find_peer("flashmq"), "--config-file", cfg], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def find_peer(name):
+    """A peer binary from PATH or the build-peers.sh cache, or None."""
+    cached = os.path.join(PEERS_DIR, "bin", name)
+    return shutil.which(name) or (cached if os.access(cached, os.X_OK) else None)
+
+
+def brokers_for(opts):
+    """(column name, starter) for every broker of the run; prints why a peer is skipped."""
+    brokers = []
+    builds = opts.edgemq or [f"edgemq={os.path.join(TARGET, 'release', 'edgemq')}"]
+    names = []
+    for spec in builds:
+        name, sep, path = spec.partition("=")
+        if not sep or not os.access(path, os.X_OK):
+            sys.exit(f"--edgemq {spec}: expected NAME=PATH to an executable")
+        names.append(name)
+        brokers.append((name, edgemq_starter(path, False)))
+    for name in opts.big_queues if opts.big_queues is not None else ([] if opts.edgemq else names[:1]):
+        path = dict(b.partition("=")[::2] for b in builds).get(name)
+        if path is None:
+            sys.exit(f"--big-queues {name}: no --edgemq build of that name")
+        brokers.append((f"{name} big queues", edgemq_starter(path, True)))
+    peers = {"mosquitto": start_mosquitto, "rumqttd": start_rumqttd, "flashmq": start_flashmq}
+    for peer in opts.peers.split(","):
+        if peer not in peers:
+            sys.exit(f"--peers: unknown peer {peer}")
+        if peer == "mosquitto" and not os.access("/usr/sbin/mosquitto", os.X_OK):
+            print("skipping mosquitto: /usr/sbin/mosquitto not found (apt-get install mosquitto)", file=sys.stderr)
+        elif peer != "mosquitto" and find_peer(peer) is None:
+            print(f"skipping {peer}: not on PATH nor in {PEERS_DIR}/bin (run scripts/build-peers.sh)",
+                  file=sys.stderr)
+        else:
+            brokers.append((peer, peers[peer]))
+    return brokers
+
+
+def run_one(bench, starter, args, opts):
     with tempfile.TemporaryDirectory() as workdir:
         port = free_port()
         proc = starter(port, workdir, durable=DURABLE in args)
         try:
             wait_port(port, proc)
-            cmd = [BENCH, "--port", str(port), "--broker-pid", str(proc.pid), "--duration", str(duration)] + args
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            cmd = [bench, "--port", str(port), "--broker-pid", str(proc.pid), "--duration", str(opts.duration),
+                   "--drain", str(opts.drain)] + args
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
             if out.returncode != 0:
                 return {"error": out.stderr.strip()[-300:]}
             return json.loads(out.stdout)
+        except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
+            return {"error": str(e)}
         finally:
             proc.kill()
             proc.wait()
-
-
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--drain", type=float, default=10.0, help="longest drain after the publishers stop (s)")
     ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
-    ap.add_argument("--only", default=None, help="substring of the scenario names to run")
+    ap.add_argument("--json", default=None, help="also write every raw result here")
+    ap.add_argument("--merge", default=None,
+                    help="a --json file of an earlier run: its scenarios not rerun here stay in the table")
+    ap.add_argument("--only", default=None, help="comma-separated beginnings of the scenario names to run")
+    ap.add_argument("--edgemq", action="append", help="NAME=PATH of an edgemq build (repeatable)")
+    ap.add_argument("--big-queues", action="append", help="NAME of an --edgemq build to also run with big queues")
+    ap.add_argument("--peers", default="mosquitto,rumqttd,flashmq")
+    ap.add_argument("--ratio", action="append", help="A/B: a ratio column of two broker columns (repeatable)")
+    ap.add_argument("--bench", default=os.path.join(TARGET, "release", "edgemq-bench"))
     opts = ap.parse_args()
 
-    brokers = [("edgemq", start_edgemq), ("mosquitto", start_mosquitto)]
-    if shutil.which("rumqttd"):
-        brokers.append(("rumqttd", start_rumqttd))
+    brokers = brokers_for(opts)
+    names = [b[0] for b in brokers]
+    ratios = [r.split("/", 1) for r in (opts.ratio or [f"{names[0]}/{p}" for p in ("flashmq", "mosquitto")
+                                                        if p in names])]
+    started = time.gmtime()
     results = {}
     for title, args in SCENARIOS:
-        if opts.only and opts.only not in title:
+        if opts.only and not any(title.startswith(o) for o in opts.only.split(",")):
             continue
         for rnd in range(opts.rounds):
-            for name, starter in brokers:  # A B A B: each round runs every broker once
-                if DURABLE in args and name == "rumqttd":
+            for name, starter in brokers:  # A B C ...: each round runs every broker once
+                if DURABLE in args and name in NOT_DURABLE:
                     continue
-                r = run_one(name, starter, args, opts.duration)
+                r = run_one(opts.bench, starter, args, opts)
                 results.setdefault(title, {}).setdefault(name, []).append(r)
-                print(f"[{rnd + 1}/{opts.rounds}] {title:45} {name:10} {json.dumps(r)[:160]}", file=sys.stderr)
-    write_report(opts, brokers, results)
-
-
-def fmt(v, unit=""):
-    if v is None:
-        return "-"
-    if abs(v) >= 1000:
-        return f"{v:,.0f}{unit}"
-    return f"{v:.2f}{unit}" if abs(v) < 10 else f"{v:.1f}{unit}"
-
-
-def write_report(opts, brokers, results):
-    names = [b[0] for b in brokers]
-    lines = ["# edgemq benchmarks", "",
-             "Produced by `python3 scripts/bench.py` "
-             f"(`--rounds {opts.rounds} --duration {opts.duration}`) after "
-             "`cargo build --release -p edgemq -p firmware-sim`. Load: `edgemq-bench`, a raw-socket generator on "
-             "edgemq's codec (firmware-sim/src/bin/edgemq-bench). Brokers run one at a time on 127.0.0.1, "
-             "alternating A B A B per round; figures are medians over rounds. Mosquitto: `persistence false`, "
-             "`max_queued_messages 10000000`; edgemq: `durability = \"memory\"` and the same queue bound. "
-             "Durable scenario: edgemq `durability = \"sync\"` (PUBACK after fdatasync, group commit; default queue "
-             "bounds, the backlog spills to a 256 MiB store) vs Mosquitto "
-             "`persistence true` + `autosave_on_changes true` (its only setting that keeps acknowledged messages "
-             "across kill -9); rumqttd has no persistence.",
-             "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-             "This machine is shared and noisy: compare ratios within one run, not across runs.", ""]
-    header = "| scenario | figure | " + " | ".join(names) + " | edgemq / mosquitto |"
-    lines += [header, "|" + "---|" * (len(names) + 3)]
-    figures = [("delivered_per_sec", "delivered msg/s per subscriber"), ("latency_p50_us", "p50 latency (us)"),
-               ("latency_p99_us", "p99 latency (us)"), ("bytes_per_connection", "RSS bytes per connection"),
-               ("connect_secs", "seconds to connect all"), ("broker_peak_rss_kib", "broker peak RSS (KiB)"),
-               ("broker_cpu_secs_per_million", "broker CPU s per million msgs"),
-               ("generator_cpu_secs", "generator CPU s (load side)"), ("broker_cpu_secs", "broker CPU s (window)")]
-    for title, per_broker in results.items():
-        for key, label in figures:
-            meds = {n: median([r.get(key) for r in per_broker.get(n, []) if "error" not in r]) for n in names}
-            if all(v is None for v in meds.values()):
-                continue
-            ratio = "-"
-            if meds.get("edgemq") is not None and meds.get("mosquitto"):
-                ratio = f"{meds['edgemq'] / meds['mosquitto']:.2f}"
-            lines.append(f"| {title} | {label} | " + " | ".join(fmt(meds[n]) for n in names) + f" | {ratio} |")
-        errors = [(n, r["error"]) for n in names for r in per_broker.get(n, []) if "error" in r]
-        for n, e in errors[:2]:
-            lines.append(f"| {title} | error | {n}: {e.splitlines()[-1] if e else 'failed'} | | |")
-    with open(opts.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"wrote {opts.out}", file=sys.stderr)
+                print(f"[{rnd + 1}/{opts.rounds}] {title:40} {name:22} {json.dumps(r)[:200]}", file=sys.stderr)
+    if opts.merge:
+        with open(opts.merge) as f:
+            merged = json.load(f)
+        merged.update(results)  # rerun scenarios replace the earlier run's, in the earlier order
+        results = merged
+    if opts.json:
+        with open(opts.json, "w") as f:
+            json.dump(results, f, indent=1)
+    write_report(opts, names, ratios, results, started)
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_report import write_report  # noqa: E402
     main()

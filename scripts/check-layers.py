@@ -63,7 +63,9 @@ LAYERS = {
         ["device"],
     ],
     "firmware-sim/src/bin/edgemq-bench/main.rs": [
-        ["proc_stats", "conn"],
+        ["proc_stats", "conn", "loss"],
+        # the publishing and subscribing tasks, on the end-to-end accounting
+        ["traffic"],
         ["scenarios"],
     ],
     "tests/src/lib.rs": [],

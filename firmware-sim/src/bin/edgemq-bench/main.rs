@@ -7,15 +7,20 @@
 //! time next to the broker's so a reader can check it was not the bottleneck.
 //!
 //! Scenarios: `fan-in` (N publishers to M subscribers on a wildcard),
-//! `fan-out` (1 publisher to M subscribers), `latency` (fixed rate, p50/p99),
+//! `fan-out` (1 publisher to M subscribers), `latency` (a fixed total rate from N publishers, p50/p99),
 //! `idle` (N idle connections: memory per connection, connect time),
 //! `durable` (QoS 1 into an offline persistent session: PUBACKs per second,
 //! which with edgemq's `sync` durability means messages on stable storage).
+//! Every flood and durable run ends with a drain and an end-to-end count: each
+//! message the broker accepted (PUBACKed at QoS 1, written at QoS 0) that a
+//! subscriber never received is reported as `lost` (see `loss.rs`).
 //! Output: one JSON object on stdout, consumed by `scripts/bench.py`.
 
 mod conn;
+mod loss;
 mod proc_stats;
 mod scenarios;
+mod traffic;
 
 use std::time::Duration;
 
@@ -59,6 +64,10 @@ pub struct Args {
     /// Measurement time in seconds (after a short warm-up).
     #[arg(long, default_value_t = 5.0)]
     pub duration: f64,
+    /// Longest wait, in seconds, for queued messages to arrive after the
+    /// publishers stop (the run ends earlier once nothing moves for a second).
+    #[arg(long, default_value_t = 10.0)]
+    pub drain: f64,
     /// Messages per second in total for the latency scenario.
     #[arg(long, default_value_t = 5000)]
     pub rate: u64,
@@ -79,6 +88,10 @@ pub struct Args {
 impl Args {
     pub fn duration(&self) -> Duration {
         Duration::from_secs_f64(self.duration.max(0.1))
+    }
+
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs_f64(self.drain.clamp(1.0, 3600.0))
     }
 }
 
