@@ -71,6 +71,10 @@ LAYERS = {
     "tests/src/lib.rs": [],
 }
 
+# Files of a library's src/ that belong to the binary beside it (declared
+# with `mod` in its main.rs), not to the library's module graph.
+BINARY_ONLY = {"broker/src/cli.rs"}
+
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
@@ -150,6 +154,8 @@ def crate_files(root_file):
             if p == root_file:
                 continue
             if os.path.dirname(p) == src_dir and f in ("lib.rs", "main.rs"):
+                continue
+            if os.path.relpath(p) in BINARY_ONLY or p in BINARY_ONLY:
                 continue
             files.append(p)
     return src_dir, sorted(files)

@@ -6,70 +6,34 @@
 //! validates a file and exits, `--print-default-config` prints the
 //! commented defaults.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
 
 use edgemq::config::{Config, ListenerConfig, DEFAULT_CONFIG};
 use edgemq::server;
 
-/// A small, fast MQTT 3.1.1/5.0 broker for edge gateways.
-#[derive(Debug, Parser)]
-#[command(name = "edgemq", version)]
-struct Cli {
-    /// Configuration file (TOML), merged over the embedded defaults.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Listen on ADDR (repeatable); replaces the configured listeners.
-    #[arg(long, value_name = "ADDR")]
-    listen: Vec<SocketAddr>,
-    /// Directory for durable data (sets [storage] dir).
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Log level or tracing filter (overrides [log] level and RUST_LOG).
-    #[arg(long, value_name = "LEVEL")]
-    log_level: Option<String>,
-    /// Print the default configuration, fully commented, and exit.
-    #[arg(long)]
-    print_default_config: bool,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Validate a configuration file and exit (non-zero on error).
-    CheckConfig {
-        /// The file to check.
-        file: PathBuf,
-    },
-    /// Translate a mosquitto.conf to edgemq TOML on standard output; options
-    /// that cannot be translated are listed, with the reason, on standard
-    /// error.
-    ImportMosquitto {
-        /// The mosquitto.conf to read.
-        file: PathBuf,
-    },
-    /// Create or update USER in a mosquitto_passwd-compatible password file
-    /// (argon2id entries); the password is read from the first line of
-    /// standard input.
-    Passwd {
-        /// Write a `$7$` PBKDF2-SHA512 entry, which Mosquitto 2.0 can read too.
-        #[arg(long)]
-        pbkdf2: bool,
-        /// The password file (created if missing).
-        file: PathBuf,
-        /// The user name.
-        user: String,
-    },
-}
+mod cli;
+use cli::{Cli, Command, Parsed};
 
 fn main() -> ExitCode {
-    match real_main(Cli::parse()) {
+    let cli = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(Parsed::Run(cli)) => cli,
+        Ok(Parsed::Help) => {
+            print!("{}", cli::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Version) => {
+            println!("edgemq {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("edgemq: {e}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("edgemq: {e:#}");
