@@ -31,7 +31,6 @@ ALLOW = {
     "broker/src/connection/inbound.rs::on_publish": "not split yet (issue 15)",
     "broker/src/connection/inbound.rs::on_subscribe": "not split yet (issue 15)",
     "broker/src/storage/task.rs::run": "the store thread's loop; not split yet (issue 15)",
-    "broker/src/broker/durable.rs::restore": "not split yet (issue 15)",
 }
 
 TEST_FILE = re.compile(r"(^tests\.rs$|^tests_.*\.rs$|_tests\.rs$|_props\.rs$)")

@@ -293,46 +293,8 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
         for sub in &stored.subscriptions {
             broker.subscribe(&mut session, &sub.filter, options(sub));
         }
-        // Messages that were in flight go back into the in-flight window
-        // with their packet ids (W7); the connection resends them first.
-        let destination = session_destination(&client_id);
-        let inflight: HashMap<u64, (u16, u8)> = handle
-            .inflight_of(&destination)
-            .await?
-            .into_iter()
-            .map(|(id, pkid, stage)| (id, (pkid, stage)))
-            .collect();
-        // One queue's worth plus one (plus those in flight): if the backlog
-        // is larger, the last push spills and the connection pages the rest
-        // in from the store.
-        let owed = handle
-            .read(
-                &destination,
-                None,
-                limits
-                    .max_queued_messages
-                    .saturating_add(1)
-                    .saturating_add(inflight.len()),
-            )
-            .await?;
-        for m in owed {
-            crate::message_age::seed(m.id, m.received_at_ms);
-            let message = Arc::new(from_stored(m));
-            let mut delivery = delivery_for(&session, message);
-            let sent = inflight
-                .get(&delivery.message.id)
-                .and_then(|&(pkid, code)| Some((pkid, stage_from(code)?)));
-            if let Some((pkid, (stage, qos))) = sent {
-                delivery.qos = qos;
-                if session.outgoing.restore(pkid, delivery.clone(), stage) {
-                    restored.messages += 1;
-                    continue;
-                }
-            }
-            if session.mailbox.push(delivery).is_ok() {
-                restored.messages += 1;
-            }
-        }
+        restored.messages +=
+            restore_queue(handle, &mut session, limits.max_queued_messages).await?;
         for pkid in qos2.remove(stored.client_id.as_str()).unwrap_or_default() {
             session.incoming.restore(pkid);
         }
@@ -349,6 +311,49 @@ pub async fn restore(broker: &Arc<Broker>, handle: &StoreHandle) -> Result<Resto
     restored.sessions -= expired.len();
     for session in expired {
         broker.end_expired_session(session);
+    }
+    Ok(restored)
+}
+
+/// Puts a restored session's owed messages back: those that were in flight
+/// into the in-flight window with their packet ids (W7; the connection
+/// resends them first), the rest into its queue. Returns how many.
+async fn restore_queue(
+    handle: &StoreHandle,
+    session: &mut Session,
+    max_queued_messages: usize,
+) -> Result<usize, StoreError> {
+    let mut restored = 0;
+    let destination = session_destination(&session.client_id);
+    let inflight: HashMap<u64, (u16, u8)> = handle
+        .inflight_of(&destination)
+        .await?
+        .into_iter()
+        .map(|(id, pkid, stage)| (id, (pkid, stage)))
+        .collect();
+    // One queue's worth plus one (plus those in flight): if the backlog is
+    // larger, the last push spills and the connection pages the rest in
+    // from the store.
+    let want = max_queued_messages
+        .saturating_add(1)
+        .saturating_add(inflight.len());
+    for m in handle.read(&destination, None, want).await? {
+        crate::message_age::seed(m.id, m.received_at_ms);
+        let message = Arc::new(from_stored(m));
+        let mut delivery = delivery_for(session, message);
+        let sent = inflight
+            .get(&delivery.message.id)
+            .and_then(|&(pkid, code)| Some((pkid, stage_from(code)?)));
+        if let Some((pkid, (stage, qos))) = sent {
+            delivery.qos = qos;
+            if session.outgoing.restore(pkid, delivery.clone(), stage) {
+                restored += 1;
+                continue;
+            }
+        }
+        if session.mailbox.push(delivery).is_ok() {
+            restored += 1;
+        }
     }
     Ok(restored)
 }
