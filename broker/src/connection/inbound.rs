@@ -350,23 +350,9 @@ impl Conn {
                 continue;
             }
             let (group, inner) = router::split_shared(&f.filter);
-            if group.is_some() && f.no_local {
-                return Err(Exit::Protocol(
-                    reason::PROTOCOL_ERROR,
-                    "No Local on a shared subscription",
-                ));
-            }
-            // Validity, limits, deny-list overlap and ACL (see `policy`).
-            if let Err(code) = policy::may_subscribe(&self.broker, &self.identity, &f.filter) {
+            if let Some(code) = self.refusal(f, group.is_some(), max_subscriptions)? {
                 codes.push(code);
                 seen.insert(&f.filter, code);
-                continue;
-            }
-            if !self.session.subscriptions.contains_key(&f.filter)
-                && self.session.subscriptions.len() >= max_subscriptions
-            {
-                codes.push(reason::QUOTA_EXCEEDED);
-                seen.insert(&f.filter, reason::QUOTA_EXCEEDED);
                 continue;
             }
             seen.insert(&f.filter, f.qos as u8);
@@ -394,17 +380,20 @@ impl Conn {
             }
         }
         self.broker.save_subscriptions(&self.session);
-        let code_v311 = |c: u8| {
-            if c >= 0x80 {
-                reason::UNSPECIFIED_ERROR
-            } else {
-                c
-            }
-        };
         let reason_codes = if v5 {
             codes
         } else {
-            codes.into_iter().map(code_v311).collect()
+            // 3.1.1 knows one failure code (0x80).
+            codes
+                .into_iter()
+                .map(|c| {
+                    if c >= 0x80 {
+                        reason::UNSPECIFIED_ERROR
+                    } else {
+                        c
+                    }
+                })
+                .collect()
         };
         self.encode(&Packet::SubAck(SubAck {
             pkid: subscribe.pkid,
@@ -414,6 +403,34 @@ impl Conn {
         // Retained messages go out after the SUBACK, ahead of newer traffic.
         self.retained.extend(retained);
         Ok(())
+    }
+
+    /// Why one filter of a SUBSCRIBE is refused (its SUBACK code), if it
+    /// is: validity, limits, deny-list overlap and ACL (see `policy`), then
+    /// the per-client subscription cap (a filter the session already has
+    /// does not count again). No Local on a shared subscription is a
+    /// protocol error that closes the connection.
+    fn refusal(
+        &self,
+        f: &crate::protocol::SubscribeFilter,
+        shared: bool,
+        max_subscriptions: usize,
+    ) -> Result<Option<u8>, Exit> {
+        if shared && f.no_local {
+            return Err(Exit::Protocol(
+                reason::PROTOCOL_ERROR,
+                "No Local on a shared subscription",
+            ));
+        }
+        if let Err(code) = policy::may_subscribe(&self.broker, &self.identity, &f.filter) {
+            return Ok(Some(code));
+        }
+        if !self.session.subscriptions.contains_key(&f.filter)
+            && self.session.subscriptions.len() >= max_subscriptions
+        {
+            return Ok(Some(reason::QUOTA_EXCEEDED));
+        }
+        Ok(None)
     }
 
     fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
