@@ -76,8 +76,56 @@ impl Conn {
     }
 
     fn on_publish(&mut self, publish: Publish) -> Result<(), Exit> {
+        counters::inc(&self.broker.metrics.publish_received[usize::from(publish.qos as u8)]);
+        let topic = self.checked_topic(&publish)?;
         let metrics = &self.broker.metrics;
-        counters::inc(&metrics.publish_received[usize::from(publish.qos as u8)]);
+        // `$SYS` belongs to the broker, then deny lists and ACL (`policy`).
+        let allowed =
+            policy::may_publish(&self.broker, Publisher::Client(&self.identity), &topic).is_ok();
+        if !allowed {
+            counters::inc(&metrics.dropped_denied);
+            tracing::debug!(%topic, "publish denied");
+        }
+        // v5 answers a refused QoS 1/2 publish with 0x87; 3.1.1 acknowledges
+        // and drops it (it has no way to say no).
+        let refused_code = if allowed || !self.version.is_v5() {
+            0
+        } else {
+            reason::NOT_AUTHORIZED
+        };
+        let pkid = publish.pkid;
+        match publish.qos {
+            QoS::AtMostOnce => {
+                if allowed {
+                    // Nothing to acknowledge: durability is not awaited.
+                    drop(self.route(topic, publish));
+                }
+            }
+            QoS::AtLeastOnce => {
+                let durable = if allowed {
+                    self.route(topic, publish)
+                } else {
+                    Durability::Done
+                };
+                self.acknowledge(durable, Packet::PubAck(ack(pkid, refused_code)));
+            }
+            QoS::ExactlyOnce => {
+                let durable = match allowed {
+                    true => self.receive_qos2(topic, publish),
+                    false => Durability::Done,
+                };
+                self.acknowledge(durable, Packet::PubRec(ack(pkid, refused_code)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The checks a PUBLISH must pass before the policy is asked: no
+    /// Subscription Identifier from a client, the user-property cap, the
+    /// topic alias (v5) and topic limits, Receive Maximum (v5) and the cap
+    /// on QoS 2 ids awaiting PUBREL (3.1.1). Returns the topic, with its
+    /// alias resolved; an error closes the connection with its reason.
+    fn checked_topic(&mut self, publish: &Publish) -> Result<String, Exit> {
         if !publish.properties.subscription_identifiers.is_empty() {
             // MQTT-3.3.4-6: only the server sends Subscription Identifiers.
             return Err(Exit::Protocol(
@@ -132,45 +180,7 @@ impl Conn {
                 "too many QoS 2 messages awaiting PUBREL",
             ));
         }
-        // `$SYS` belongs to the broker, then deny lists and ACL (`policy`).
-        let allowed =
-            policy::may_publish(&self.broker, Publisher::Client(&self.identity), &topic).is_ok();
-        if !allowed {
-            counters::inc(&metrics.dropped_denied);
-            tracing::debug!(%topic, "publish denied");
-        }
-        // v5 answers a refused QoS 1/2 publish with 0x87; 3.1.1 acknowledges
-        // and drops it (it has no way to say no).
-        let refused_code = if allowed || !self.version.is_v5() {
-            0
-        } else {
-            reason::NOT_AUTHORIZED
-        };
-        let pkid = publish.pkid;
-        match publish.qos {
-            QoS::AtMostOnce => {
-                if allowed {
-                    // Nothing to acknowledge: durability is not awaited.
-                    drop(self.route(topic, publish));
-                }
-            }
-            QoS::AtLeastOnce => {
-                let durable = if allowed {
-                    self.route(topic, publish)
-                } else {
-                    Durability::Done
-                };
-                self.acknowledge(durable, Packet::PubAck(ack(pkid, refused_code)));
-            }
-            QoS::ExactlyOnce => {
-                let durable = match allowed {
-                    true => self.receive_qos2(topic, publish),
-                    false => Durability::Done,
-                };
-                self.acknowledge(durable, Packet::PubRec(ack(pkid, refused_code)));
-            }
-        }
-        Ok(())
+        Ok(topic)
     }
 
     /// An allowed QoS 2 PUBLISH: routed once per packet id until PUBREL.
