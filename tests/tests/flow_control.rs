@@ -260,3 +260,36 @@ fn qos0_burst_with_default_config_loses_nothing_when_the_subscriber_keeps_up() {
         "QoS 0 messages dropped in a burst"
     );
 }
+
+#[test]
+fn a_publisher_that_closes_its_socket_mid_burst_still_gets_everything_delivered() {
+    // Small queues and a slow subscriber: the publisher's messages are held
+    // and deferred when its socket reaches end of stream (no DISCONNECT,
+    // as a sensor that powers down after its burst). Before, the broker
+    // dropped the held message and the deferred packets at that moment.
+    let broker = Broker::start_with(Some(SMALL_QUEUES));
+    let port = broker.port;
+    let (mut sub, _) = Raw::connect(port, V311, "slow-sub", true);
+    sub.subscribe("eof/#", QoS::AtMostOnce);
+    const COUNT: u16 = 3_000;
+    let consumer =
+        thread::spawn(move || subscriber(sub, usize::from(COUNT), Duration::from_millis(20)));
+    let (raw, _) = Raw::connect(port, V311, "closing-pub", true);
+    let mut out = BytesMut::new();
+    for seq in 1..=COUNT {
+        let p = publish("eof/x", QoS::AtMostOnce, 0, format!("p:{seq}"));
+        edgemq::protocol::encode(&p, raw.v, &mut out).unwrap();
+    }
+    let mut s = raw.s;
+    s.write_all(&out).unwrap();
+    s.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(s);
+    let got = consumer.join().unwrap();
+    let want: Vec<String> = (1..=COUNT).map(|seq| format!("p:{seq}")).collect();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "messages lost at the publisher's end of stream"
+    );
+    assert_eq!(got, want, "order changed");
+}

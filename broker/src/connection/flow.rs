@@ -20,6 +20,12 @@
 //!
 //! A held message is released when every queue took it, or when a queue
 //! stayed stuck beyond `slow_consumer_timeout_ms` and dropped it (counted).
+//!
+//! A publisher that closes its socket (end of stream) while a message is
+//! held or packets are deferred is not cut short: the socket is no longer
+//! read, and the connection ends once what it had sent is routed (at most
+//! one slow-consumer timeout later). A QoS 0 burst followed by a
+//! disconnect therefore loses nothing either.
 
 use std::collections::VecDeque;
 
@@ -41,6 +47,9 @@ pub(super) struct FlowState {
     release: Option<(oneshot::Sender<Durability>, Durability)>,
     /// Packets read while a message is held, in arrival order.
     pub deferred: VecDeque<Packet>,
+    /// The client closed its side: nothing more is read; the connection
+    /// ends once the held message and the deferred packets are routed.
+    pub eof: bool,
 }
 
 impl Conn {
@@ -88,12 +97,32 @@ impl Conn {
         self.flow.as_ref().map_or(0, |f| f.deferred.len())
     }
 
+    /// At the end of the client's stream: true if a held message or
+    /// deferred packets still have to be routed (the connection goes on
+    /// without reading until they are), false if it can end now.
+    pub(super) fn finish_input_at_eof(&mut self) -> bool {
+        let pending = self.is_held() || self.deferred_len() > 0;
+        if let (true, Some(flow)) = (pending, self.flow.as_deref_mut()) {
+            flow.eof = true;
+        }
+        pending
+    }
+
+    /// True once the client closed its side and everything it sent before
+    /// is routed: the connection ends.
+    pub(super) fn input_finished(&self) -> bool {
+        self.flow.as_ref().is_some_and(|f| f.eof) && !self.is_held() && self.deferred_len() == 0
+    }
+
     /// True while packets can be taken from the socket: acknowledgements
     /// are not held back beyond `max_inflight`, and the deferred packets
     /// are within their bound.
     pub(super) fn can_read(&self) -> bool {
         let max = usize::from(self.broker.config.limits.max_inflight);
-        self.waiting_acks.len() < max && self.closing.is_none() && self.deferred_len() < max
+        self.waiting_acks.len() < max
+            && self.closing.is_none()
+            && self.deferred_len() < max
+            && !self.flow.as_ref().is_some_and(|f| f.eof)
     }
 
     /// Decodes and handles every complete packet in the read buffer (and

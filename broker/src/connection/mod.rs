@@ -321,6 +321,9 @@ impl Conn {
                 Ok(false) => {}
                 Err(exit) => return exit,
             }
+            if self.input_finished() {
+                return Exit::Closed;
+            }
             self.pump();
             if !self.wbuf.is_empty() {
                 let events = write::Events {
@@ -365,6 +368,7 @@ impl Conn {
                     }
                 }
                 r = readbuf::read_some(stream, rbuf, max_packet, read_hint), if can_read => match r {
+                    Ok((0, _)) if self.finish_input_at_eof() => {}
                     Ok((0, _)) | Err(_) => return Exit::Closed,
                     Ok((n, spare)) => {
                         counters::add(&self.broker.metrics.bytes_received, n);
