@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use edgemq::config::{Config, ListenerConfig, DEFAULT_CONFIG};
+use edgemq::config::{default_config_text, Config, ListenerConfig};
 use edgemq::server;
 
 mod cli;
@@ -93,7 +93,7 @@ fn run_command(command: &Command) -> anyhow::Result<()> {
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     if cli.print_default_config {
-        print!("{DEFAULT_CONFIG}");
+        print!("{}", default_config_text());
         return Ok(());
     }
     if let Some(command) = &cli.command {

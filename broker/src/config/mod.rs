@@ -4,8 +4,9 @@
 //! file at all, and when they do write one, a typo or a bad value must be
 //! reported with the file, line and key instead of being silently ignored.
 //!
-//! * The defaults live in `broker/config/default.toml`, embedded with
-//!   `include_str!` and printed by `--print-default-config`. The Rust
+//! * The defaults live in `broker/config/default.toml`, embedded
+//!   deflate-compressed by `build.rs` and printed by
+//!   `--print-default-config` ([`default_config_text`]). The Rust
 //!   `Default` impls below hold the same values; a unit test pins the two
 //!   together so they cannot drift.
 //! * A file is deserialized with `deny_unknown_fields`; every section and key
@@ -36,7 +37,21 @@ use crate::storage::StorageConfig;
 type Fault = (&'static str, &'static str, String);
 
 /// The embedded default configuration, fully commented.
-pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
+const DEFAULT_CONFIG_DEFLATE: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/default.toml.deflate"));
+
+/// The commented default configuration (`broker/config/default.toml`),
+/// embedded compressed (the binary's size budget, docs/ARM.md).
+pub fn default_config_text() -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    match flate2::read::DeflateDecoder::new(DEFAULT_CONFIG_DEFLATE).read_to_string(&mut text) {
+        Ok(_) => text,
+        // Cannot happen with the bytes build.rs wrote; say so rather than
+        // print half a file.
+        Err(e) => format!("# the embedded default configuration is damaged: {e}\n"),
+    }
+}
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

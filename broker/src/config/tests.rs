@@ -4,7 +4,7 @@ use super::*;
 
 #[test]
 fn embedded_defaults_equal_rust_defaults() {
-    let parsed = Config::from_toml(DEFAULT_CONFIG, "default.toml").unwrap();
+    let parsed = Config::from_toml(&default_config_text(), "default.toml").unwrap();
     assert_eq!(parsed, Config::default());
 }
 
@@ -229,4 +229,13 @@ fn spill_after_is_checked_with_its_line() {
     let ok = Config::from_toml("[storage]\nspill_after_ms = 0\n", "edge.toml").unwrap();
     assert_eq!(ok.storage.spill_after_ms, 0);
     assert_eq!(Config::default().storage.spill_after_ms, 100);
+}
+
+/// The compressed copy the binary prints is the file, byte for byte.
+#[test]
+fn the_embedded_default_config_is_the_file() {
+    assert_eq!(
+        default_config_text(),
+        include_str!("../../config/default.toml")
+    );
 }
