@@ -19,7 +19,8 @@ const LIMITS: MailboxLimits = MailboxLimits {
     qos0_wait: false,
 };
 
-fn delivery(qos: QoS) -> Delivery {
+/// A one-byte message on `t` at `qos` (shared with `tests_flow`).
+pub(super) fn delivery(qos: QoS) -> Delivery {
     let message = Message::new(
         "t".into(),
         Bytes::from_static(b"p"),

@@ -5,11 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
+use super::tests::delivery;
 use super::*;
-use crate::message::{Delivery, Message};
-use crate::protocol::{PublishProperties, QoS};
+use crate::protocol::QoS;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -21,24 +19,6 @@ const LIMITS: MailboxLimits = MailboxLimits {
     slow_consumer_timeout: TIMEOUT,
     qos0_wait: true,
 };
-
-fn delivery(qos: QoS) -> Delivery {
-    let message = Message::new(
-        "t".into(),
-        Bytes::from_static(b"p"),
-        qos,
-        false,
-        PublishProperties::default(),
-        None,
-    );
-    Delivery {
-        message: Arc::new(message),
-        qos,
-        retain: false,
-        subscription_ids: Vec::new(),
-        shared: None,
-    }
-}
 
 fn online(persistent: bool, limits: MailboxLimits) -> Arc<Mailbox> {
     let m = Mailbox::new(Arc::from("c"), persistent, limits);
