@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::flash::{RamFlash, BLOCK};
+use super::tests_task::runtime;
 use super::*;
 
 fn msg(id: u64) -> StoredMessage {
@@ -21,13 +22,6 @@ fn msg(id: u64) -> StoredMessage {
         payload: Bytes::from(vec![7u8; 64]),
         ..Default::default()
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 const SPILL: Duration = Duration::from_millis(200);

@@ -17,7 +17,9 @@ fn msg(len: usize) -> StoredMessage {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// A current-thread runtime for driving the store thread's handle (shared
+/// with the write-behind tests).
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
